@@ -1,0 +1,5 @@
+//! One module per `ferry` subcommand: its arguments and what it runs.
+
+pub mod inject;
+pub mod validate;
+pub mod webhook;

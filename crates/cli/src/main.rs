@@ -1,0 +1,40 @@
+//! `ferry`: the command-line entry point that wires Ferry's crates together.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Ferry: a sidecar service mesh that reads Istio's APIs.
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate Istio traffic manifests (VirtualService, DestinationRule, PeerAuthentication) offline.
+    Validate(cmd::validate::Args),
+    /// Inject the Ferry sidecar into workload manifests (like `istioctl kube-inject`).
+    Inject(cmd::inject::Args),
+    /// Run the sidecar-injection admission webhook, or print its configuration.
+    Webhook(cmd::webhook::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Inject(args) => cmd::inject::run(args),
+        Command::Webhook(args) => cmd::webhook::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
