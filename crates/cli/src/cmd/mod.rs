@@ -1,5 +1,6 @@
 //! One module per `ferry` subcommand: its arguments and what it runs.
 
 pub mod inject;
+pub mod mesh;
 pub mod validate;
 pub mod webhook;
