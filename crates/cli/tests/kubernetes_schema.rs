@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn validator_available() -> bool {
-    let found = Command::new("kubernetes-validate").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -29,7 +32,12 @@ fn ferry_inject(file: &Path) -> String {
         .arg(file)
         .output()
         .expect("ferry runs");
-    assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -64,8 +72,15 @@ fn validate(resources: &[Value], what: &str) {
             .args(&files)
             .output()
             .expect("kubernetes-validate runs");
-        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && !report.contains("ERROR"), "{what} (Kubernetes {version}):\n{report}");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && !report.contains("ERROR"),
+            "{what} (Kubernetes {version}):\n{report}"
+        );
     }
 }
 
@@ -87,7 +102,10 @@ fn injected_manifests_pass_the_official_schemas() {
     inputs.push(root.join("examples/redis-statefulset/client.yaml"));
     inputs.sort();
     for input in inputs {
-        validate(&resources(&ferry_inject(&input)), &input.display().to_string());
+        validate(
+            &resources(&ferry_inject(&input)),
+            &input.display().to_string(),
+        );
     }
 }
 
@@ -124,7 +142,9 @@ fn webhook_patched_pod_passes_the_official_schemas() {
         "request": { "uid": "1", "kind": { "group": "", "version": "v1", "kind": "Pod" }, "operation": "CREATE", "namespace": "default", "object": pod }
     });
     let cfg = ferry_inject::InjectConfig::default();
-    let answer = ferry_inject::admission::review(body.to_string().as_bytes(), &cfg, &Default::default()).expect("answered");
+    let answer =
+        ferry_inject::admission::review(body.to_string().as_bytes(), &cfg, &Default::default())
+            .expect("answered");
     let response: Value = serde_json::from_slice(&answer.body).expect("json");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(response["response"]["patch"].as_str().expect("patch"))

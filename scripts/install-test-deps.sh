@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what Ferry's test suite needs on a Debian machine (run as root):
+# Debian packages for the real peers the tests talk to, and Kubernetes' official schemas.
+set -euo pipefail
+
+apt_packages=(redis-server redis-tools iptables iproute2 haproxy openssl ca-certificates)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "installing kubernetes-validate (Kubernetes' official schemas, from PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "note: kubectl is not installed; the webhook test that applies patches with kubectl will say so" >&2
+fi
