@@ -18,13 +18,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use path::{FieldPath, Segment};
-pub use structural::did_you_mean;
+pub use structural::{Problem, deserialize_all, did_you_mean};
 
 use crate::load::{Document, LoadError, expand_lists};
 use crate::names;
 use crate::resource::{IstioResource, Resource, ResourceId};
 use checks::Checker;
-use structural::deserialize_all;
 
 /// How serious a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,0 +1,3 @@
+//! Opaque TCP forwarding.
+
+pub mod forward;
