@@ -21,6 +21,10 @@ enum Command {
     Inject(cmd::inject::Args),
     /// Run the sidecar-injection admission webhook, or print its configuration.
     Webhook(cmd::webhook::Args),
+    /// Run the sidecar proxy, or forward one address to another on the same data path.
+    Proxy(cmd::proxy::Args),
+    /// Install the pod's traffic redirect rules (what the injected `ferry-init` runs).
+    ProxyInit(cmd::proxy_init::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inject(args) => cmd::inject::run(args),
         Command::Webhook(args) => cmd::webhook::run(args),
+        Command::ProxyInit(args) => cmd::proxy_init::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     };
     match result {
         Ok(code) => code,

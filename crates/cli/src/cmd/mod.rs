@@ -2,5 +2,7 @@
 
 pub mod inject;
 pub mod mesh;
+pub mod proxy;
+pub mod proxy_init;
 pub mod validate;
 pub mod webhook;

@@ -25,7 +25,10 @@ impl OriginalDst for SocketOriginalDst {
             SocketAddr::V6(_) => sock.original_dst_v6()?,
         };
         addr.as_socket().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "original destination is not an IP address")
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "original destination is not an IP address",
+            )
         })
     }
 }

@@ -21,6 +21,8 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::lifecycle::{Lifecycle, Phase};
+
 /// Size of the per-thread scratch buffer, and of the largest single read.
 const SCRATCH: usize = 64 * 1024;
 /// Reads per direction per wake-up before yielding to other connections.
@@ -36,6 +38,11 @@ pub trait Observer {
     fn downstream_bytes(&mut self, data: &[u8]);
     /// Bytes read from the upstream (server) and sent downstream.
     fn upstream_bytes(&mut self, data: &[u8]);
+    /// True when the connection can be closed during a drain without losing anything the
+    /// client waits for. Opaque traffic cannot tell, so it waits for the drain's end.
+    fn quiescent(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that looks at nothing.
@@ -53,6 +60,8 @@ pub enum Ending {
     Reset,
     /// No bytes crossed for the idle timeout.
     Idle,
+    /// Closed by the proxy's drain.
+    Drained,
 }
 
 /// Bytes moved, from the downstream's point of view.
@@ -88,13 +97,17 @@ impl Half {
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
 /// Marks readiness as consumed after a short read, without another `read` syscall.
 fn drop_read_readiness(stream: &TcpStream) {
-    let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+    let _ = stream.try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Moves one direction forward as far as it can without blocking; returns whether it made
@@ -194,14 +207,22 @@ fn pump(
 /// Forwards bytes both ways until both sides have closed, one resets, or nothing moves for
 /// `idle` (`None` = no idle timeout). Resets are propagated: when one side resets, the other
 /// is reset too rather than closed cleanly.
-pub async fn forward(
+///
+/// When `lifecycle` starts draining, the connection ends at its first quiet point (the
+/// observer says nothing is in flight and no bytes are pending); when the drain period is
+/// over it ends regardless.
+pub async fn forward<O: Observer>(
     downstream: &TcpStream,
     upstream: &TcpStream,
-    observer: &mut dyn Observer,
+    observer: &mut O,
     idle: Option<Duration>,
+    lifecycle: &Lifecycle,
 ) -> (Totals, io::Result<Ending>) {
     let mut down = Half::default();
     let mut up = Half::default();
+    let mut draining = Box::pin(lifecycle.reached(Phase::Draining));
+    let mut closed = Box::pin(lifecycle.reached(Phase::Closed));
+    let mut is_draining = false;
     let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|d| Box::pin(tokio::time::sleep(d)));
     let mut last_activity = Instant::now();
     let result = poll_fn(|cx| {
@@ -223,6 +244,16 @@ pub async fn forward(
             }
             if down.done() && up.done() {
                 return Poll::Ready(Ok(Ending::Closed));
+            }
+            if !is_draining && draining.as_mut().poll(cx).is_ready() {
+                is_draining = true;
+            }
+            if is_draining {
+                let idle_now =
+                    down.pending.is_empty() && up.pending.is_empty() && observer.quiescent();
+                if idle_now || closed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Ending::Drained));
+                }
             }
             if progressed {
                 last_activity = Instant::now();

@@ -18,7 +18,11 @@ impl Value {
 
     /// The value, or `unknown` when empty.
     pub fn or_unknown(s: &str) -> Self {
-        if s.is_empty() { Self::unknown() } else { Value(Arc::from(s)) }
+        if s.is_empty() {
+            Self::unknown()
+        } else {
+            Value(Arc::from(s))
+        }
     }
 }
 
@@ -129,7 +133,7 @@ pub struct RedisLabels {
     pub peers: Peers,
     /// `mutual_tls` or `none` (destination), `unknown` (source).
     pub connection_security_policy: Value,
-    /// Upper-case command name (`GET`), or `unknown`.
+    /// Lower-case command name (`get`, as Envoy names them), or `unknown`.
     pub command: Value,
     /// `ok` or `error`.
     pub outcome: Value,
@@ -159,10 +163,16 @@ impl Peers {
         trust_domain: &str,
         protocol: &'static str,
     ) -> Peers {
-        let field = |w: Option<&Workload>, f: fn(&Workload) -> &str| Value::or_unknown(w.map(f).unwrap_or_default());
+        let field = |w: Option<&Workload>, f: fn(&Workload) -> &str| {
+            Value::or_unknown(w.map(f).unwrap_or_default())
+        };
         let (s, d) = (source.workload, destination.workload);
         let cluster = |side: &Side<'_>| {
-            if side.workload.is_some() { Value::or_unknown(side.cluster) } else { Value::unknown() }
+            if side.workload.is_some() {
+                Value::or_unknown(side.cluster)
+            } else {
+                Value::unknown()
+            }
         };
         Peers {
             reporter,
@@ -179,10 +189,14 @@ impl Peers {
             destination_principal: principal(d, trust_domain),
             destination_app: field(d, |w| &w.app),
             destination_version: field(d, |w| &w.version),
-            destination_service: Value::or_unknown(service.map_or(passthrough_name, |s| s.fqdn.as_str())),
+            destination_service: Value::or_unknown(
+                service.map_or(passthrough_name, |s| s.fqdn.as_str()),
+            ),
             destination_canonical_service: field(d, |w| &w.canonical_service),
             destination_canonical_revision: field(d, |w| &w.canonical_revision),
-            destination_service_name: Value::or_unknown(service.map_or(passthrough_name, |s| s.name.as_str())),
+            destination_service_name: Value::or_unknown(
+                service.map_or(passthrough_name, |s| s.name.as_str()),
+            ),
             destination_service_namespace: match service {
                 Some(s) => Value::or_unknown(&s.namespace),
                 None => Value::unknown(),

@@ -82,11 +82,15 @@ impl Metrics {
         let tcp_sent = Family::default();
         let tcp_received = Family::default();
         let requests = Family::default();
-        let request_duration: HistogramFamily<HttpLabels> = Family::new_with_constructor(istio_histogram);
-        let request_bytes: HistogramFamily<HttpLabels> = Family::new_with_constructor(istio_histogram);
-        let response_bytes: HistogramFamily<HttpLabels> = Family::new_with_constructor(istio_histogram);
+        let request_duration: HistogramFamily<HttpLabels> =
+            Family::new_with_constructor(istio_histogram);
+        let request_bytes: HistogramFamily<HttpLabels> =
+            Family::new_with_constructor(istio_histogram);
+        let response_bytes: HistogramFamily<HttpLabels> =
+            Family::new_with_constructor(istio_histogram);
         let redis_commands = Family::default();
-        let redis_duration: HistogramFamily<RedisLabels> = Family::new_with_constructor(redis_histogram);
+        let redis_duration: HistogramFamily<RedisLabels> =
+            Family::new_with_constructor(redis_histogram);
         let redis_fallbacks = Family::default();
         registry.register(
             "istio_tcp_connections_opened",
@@ -114,8 +118,16 @@ impl Metrics {
             "Request duration in milliseconds",
             request_duration.clone(),
         );
-        registry.register("istio_request_bytes", "Request body sizes in bytes", request_bytes.clone());
-        registry.register("istio_response_bytes", "Response body sizes in bytes", response_bytes.clone());
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes in bytes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes in bytes",
+            response_bytes.clone(),
+        );
         registry.register(
             "ferry_redis_commands",
             "Redis commands by command name and outcome",
@@ -163,11 +175,23 @@ impl Metrics {
     }
 
     /// Records one HTTP request.
-    pub fn http_request(&self, labels: &HttpLabels, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+    pub fn http_request(
+        &self,
+        labels: &HttpLabels,
+        duration_ms: f64,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
         self.requests.get_or_create(labels).inc();
-        self.request_duration.get_or_create(labels).observe(duration_ms);
-        self.request_bytes.get_or_create(labels).observe(request_bytes as f64);
-        self.response_bytes.get_or_create(labels).observe(response_bytes as f64);
+        self.request_duration
+            .get_or_create(labels)
+            .observe(duration_ms);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(request_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(response_bytes as f64);
     }
 
     /// Counter and histogram for one Redis label set.
@@ -211,7 +235,11 @@ pub fn openmetrics_to_prometheus(text: &str) -> String {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             if let Some((name, help)) = rest.split_once(' ') {
                 let is_counter = text.contains(&format!("# TYPE {name} counter"));
-                let name = if is_counter { format!("{name}_total") } else { name.to_string() };
+                let name = if is_counter {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
                 out.push_str(&format!("# HELP {name} {help}\n"));
                 continue;
             }
@@ -229,7 +257,7 @@ pub struct RedisRecorder {
     metrics: Arc<Metrics>,
     peers: Peers,
     security: Value,
-    cache: Vec<(&'static str, bool, Counter, Histogram)>,
+    cache: Vec<(&'static str, &'static str, Counter, Histogram)>,
 }
 
 impl RedisRecorder {
@@ -243,12 +271,19 @@ impl RedisRecorder {
         }
     }
 
-    /// Records one completed command.
-    pub fn record(&mut self, command: &'static str, ok: bool, latency_ms: f64) {
+    /// Records one completed command with its outcome (`ok`, `error`, `aborted`); the
+    /// latency goes into the histogram unless it is `None` (blocking commands wait for data,
+    /// not for the server).
+    pub fn record(
+        &mut self,
+        command: &'static str,
+        outcome: &'static str,
+        latency_ms: Option<f64>,
+    ) {
         let found = self
             .cache
             .iter()
-            .position(|(c, o, _, _)| *c == command && *o == ok);
+            .position(|(c, o, _, _)| *c == command && *o == outcome);
         let i = match found {
             Some(i) => i,
             None => {
@@ -256,16 +291,18 @@ impl RedisRecorder {
                     peers: self.peers.clone(),
                     connection_security_policy: self.security.clone(),
                     command: Value(Arc::from(command)),
-                    outcome: Value(Arc::from(if ok { "ok" } else { "error" })),
+                    outcome: Value(Arc::from(outcome)),
                 };
                 let (counter, histogram) = self.metrics.redis(&labels);
-                self.cache.push((command, ok, counter, histogram));
+                self.cache.push((command, outcome, counter, histogram));
                 self.cache.len() - 1
             }
         };
         if let Some((_, _, counter, histogram)) = self.cache.get(i) {
             counter.inc();
-            histogram.observe(latency_ms);
+            if let Some(ms) = latency_ms {
+                histogram.observe(ms);
+            }
         }
     }
 }

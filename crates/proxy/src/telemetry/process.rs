@@ -37,15 +37,30 @@ fn open_fds() -> Option<usize> {
 pub fn encode() -> String {
     let mut out = String::new();
     if let Some(cpu) = cpu_seconds() {
-        let _ = writeln!(out, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.");
-        let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}");
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+        );
     }
     if let Some(rss) = resident_bytes() {
-        let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory size in bytes.");
-        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
     }
     if let Some(fds) = open_fds() {
-        let _ = writeln!(out, "# HELP process_open_fds Number of open file descriptors.");
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Number of open file descriptors."
+        );
         let _ = writeln!(out, "# TYPE process_open_fds gauge\nprocess_open_fds {fds}");
     }
     out

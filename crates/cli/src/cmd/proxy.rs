@@ -1,0 +1,212 @@
+//! `ferry proxy`: the sidecar proxy (what the injected `ferry-proxy` container runs), its
+//! explicit `forward` mode, and the `drain`/`wait` helpers of the container's lifecycle hooks.
+
+use anyhow::Context;
+use clap::Subcommand;
+use ferry_proxy::listener::Direction;
+use ferry_proxy::listener::orig_dst::{FixedDst, OriginalDst, SocketOriginalDst};
+use ferry_proxy::server::{self, Options};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+/// Arguments of `ferry proxy`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<ProxyCommand>,
+    #[command(flatten)]
+    sidecar: SidecarArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProxyCommand {
+    /// Run as a pod's sidecar: capture listeners on 15001/15006 (the default).
+    Sidecar(SidecarArgs),
+    /// Forward LISTEN to UPSTREAM on the same data path, without transparent capture.
+    Forward(ForwardArgs),
+    /// Ask the local proxy to drain (the native sidecar's preStop hook).
+    Drain(AdminArgs),
+    /// Wait until the local proxy is ready (the classic sidecar's postStart hook).
+    Wait(WaitArgs),
+}
+
+/// Settings shared by the proxy modes.
+#[derive(clap::Args, Debug, Clone)]
+struct CommonArgs {
+    /// Static configuration file (services, endpoints, identity), reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Prometheus metrics address (`/stats/prometheus`); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:15090", value_parser = optional_addr)]
+    metrics_addr: OptionalAddr,
+    /// Readiness address (`/healthz/ready`); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:15021", value_parser = optional_addr)]
+    health_addr: OptionalAddr,
+    /// Traffic worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Log level or filter (`warning`, `info`, `ferry_proxy=debug`).
+    #[arg(long, default_value = "warning")]
+    log_level: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SidecarArgs {
+    /// Outbound capture listener.
+    #[arg(long, default_value = "0.0.0.0:15001")]
+    outbound: SocketAddr,
+    /// Inbound capture listener.
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    inbound: SocketAddr,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ForwardArgs {
+    /// Address to accept connections on.
+    listen: SocketAddr,
+    /// Address every connection is forwarded to.
+    upstream: SocketAddr,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The proxy's admin address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+}
+
+#[derive(clap::Args, Debug)]
+struct WaitArgs {
+    /// The proxy's readiness address.
+    #[arg(long, default_value = "127.0.0.1:15021")]
+    health: SocketAddr,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{e} (expected host:port or `off`)"))
+}
+
+/// Runs `ferry proxy`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        None => sidecar(args.sidecar),
+        Some(ProxyCommand::Sidecar(s)) => sidecar(s),
+        Some(ProxyCommand::Forward(f)) => {
+            let listeners = vec![(f.listen, Direction::Outbound)];
+            serve(f.common, listeners, Arc::new(FixedDst(f.upstream)))
+        }
+        Some(ProxyCommand::Drain(a)) => {
+            let status = http_request(a.admin, "POST", "/drain")?;
+            anyhow::ensure!(status == 200, "the proxy at {} answered {status} to /drain", a.admin);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(ProxyCommand::Wait(w)) => wait(w),
+    }
+}
+
+fn sidecar(s: SidecarArgs) -> anyhow::Result<ExitCode> {
+    let listeners = vec![(s.outbound, Direction::Outbound), (s.inbound, Direction::Inbound)];
+    serve(s.common, listeners, Arc::new(SocketOriginalDst))
+}
+
+/// Maps Istio's level names onto tracing's.
+fn filter(level: &str) -> Result<EnvFilter, String> {
+    let level = match level {
+        "warning" => "warn",
+        "critical" => "error",
+        other => other,
+    };
+    EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))
+}
+
+fn serve(
+    common: CommonArgs,
+    listeners: Vec<(SocketAddr, Direction)>,
+    orig_dst: Arc<dyn OriginalDst>,
+) -> anyhow::Result<ExitCode> {
+    let (layer, handle) = tracing_subscriber::reload::Layer::new(filter(&common.log_level).map_err(anyhow::Error::msg)?);
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+    let set_log_level: ferry_proxy::admin::LogLevelSetter =
+        Box::new(move |level| handle.reload(filter(level)?).map_err(|e| e.to_string()));
+    let options = Options {
+        listeners,
+        metrics: common.metrics_addr.0,
+        health: common.health_addr.0,
+        config_file: common.config.clone(),
+        worker_threads: common.workers.max(1),
+        set_log_level: Some(set_log_level),
+    };
+    let running = server::start(options, orig_dst).context("cannot start the proxy")?;
+    for addr in &running.listeners {
+        tracing::info!("listening on {addr}");
+    }
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?;
+    let lifecycle = running.lifecycle.clone();
+    signals.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = lifecycle.reached(ferry_proxy::lifecycle::Phase::Draining) => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    let period = running.drain_period();
+    tracing::info!("draining for up to {period:?}");
+    running.drain(period);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A minimal HTTP/1.0 request to a local endpoint; returns the status code.
+fn http_request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("cannot reach the proxy at {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n")?;
+    let mut response = String::new();
+    let _ = stream.take(4096).read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("{addr} did not answer HTTP"))
+}
+
+fn wait(w: WaitArgs) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + Duration::from_secs(w.timeout);
+    loop {
+        if matches!(http_request(w.health, "GET", "/healthz/ready"), Ok(200)) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the proxy at {} was not ready within {}s", w.health, w.timeout);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,45 @@
+//! Opening upstream connections: with a timeout, `TCP_NODELAY`, and for inbound delivery a
+//! source address of 127.0.0.6 (`::6`), the address the redirect rules let through, so the
+//! application sees its peers as Istio's sidecars show them.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Source address of inbound deliveries over IPv4.
+pub const INBOUND_PASSTHROUGH_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+/// Source address of inbound deliveries over IPv6.
+pub const INBOUND_PASSTHROUGH_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+
+/// Connects to `dst` within `timeout`, optionally from the inbound passthrough address.
+pub async fn connect(
+    dst: SocketAddr,
+    timeout: Duration,
+    inbound_source: bool,
+) -> io::Result<TcpStream> {
+    let socket = match dst {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_nodelay(true)?;
+    if inbound_source {
+        let src: IpAddr = match dst {
+            SocketAddr::V4(_) => INBOUND_PASSTHROUGH_V4.into(),
+            SocketAddr::V6(_) => INBOUND_PASSTHROUGH_V6.into(),
+        };
+        // Binding ::6 needs it on an interface; fall back to the kernel's choice.
+        if let Err(e) = socket.bind(SocketAddr::new(src, 0)) {
+            if dst.is_ipv4() {
+                return Err(e);
+            }
+        }
+    }
+    match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connecting to {dst} took longer than {timeout:?}"),
+        )),
+    }
+}

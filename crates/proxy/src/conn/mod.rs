@@ -1,0 +1,118 @@
+//! Handling one accepted connection: outbound (the application calling out) and inbound
+//! (a peer calling the application), from routing to forwarding and metrics.
+
+pub mod connect;
+pub mod inbound;
+pub mod observe;
+pub mod outbound;
+pub mod redis_tap;
+pub mod sniff;
+
+use crate::config::{Protocol, Snapshot};
+use crate::lifecycle::Lifecycle;
+use crate::listener::orig_dst::OriginalDst;
+use crate::tcp::forward::forward;
+use crate::telemetry::Metrics;
+use crate::telemetry::labels::TcpLabels;
+use arc_swap::ArcSwap;
+use observe::ConnObserver;
+use redis_tap::RedisTap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// What every connection handler needs: the configuration in force, metrics, the
+/// lifecycle, and how to find a redirected connection's destination.
+pub struct Ctx {
+    /// The configuration in force; replaced atomically, read once per connection.
+    pub config: Arc<ArcSwap<Snapshot>>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Running, draining or closed.
+    pub lifecycle: Lifecycle,
+    /// Original-destination lookup.
+    pub orig_dst: Arc<dyn OriginalDst>,
+    /// Connections being handled.
+    pub active: AtomicUsize,
+}
+
+/// Counts a connection as active while it lives.
+pub struct ActiveGuard(Arc<Ctx>);
+
+impl ActiveGuard {
+    /// Marks one more connection active.
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        ctx.active.fetch_add(1, Ordering::Relaxed);
+        Self(ctx)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Ctx {
+    /// Upstream connect timeout in force.
+    pub fn connect_timeout(snapshot: &Snapshot) -> Duration {
+        Duration::from_millis(snapshot.config.settings.connect_timeout_ms)
+    }
+
+    /// Idle timeout in force, `None` for none.
+    pub fn idle_timeout(snapshot: &Snapshot) -> Option<Duration> {
+        match snapshot.config.settings.idle_timeout_s {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    /// Protocol detection timeout in force.
+    pub fn detect_timeout(snapshot: &Snapshot) -> Duration {
+        Duration::from_millis(snapshot.config.settings.protocol_detection_timeout_ms)
+    }
+}
+
+/// Counts a connection that was accepted but could not be forwarded (its flags say why).
+fn refused(ctx: &Ctx, labels: &TcpLabels) {
+    let handles = ctx.metrics.tcp(labels);
+    handles.opened.inc();
+    handles.closed.inc();
+}
+
+/// Forwards an established pair of connections to their end, with TCP metrics and, for
+/// Redis, per-command telemetry.
+async fn pipe(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    downstream: &TcpStream,
+    upstream: &TcpStream,
+    labels: &TcpLabels,
+    protocol: Protocol,
+) {
+    let handles = ctx.metrics.tcp(labels);
+    handles.opened.inc();
+    let redis = (protocol == Protocol::Redis && snapshot.config.settings.redis_telemetry)
+        .then(|| RedisTap::new(ctx.metrics.clone(), labels));
+    let mut observer = ConnObserver {
+        tcp: handles.clone(),
+        redis,
+    };
+    let (_, ending) = forward(
+        downstream,
+        upstream,
+        &mut observer,
+        Ctx::idle_timeout(snapshot),
+        &ctx.lifecycle,
+    )
+    .await;
+    if let Some(tap) = &observer.redis {
+        tap.finish(&ctx.metrics, labels);
+    }
+    if let Err(e) = ending {
+        debug!("{}: {e}", labels.peers.destination_service.0);
+    }
+    handles.closed.inc();
+}

@@ -1,0 +1,49 @@
+//! Waiting for a client's first bytes to detect its protocol, without ever stalling a
+//! server-first protocol: after the detection timeout the connection is opaque TCP.
+
+use crate::config::Protocol;
+use crate::detect::{Detected, detect};
+use std::io;
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Largest prefix looked at; a TLS ClientHello longer than this is still detected as TLS,
+/// without its server name.
+const MAX_PEEK: usize = 4096;
+
+/// The protocol of a new connection: the declared one, or detected from its first bytes.
+pub async fn protocol(
+    stream: &TcpStream,
+    declared: Protocol,
+    timeout: Duration,
+) -> (Protocol, Option<String>) {
+    if declared != Protocol::Unknown {
+        return (declared, None);
+    }
+    match tokio::time::timeout(timeout, sniff(stream)).await {
+        Ok(Ok(found)) => found,
+        _ => (Protocol::Tcp, None),
+    }
+}
+
+async fn sniff(stream: &TcpStream) -> io::Result<(Protocol, Option<String>)> {
+    let mut buf = vec![0u8; MAX_PEEK];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok((Protocol::Tcp, None));
+        }
+        match detect(&buf[..n]) {
+            Detected::Protocol(p, sni) => return Ok((p, sni)),
+            Detected::NeedMore if n == buf.len() => return Ok((Protocol::Tcp, None)),
+            Detected::NeedMore => {
+                // Peeking leaves the bytes and the readiness in place: drop the readiness so
+                // the next peek waits for more bytes instead of returning the same ones.
+                let _ = stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+            }
+        }
+    }
+}

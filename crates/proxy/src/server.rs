@@ -1,0 +1,266 @@
+//! Starting and stopping a whole proxy: traffic listeners on their own runtime (one thread
+//! by default), side doors on another, configuration reloads that keep the last good
+//! configuration, and the drain on shutdown.
+
+use crate::admin::{AdminState, LogLevelSetter, http};
+use crate::config::{Snapshot, file};
+use crate::conn::Ctx;
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::listener::orig_dst::OriginalDst;
+use crate::listener::{self, Direction};
+use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+
+/// What to listen on and where the configuration comes from.
+pub struct Options {
+    /// Traffic listeners: address and which handler they feed.
+    pub listeners: Vec<(SocketAddr, Direction)>,
+    /// Prometheus metrics (15090).
+    pub metrics: Option<SocketAddr>,
+    /// Readiness (15021).
+    pub health: Option<SocketAddr>,
+    /// Configuration file, watched for changes; `None` for an empty configuration.
+    pub config_file: Option<PathBuf>,
+    /// Worker threads of the traffic runtime.
+    pub worker_threads: usize,
+    /// Run-time log level switch for the admin API.
+    pub set_log_level: Option<LogLevelSetter>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listeners: Vec::new(),
+            metrics: None,
+            health: None,
+            config_file: None,
+            worker_threads: 1,
+            set_log_level: None,
+        }
+    }
+}
+
+/// A proxy that is running.
+pub struct Running {
+    /// Bound traffic listeners, in the order of [`Options::listeners`].
+    pub listeners: Vec<SocketAddr>,
+    /// Bound metrics address.
+    pub metrics: Option<SocketAddr>,
+    /// Bound readiness address.
+    pub health: Option<SocketAddr>,
+    /// The lifecycle switch (drain, close).
+    pub lifecycle: Lifecycle,
+    /// The configuration in force.
+    pub config: Arc<ArcSwap<Snapshot>>,
+    /// The metrics registry.
+    pub metrics_registry: Arc<Metrics>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn runtime(threads: usize, name: &str) -> io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(name)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .thread_name(name)
+            .build()
+    }
+}
+
+fn modified(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reloads the configuration file when it changes; an invalid file is logged and the last
+/// good configuration stays in force.
+async fn watch_config(path: PathBuf, config: Arc<ArcSwap<Snapshot>>) {
+    let mut seen = modified(&path);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match file::load(&path) {
+            Ok(snapshot) => {
+                info!("configuration reloaded from {}", path.display());
+                config.store(Arc::new(snapshot));
+            }
+            Err(e) => warn!("keeping the last good configuration; {e}"),
+        }
+    }
+}
+
+/// Starts a proxy. Listeners are bound before this returns, so their addresses are known.
+pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Running> {
+    let initial = match &options.config_file {
+        Some(path) => file::load(path)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+        None => Snapshot::compile(Default::default()),
+    };
+    let config = Arc::new(ArcSwap::from_pointee(initial));
+    let metrics = Arc::new(Metrics::new());
+    let lifecycle = Lifecycle::new();
+    let traffic: Vec<(std::net::TcpListener, Direction)> = options
+        .listeners
+        .iter()
+        .map(|(addr, dir)| Ok((std_listener(*addr)?, *dir)))
+        .collect::<io::Result<_>>()?;
+    let listener_addrs = traffic
+        .iter()
+        .map(|(l, _)| l.local_addr())
+        .collect::<io::Result<Vec<_>>>()?;
+    let metrics_listener = options.metrics.map(std_listener).transpose()?;
+    let health_listener = options.health.map(std_listener).transpose()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let health_addr = health_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        lifecycle: lifecycle.clone(),
+        orig_dst,
+        active: Default::default(),
+    });
+    let idle_ctx = ctx.clone();
+    let state = Arc::new(AdminState {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        lifecycle: lifecycle.clone(),
+        listeners_ready: false.into(),
+        set_log_level: options.set_log_level,
+    });
+
+    let traffic_rt = runtime(options.worker_threads, "ferry-traffic")?;
+    let admin_rt = runtime(1, "ferry-admin")?;
+    let mut threads = Vec::new();
+
+    let closed = lifecycle.clone();
+    let config_file = options.config_file.clone();
+    let watched = config.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("ferry-traffic".into())
+            .spawn(move || {
+                traffic_rt.block_on(async move {
+                    for (listener, dir) in traffic {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => {
+                                tokio::spawn(listener::serve(l, dir, ctx.clone()));
+                            }
+                            Err(e) => warn!("listener: {e}"),
+                        }
+                    }
+                    if let Some(path) = config_file {
+                        tokio::spawn(watch_config(path, watched));
+                    }
+                    // Stop once draining with no connection left, or when the drain is over.
+                    let drained = async {
+                        closed.reached(Phase::Draining).await;
+                        while idle_ctx.active.load(Ordering::Relaxed) > 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = drained => {}
+                        _ = closed.reached(Phase::Closed) => {
+                            // Let connections ended by the close report their metrics.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    closed.advance(Phase::Closed);
+                });
+            })?,
+    );
+
+    let admin_closed = lifecycle.clone();
+    let admin_state = state.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("ferry-admin".into())
+            .spawn(move || {
+                admin_rt.block_on(async move {
+                    for (listener, door) in [
+                        (metrics_listener, http::Door::Metrics),
+                        (health_listener, http::Door::Health),
+                    ] {
+                        if let Some(l) =
+                            listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok())
+                        {
+                            tokio::spawn(http::serve(l, door, admin_state.clone()));
+                        }
+                    }
+                    admin_closed.reached(Phase::Closed).await;
+                });
+            })?,
+    );
+    state.listeners_ready.store(true, Ordering::Release);
+    Ok(Running {
+        listeners: listener_addrs,
+        metrics: metrics_addr,
+        health: health_addr,
+        lifecycle,
+        config,
+        metrics_registry: metrics,
+        threads,
+    })
+}
+
+impl Running {
+    /// Drains: readiness goes false and listeners stop accepting at once; open connections
+    /// end at their next quiet point, or when `period` is over. Returns when all threads
+    /// have stopped.
+    pub fn drain(self, period: Duration) {
+        self.lifecycle.advance(Phase::Draining);
+        let lifecycle = self.lifecycle.clone();
+        let timer = std::thread::spawn(move || {
+            std::thread::sleep(period);
+            lifecycle.advance(Phase::Closed);
+        });
+        for t in self.threads {
+            let _ = t.join();
+        }
+        drop(timer);
+    }
+
+    /// Stops at once.
+    pub fn stop(self) {
+        self.lifecycle.advance(Phase::Closed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The drain period the configuration asks for.
+    pub fn drain_period(&self) -> Duration {
+        Duration::from_secs(self.config.load().config.settings.drain_duration_s)
+    }
+}
