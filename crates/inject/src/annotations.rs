@@ -440,10 +440,8 @@ fn read_proxy_config(s: &mut PodSettings, value: &str) -> Result<(), String> {
                     s.proxy_metadata.push((k.clone(), v.to_string()));
                 }
             }
-            "concurrency" => {
-                if !v.as_u64().is_some_and(|n| n <= u32::MAX as u64) {
-                    return Err("concurrency must be a non-negative integer".into());
-                }
+            "concurrency" if v.as_u64().is_none_or(|n| n > u32::MAX as u64) => {
+                return Err("concurrency must be a non-negative integer".into());
             }
             _ => {}
         }

@@ -141,9 +141,9 @@ fn check_shape(pod: &Value) -> Result<(), InjectError> {
         for key in ["labels", "annotations"] {
             if let Some(map) = meta.get(key).and_then(Value::as_object) {
                 for (k, v) in map {
-                    if !v.is_string()
-                        && !(key == "annotations" && annotations::KNOWN.contains(&k.as_str()))
-                    {
+                    // Known annotations get a precise error from `annotations::read`.
+                    let known = key == "annotations" && annotations::KNOWN.contains(&k.as_str());
+                    if !(v.is_string() || known) {
                         return Err(invalid(&format!("metadata.{key}.{k}"), "must be a string"));
                     }
                 }
@@ -266,10 +266,9 @@ pub fn strip(pod: &mut Value) -> Result<Option<Value>, InjectError> {
     if let Some(proxy) = &old_proxy {
         if let Some(map) = env_value(proxy, probes::PROBERS_ENV)
             .and_then(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
+            && let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut)
         {
-            if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-                probes::restore(containers, &map);
-            }
+            probes::restore(containers, &map);
         }
         saved_prometheus = env_value(proxy, PROMETHEUS_ENV)
             .and_then(|s| serde_json::from_str::<Map<String, Value>>(s).ok());
@@ -290,7 +289,7 @@ pub fn strip(pod: &mut Value) -> Result<Option<Value>, InjectError> {
                 }
                 return false;
             }
-            !(!was_injected && name == INIT_CONTAINER)
+            was_injected || name != INIT_CONTAINER
         });
     }
     for (field, removed) in [

@@ -43,10 +43,10 @@ fn resolve_port(container: &Value, port: &Value) -> Value {
 /// probe's timeout when set.
 fn original(container: &Value, probe: &Map<String, Value>, handler: &str) -> Value {
     let mut action = probe[handler].clone();
-    if let Some(obj) = action.as_object_mut() {
-        if let Some(port) = obj.get("port").cloned() {
-            obj.insert("port".into(), resolve_port(container, &port));
-        }
+    if let Some(obj) = action.as_object_mut()
+        && let Some(port) = obj.get("port").cloned()
+    {
+        obj.insert("port".into(), resolve_port(container, &port));
     }
     let mut out = Map::new();
     out.insert(handler.to_string(), action);
@@ -78,18 +78,17 @@ fn rewrite_one(
 /// from rewritten path to original handler (empty when nothing was rewritten).
 pub fn rewrite(containers: &mut [Value], status_port: u16) -> Map<String, Value> {
     let mut probers = Map::new();
-    for i in 0..containers.len() {
-        let snapshot = containers[i].clone();
+    for container in containers.iter_mut() {
+        let snapshot = container.clone();
         let Some(name) = snapshot["name"].as_str() else {
             continue;
         };
-        let container = &mut containers[i];
         for (field, suffix) in PROBES {
             let path = format!("/app-health/{name}/{suffix}");
-            if let Some(probe) = container.get_mut(field) {
-                if let Some(saved) = rewrite_one(&snapshot, probe, &path, status_port) {
-                    probers.insert(path, saved);
-                }
+            if let Some(probe) = container.get_mut(field)
+                && let Some(saved) = rewrite_one(&snapshot, probe, &path, status_port)
+            {
+                probers.insert(path, saved);
             }
         }
         for (field, suffix) in HOOKS {
@@ -97,10 +96,9 @@ pub fn rewrite(containers: &mut [Value], status_port: u16) -> Map<String, Value>
             if let Some(hook) = container
                 .get_mut("lifecycle")
                 .and_then(|l| l.get_mut(field))
+                && let Some(saved) = rewrite_one(&snapshot, hook, &path, status_port)
             {
-                if let Some(saved) = rewrite_one(&snapshot, hook, &path, status_port) {
-                    probers.insert(path, saved);
-                }
+                probers.insert(path, saved);
             }
         }
     }

@@ -57,7 +57,8 @@ mod tests {
 
     #[test]
     fn operators() {
-        let cases: &[(&str, &[&str], &[(&str, &str)], bool)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             ("In", &["a"], &[("k", "a")], true),
             ("In", &["a"], &[("k", "b")], false),
             ("In", &["a"], &[], false),
