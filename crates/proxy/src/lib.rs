@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod detect;
+pub mod http;
 pub mod lifecycle;
 pub mod listener;
 pub mod redirect;

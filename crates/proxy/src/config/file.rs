@@ -22,7 +22,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn single(message: String) -> ConfigError {
-    ConfigError { problems: vec![message] }
+    ConfigError {
+        problems: vec![message],
+    }
 }
 
 /// Parses configuration text; `source` names it in errors.
@@ -41,7 +43,14 @@ pub fn parse(source: &str, text: &str) -> Result<ProxyConfig, ConfigError> {
     let (config, problems) = deserialize_all::<ProxyConfig>(&doc.value);
     let mut out: Vec<String> = problems
         .iter()
-        .map(|p| format!("{source}:{}: {}: {}", doc.line_of(&p.path.pointer()), p.path, p.message))
+        .map(|p| {
+            format!(
+                "{source}:{}: {}: {}",
+                doc.line_of(&p.path.pointer()),
+                p.path,
+                p.message
+            )
+        })
         .collect();
     let Some(config) = config else {
         if out.is_empty() {
@@ -50,9 +59,17 @@ pub fn parse(source: &str, text: &str) -> Result<ProxyConfig, ConfigError> {
         return Err(ConfigError { problems: out });
     };
     out.extend(check(&config).into_iter().map(|(pointer, msg)| {
-        format!("{source}:{}: {}: {msg}", doc.line_of(&pointer), pointer.trim_start_matches('/').replace('/', "."))
+        format!(
+            "{source}:{}: {}: {msg}",
+            doc.line_of(&pointer),
+            pointer.trim_start_matches('/').replace('/', ".")
+        )
     }));
-    if out.is_empty() { Ok(config) } else { Err(ConfigError { problems: out }) }
+    if out.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems: out })
+    }
 }
 
 /// Semantic checks the types cannot express; returns (JSON pointer, message) pairs.
@@ -60,19 +77,31 @@ fn check(config: &ProxyConfig) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, svc) in config.services.iter().enumerate() {
         if svc.name.is_empty() {
-            out.push((format!("/services/{i}/name"), "must not be empty".to_string()));
+            out.push((
+                format!("/services/{i}/name"),
+                "must not be empty".to_string(),
+            ));
         }
         for (j, port) in svc.ports.iter().enumerate() {
             if port.port == 0 {
-                out.push((format!("/services/{i}/ports/{j}/port"), "must be in 1..65535".to_string()));
+                out.push((
+                    format!("/services/{i}/ports/{j}/port"),
+                    "must be in 1..65535".to_string(),
+                ));
             }
             if port.target_port == Some(0) {
-                out.push((format!("/services/{i}/ports/{j}/targetPort"), "must be in 1..65535".to_string()));
+                out.push((
+                    format!("/services/{i}/ports/{j}/targetPort"),
+                    "must be in 1..65535".to_string(),
+                ));
             }
         }
     }
     if config.settings.connect_timeout_ms == 0 {
-        out.push(("/settings/connectTimeoutMs".into(), "must be greater than 0".into()));
+        out.push((
+            "/settings/connectTimeoutMs".into(),
+            "must be greater than 0".into(),
+        ));
     }
     out
 }
@@ -102,13 +131,22 @@ mod tests {
         let err = parse("proxy.yaml", text).expect_err("invalid");
         let all = err.to_string();
         assert!(all.contains("proxy.yaml:5: services[0].clusterIP"), "{all}");
-        assert!(all.contains("proxy.yaml:9: services[0].ports[0].tagetPort"), "{all}");
+        assert!(
+            all.contains("proxy.yaml:9: services[0].ports[0].tagetPort"),
+            "{all}"
+        );
         assert!(all.contains("targetPort"), "did you mean: {all}");
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for text in ["", "- a\n- b", "identity: [", "services: 3", "---\na: 1\n---\nb: 2\n"] {
+        for text in [
+            "",
+            "- a\n- b",
+            "identity: [",
+            "services: 3",
+            "---\na: 1\n---\nb: 2\n",
+        ] {
             assert!(parse("x.yaml", text).is_err(), "{text:?}");
         }
     }

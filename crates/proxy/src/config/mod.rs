@@ -99,10 +99,9 @@ fn cluster_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, 
     let raw: Option<String> = Option::deserialize(d)?;
     match raw.as_deref() {
         None | Some("None") | Some("") => Ok(None),
-        Some(ip) => ip
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("`{ip}` is not an IP address or `None`"))),
+        Some(ip) => ip.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("`{ip}` is not an IP address or `None`"))
+        }),
     }
 }
 

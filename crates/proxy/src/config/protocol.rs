@@ -27,7 +27,10 @@ pub enum Protocol {
 impl Protocol {
     /// The protocol a service port declares.
     pub fn of_port(name: &str, app_protocol: Option<&str>) -> Protocol {
-        if let Some(p) = app_protocol.map(Self::of_name).filter(|p| *p != Protocol::Unknown) {
+        if let Some(p) = app_protocol
+            .map(Self::of_name)
+            .filter(|p| *p != Protocol::Unknown)
+        {
             return p;
         }
         let prefix = name.split('-').next().unwrap_or_default();
@@ -44,6 +47,11 @@ impl Protocol {
             "redis" => Protocol::Redis,
             _ => Protocol::Unknown,
         }
+    }
+
+    /// Whether the protocol is proxied request by request (HTTP/1, HTTP/2, gRPC).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)
     }
 
     /// The `request_protocol` metric label.

@@ -58,12 +58,19 @@ impl Workload {
         };
         let app = first(&["app", "app.kubernetes.io/name"]);
         let version = first(&["version", "app.kubernetes.io/version"]);
-        let mut canonical_service = first(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]);
+        let mut canonical_service = first(&[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ]);
         if canonical_service.is_empty() {
             canonical_service = name.to_string();
         }
-        let mut canonical_revision =
-            first(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"]);
+        let mut canonical_revision = first(&[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ]);
         if canonical_revision.is_empty() {
             canonical_revision = "latest".into();
         }
@@ -85,7 +92,10 @@ impl Workload {
         if self.service_account.is_empty() || self.namespace.is_empty() {
             return String::new();
         }
-        format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
     }
 }
 
@@ -152,8 +162,17 @@ pub struct Snapshot {
 }
 
 fn endpoint_workload(ep: &Endpoint, service: &Service) -> Workload {
-    let namespace = ep.namespace.clone().unwrap_or_else(|| service.namespace.clone());
-    let mut w = Workload::from_labels(&ep.pod, &ep.workload, &namespace, &ep.service_account, &ep.labels);
+    let namespace = ep
+        .namespace
+        .clone()
+        .unwrap_or_else(|| service.namespace.clone());
+    let mut w = Workload::from_labels(
+        &ep.pod,
+        &ep.workload,
+        &namespace,
+        &ep.service_account,
+        &ep.labels,
+    );
     w.has_sidecar = ep.has_sidecar;
     w
 }
@@ -162,7 +181,13 @@ impl Snapshot {
     /// Compiles a configuration.
     pub fn compile(config: ProxyConfig) -> Snapshot {
         let id = &config.identity;
-        let mut me = Workload::from_labels(&id.pod, &id.workload, &id.namespace, &id.service_account, &id.labels);
+        let mut me = Workload::from_labels(
+            &id.pod,
+            &id.workload,
+            &id.namespace,
+            &id.service_account,
+            &id.labels,
+        );
         me.has_sidecar = true;
         let mut by_vip = HashMap::new();
         let mut by_endpoint = HashMap::new();
@@ -171,7 +196,10 @@ impl Snapshot {
             let name = Arc::new(ServiceName {
                 name: svc.name.clone(),
                 namespace: svc.namespace.clone(),
-                fqdn: format!("{}.{}.svc.{}", svc.name, svc.namespace, config.settings.cluster_domain),
+                fqdn: format!(
+                    "{}.{}.svc.{}",
+                    svc.name, svc.namespace, config.settings.cluster_domain
+                ),
             });
             for ep in &svc.endpoints {
                 workloads
@@ -179,7 +207,11 @@ impl Snapshot {
                     .or_insert_with(|| Arc::new(endpoint_workload(ep, svc)));
             }
             for port in &svc.ports {
-                if port.protocol.as_deref().is_some_and(|p| !p.eq_ignore_ascii_case("TCP")) {
+                if port
+                    .protocol
+                    .as_deref()
+                    .is_some_and(|p| !p.eq_ignore_ascii_case("TCP"))
+                {
                     continue;
                 }
                 let endpoints = svc
@@ -239,7 +271,9 @@ impl Snapshot {
             // Behind REDIRECT the destination is the pod IP; fall back to the port alone
             // for the services this proxy's own pod is part of.
             let me = self.config.identity.ip?;
-            self.by_endpoint.get(&SocketAddr::new(me, dst.port())).cloned()
+            self.by_endpoint
+                .get(&SocketAddr::new(me, dst.port()))
+                .cloned()
         })
     }
 
@@ -278,7 +312,11 @@ mod tests {
                     name: "redis".into(),
                     namespace: "default".into(),
                     cluster_ip: None,
-                    ports: vec![ServicePort { name: "tcp-redis".into(), port: 6379, ..Default::default() }],
+                    ports: vec![ServicePort {
+                        name: "tcp-redis".into(),
+                        port: 6379,
+                        ..Default::default()
+                    }],
                     endpoints: vec![ep("198.18.0.2", "redis-0"), ep("198.18.0.3", "redis-1")],
                 },
                 Service {
@@ -319,15 +357,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(snap.outbound("10.9.9.9:80".parse().expect("addr")), Outbound::Passthrough));
+        assert!(matches!(
+            snap.outbound("10.9.9.9:80".parse().expect("addr")),
+            Outbound::Passthrough
+        ));
     }
 
     #[test]
     fn peers_and_identity() {
         let snap = Snapshot::compile(config());
-        let w = snap.workload_at("198.18.0.2".parse().expect("ip")).expect("known");
-        assert_eq!((w.app.as_str(), w.canonical_revision.as_str()), ("redis", "latest"));
-        assert_eq!(w.principal("cluster.local"), "spiffe://cluster.local/ns/default/sa/default");
+        let w = snap
+            .workload_at("198.18.0.2".parse().expect("ip"))
+            .expect("known");
+        assert_eq!(
+            (w.app.as_str(), w.canonical_revision.as_str()),
+            ("redis", "latest")
+        );
+        assert_eq!(
+            w.principal("cluster.local"),
+            "spiffe://cluster.local/ns/default/sa/default"
+        );
         assert_eq!(snap.me.canonical_service, "client");
     }
 }

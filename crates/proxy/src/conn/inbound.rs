@@ -6,7 +6,8 @@
 use super::connect::connect;
 use super::{Ctx, sniff};
 use crate::config::Protocol;
-use crate::telemetry::labels::{Peers, Reporter, Side, TcpLabels, Value};
+use crate::http::{self, Upstream};
+use crate::telemetry::labels::{Parties, Reporter, Value};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -30,46 +31,48 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
     }
     let snapshot = ctx.config.load_full();
     let target = snapshot.inbound(dst);
-    let source = snapshot.workload_at(peer.ip());
     let declared = target.as_ref().map_or(Protocol::Unknown, |t| t.protocol);
-    let (upstream, (protocol, _sni)) = tokio::join!(
-        connect(dst, super::Ctx::connect_timeout(&snapshot), true),
-        sniff::protocol(&downstream, declared, super::Ctx::detect_timeout(&snapshot)),
-    );
-    let cluster = &snapshot.config.identity.cluster;
-    let passthrough = if dst.is_ipv4() {
-        "InboundPassthroughClusterIpv4"
-    } else {
-        "InboundPassthroughClusterIpv6"
-    };
-    let labels = |flags: &str| TcpLabels {
-        peers: Peers::new(
-            Reporter::Destination,
-            Side {
-                workload: source.as_deref(),
-                cluster,
-            },
-            Side {
-                workload: Some(&snapshot.me),
-                cluster,
-            },
-            target.as_ref().map(|t| &*t.service),
-            passthrough,
-            &snapshot.config.identity.trust_domain,
-            protocol.metric_label(),
-        ),
-        response_flags: Value::or_unknown(flags),
+    let parties = Parties {
+        reporter: Reporter::Destination,
+        me: snapshot.me.clone(),
+        peer: snapshot.workload_at(peer.ip()),
+        service: target.as_ref().map(|t| t.service.clone()),
+        passthrough_name: if dst.is_ipv4() {
+            "InboundPassthroughClusterIpv4"
+        } else {
+            "InboundPassthroughClusterIpv6"
+        },
+        cluster: snapshot.config.identity.cluster.clone(),
+        trust_domain: snapshot.config.identity.trust_domain.clone(),
         // Plaintext until mutual TLS arrives.
-        connection_security_policy: Value(Arc::from("none")),
+        security: Value(Arc::from("none")),
     };
+    let http_conn = |protocol| http::Connection {
+        upstream: Upstream::Fixed(dst, Some(snapshot.me.clone())),
+        inbound: true,
+        protocol,
+        parties: parties.clone(),
+    };
+    if declared.is_http() {
+        return http::serve(ctx.clone(), downstream, http_conn(declared)).await;
+    }
+    let (upstream, (protocol, _sni)) = tokio::join!(
+        connect(dst, Ctx::connect_timeout(&snapshot), true),
+        sniff::protocol(&downstream, declared, Ctx::detect_timeout(&snapshot)),
+    );
+    if protocol.is_http() {
+        drop(upstream);
+        return http::serve(ctx.clone(), downstream, http_conn(protocol)).await;
+    }
+    let me = Some(&*snapshot.me);
     let upstream = match upstream {
         Ok(s) => s,
         Err(e) => {
             debug!("inbound: delivering to {dst}: {e}");
-            super::refused(&ctx, &labels("UF"));
+            super::refused(&ctx, &parties.tcp(me, protocol, "UF"));
             return;
         }
     };
-    let labels = labels("-");
+    let labels = parties.tcp(me, protocol, "-");
     super::pipe(&ctx, &snapshot, &downstream, &upstream, &labels, protocol).await;
 }

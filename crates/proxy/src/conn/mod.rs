@@ -36,6 +36,8 @@ pub struct Ctx {
     pub orig_dst: Arc<dyn OriginalDst>,
     /// Connections being handled.
     pub active: AtomicUsize,
+    /// Pooled upstream HTTP clients.
+    pub http: crate::http::client::Clients,
 }
 
 /// Counts a connection as active while it lives.

@@ -1,6 +1,7 @@
 //! Istio's standard metric labels (reference 4.2), in Istio's order, built once per
 //! connection from what the proxy knows about both peers.
 
+use crate::config::Protocol;
 use crate::config::snapshot::{ServiceName, Workload};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use std::fmt::Write;
@@ -203,6 +204,63 @@ impl Peers {
             },
             destination_cluster: cluster(&destination),
             request_protocol: Value(Arc::from(protocol)),
+        }
+    }
+}
+
+/// The parties of a connection, for request labels.
+#[derive(Debug, Clone)]
+pub struct Parties {
+    /// `source` (outbound) or `destination` (inbound).
+    pub reporter: Reporter,
+    /// The proxy's own workload.
+    pub me: Arc<Workload>,
+    /// The downstream peer's workload, when known (inbound).
+    pub peer: Option<Arc<Workload>>,
+    /// The service, when known.
+    pub service: Option<Arc<ServiceName>>,
+    /// `destination_service` when no service is known.
+    pub passthrough_name: &'static str,
+    /// Cluster of both sides.
+    pub cluster: String,
+    /// Trust domain, for principals.
+    pub trust_domain: String,
+    /// `connection_security_policy`.
+    pub security: Value,
+}
+
+impl Parties {
+    /// The peer labels of one request or connection, given the upstream's workload.
+    pub fn peers(&self, upstream: Option<&Workload>, protocol: Protocol) -> Peers {
+        let (source, destination) = match self.reporter {
+            Reporter::Source => (Some(&*self.me), upstream),
+            Reporter::Destination => (self.peer.as_deref(), Some(&*self.me)),
+        };
+        Peers::new(
+            self.reporter,
+            Side {
+                workload: source,
+                cluster: &self.cluster,
+            },
+            Side {
+                workload: destination,
+                cluster: &self.cluster,
+            },
+            self.service.as_deref(),
+            self.passthrough_name,
+            &self.trust_domain,
+            protocol.metric_label(),
+        )
+    }
+}
+
+impl Parties {
+    /// TCP labels of a connection, given the upstream's workload.
+    pub fn tcp(&self, upstream: Option<&Workload>, protocol: Protocol, flags: &str) -> TcpLabels {
+        TcpLabels {
+            peers: self.peers(upstream, protocol),
+            response_flags: Value::or_unknown(flags),
+            connection_security_policy: self.security.clone(),
         }
     }
 }

@@ -1,0 +1,209 @@
+//! HTTP/1.1 and HTTP/2 (and gRPC) proxying with hyper: the downstream connection is served
+//! by hyper's server, every request is sent through a pooled, keep-alive upstream client
+//! (cluster IPs are balanced per request, not per connection), and every request is counted
+//! in Istio's request metrics, measured until its response body ends.
+
+pub mod body;
+pub mod client;
+
+use crate::config::Protocol;
+use crate::config::snapshot::{Target, Workload};
+use crate::conn::Ctx;
+use crate::lifecycle::Phase;
+use crate::telemetry::labels::{HttpLabels, Parties, Peers, Value};
+use body::{Counted, ProxyBody, Seen, boxed, full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Where each request of a connection goes.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// Always this address (an endpoint, a passthrough destination, or the local app).
+    Fixed(SocketAddr, Option<Arc<Workload>>),
+    /// One of a service's endpoints, picked per request.
+    Balanced(Arc<Target>),
+}
+
+/// One proxied HTTP connection.
+pub struct Connection {
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// Inbound (deliver to the app from 127.0.0.6) or outbound.
+    pub inbound: bool,
+    /// HTTP/1, HTTP/2 or gRPC.
+    pub protocol: Protocol,
+    /// Request labels.
+    pub parties: Parties,
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(format!("{message}\n")));
+    *r.status_mut() = status;
+    r
+}
+
+/// Records one request's metrics once its response has ended.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    ctx: &Ctx,
+    peers: Peers,
+    security: Value,
+    code: u16,
+    flags: &str,
+    seen: Seen,
+    request_bytes: u64,
+    started: Instant,
+    protocol: Protocol,
+) {
+    let grpc = match (protocol, seen.grpc_status) {
+        (_, Some(status)) => Value(Arc::from(status.to_string())),
+        (Protocol::Grpc, None) => Value::unknown(),
+        _ => Value(Arc::from("")),
+    };
+    let labels = HttpLabels {
+        peers,
+        response_code: Value(Arc::from(code.to_string())),
+        grpc_response_status: grpc,
+        response_flags: Value(Arc::from(flags)),
+        connection_security_policy: security,
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    ctx.metrics
+        .http_request(&labels, ms, request_bytes, seen.bytes);
+}
+
+async fn proxy_request(
+    ctx: Arc<Ctx>,
+    conn: Arc<Connection>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let (addr, workload) = match &conn.upstream {
+        Upstream::Fixed(addr, w) => (*addr, w.clone()),
+        Upstream::Balanced(t) => match t.pick() {
+            Some(ep) => (
+                SocketAddr::new(ep.ip, t.target_port),
+                Some(ep.workload.clone()),
+            ),
+            None => {
+                let peers = conn.parties.peers(None, conn.protocol);
+                record(
+                    &ctx,
+                    peers,
+                    conn.parties.security.clone(),
+                    503,
+                    "UH",
+                    Seen::default(),
+                    0,
+                    started,
+                    conn.protocol,
+                );
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+            }
+        },
+    };
+    let peers = conn.parties.peers(workload.as_deref(), conn.protocol);
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = match Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(path)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(e) => {
+            return error_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"));
+        }
+    };
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let counter = request_bytes.clone();
+    let body = Counted::new(boxed(body), move |seen: Seen| {
+        counter.store(seen.bytes, Ordering::Relaxed)
+    });
+    let upstream_req = Request::from_parts(parts, boxed(body));
+    let client = ctx.http.pick(conn.inbound, conn.protocol);
+    match client.request(upstream_req).await {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            let (parts, body) = response.into_parts();
+            let protocol = conn.protocol;
+            let security = conn.parties.security.clone();
+            let metrics_ctx = ctx.clone();
+            let body = Counted::new(boxed(body), move |seen: Seen| {
+                let req_bytes = request_bytes.load(Ordering::Relaxed);
+                record(
+                    &metrics_ctx,
+                    peers,
+                    security,
+                    code,
+                    "-",
+                    seen,
+                    req_bytes,
+                    started,
+                    protocol,
+                );
+            });
+            Response::from_parts(parts, boxed(body))
+        }
+        Err(e) => {
+            debug!("http upstream {addr}: {e}");
+            let flags = if e.is_connect() { "UF" } else { "UC" };
+            let req_bytes = request_bytes.load(Ordering::Relaxed);
+            record(
+                &ctx,
+                peers,
+                conn.parties.security.clone(),
+                503,
+                flags,
+                Seen::default(),
+                req_bytes,
+                started,
+                conn.protocol,
+            );
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers",
+            )
+        }
+    }
+}
+
+/// Serves one downstream HTTP connection until it closes, or until the proxy drains (then
+/// the connection is shut down gracefully: in-flight requests finish, HTTP/2 sends GOAWAY).
+pub async fn serve(ctx: Arc<Ctx>, downstream: TcpStream, conn: Connection) {
+    let conn = Arc::new(conn);
+    let service_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ctx = service_ctx.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy_request(ctx, conn, req).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(downstream), service);
+    tokio::pin!(connection);
+    let draining = ctx.lifecycle.reached(Phase::Draining);
+    tokio::pin!(draining);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!("http downstream: {e}");
+            }
+            return;
+        }
+        _ = &mut draining => connection.as_mut().graceful_shutdown(),
+    }
+    let closed = ctx.lifecycle.reached(Phase::Closed);
+    tokio::select! {
+        _ = connection => {}
+        _ = closed => {}
+    }
+}
