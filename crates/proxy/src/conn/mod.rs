@@ -15,7 +15,7 @@ use crate::tcp::forward::forward;
 use crate::telemetry::Metrics;
 use crate::telemetry::labels::TcpLabels;
 use arc_swap::ArcSwap;
-use observe::ConnObserver;
+use observe::{ConnObserver, Redis};
 use redis_tap::RedisTap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,8 +96,12 @@ async fn pipe(
 ) {
     let handles = ctx.metrics.tcp(labels);
     handles.opened.inc();
-    let redis = (protocol == Protocol::Redis && snapshot.config.settings.redis_telemetry)
-        .then(|| RedisTap::new(ctx.metrics.clone(), labels));
+    let redis = match protocol {
+        _ if !snapshot.config.settings.redis_telemetry => Redis::Off,
+        Protocol::Redis => Redis::On(RedisTap::new(ctx.metrics.clone(), labels)),
+        Protocol::Tcp | Protocol::Unknown => Redis::Undecided(ctx.metrics.clone(), labels.clone()),
+        _ => Redis::Off,
+    };
     let mut observer = ConnObserver {
         tcp: handles.clone(),
         redis,
@@ -110,7 +114,7 @@ async fn pipe(
         &ctx.lifecycle,
     )
     .await;
-    if let Some(tap) = &observer.redis {
+    if let Some(tap) = observer.tap() {
         tap.finish(&ctx.metrics, labels);
     }
     if let Err(e) = ending {

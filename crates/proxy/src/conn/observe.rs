@@ -1,34 +1,75 @@
 //! What the data path records while it forwards: Istio's TCP byte counters and, on Redis
-//! connections, per-command telemetry.
+//! connections, per-command telemetry. Redis is recognised from the client's first bytes
+//! even on ports declared as plain TCP: telemetry only observes, so looking costs nothing and
+//! never changes what is forwarded.
 
+use super::redis_tap::RedisTap;
 use crate::tcp::forward::Observer;
+use crate::telemetry::Metrics;
+use crate::telemetry::labels::TcpLabels;
 use crate::telemetry::metrics::TcpHandles;
+use std::sync::Arc;
+
+/// Whether a connection gets Redis telemetry.
+pub enum Redis {
+    /// Not Redis, or telemetry is off.
+    Off,
+    /// Decided by the client's first bytes.
+    Undecided(Arc<Metrics>, TcpLabels),
+    /// Redis: commands are followed.
+    On(RedisTap),
+}
 
 /// The observer of one forwarded connection.
 pub struct ConnObserver {
     /// Byte counters of the connection's label set.
     pub tcp: TcpHandles,
-    /// Redis telemetry, on Redis connections.
-    pub redis: Option<super::redis_tap::RedisTap>,
+    /// Redis telemetry.
+    pub redis: Redis,
+}
+
+impl ConnObserver {
+    /// The Redis telemetry, when the connection turned out to be Redis.
+    pub fn tap(&self) -> Option<&RedisTap> {
+        match &self.redis {
+            Redis::On(tap) => Some(tap),
+            _ => None,
+        }
+    }
+}
+
+/// RESP commands are arrays of bulk strings: `*<count>\r\n$...`.
+fn looks_like_resp(data: &[u8]) -> bool {
+    data.first() == Some(&b'*') && data.get(1).is_some_and(u8::is_ascii_digit)
 }
 
 impl Observer for ConnObserver {
     fn downstream_bytes(&mut self, data: &[u8]) {
         self.tcp.received.inc_by(data.len() as u64);
-        if let Some(r) = &mut self.redis {
+        if let Redis::Undecided(metrics, labels) = &self.redis {
+            self.redis = if looks_like_resp(data) {
+                Redis::On(RedisTap::new(metrics.clone(), labels))
+            } else {
+                Redis::Off
+            };
+        }
+        if let Redis::On(r) = &mut self.redis {
             r.client_bytes(data);
         }
     }
 
     fn upstream_bytes(&mut self, data: &[u8]) {
         self.tcp.sent.inc_by(data.len() as u64);
-        if let Some(r) = &mut self.redis {
-            r.server_bytes(data);
+        match &mut self.redis {
+            Redis::On(r) => r.server_bytes(data),
+            // A server that speaks first is not Redis.
+            Redis::Undecided(..) => self.redis = Redis::Off,
+            Redis::Off => {}
         }
     }
 
     fn quiescent(&self) -> bool {
         // Only Redis knows when no command is in flight.
-        self.redis.as_ref().is_some_and(|r| r.quiescent())
+        self.tap().is_some_and(|r| r.quiescent())
     }
 }

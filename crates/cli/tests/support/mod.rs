@@ -1,0 +1,3 @@
+//! Shared helpers of the CLI's integration tests.
+
+pub mod netns;
