@@ -15,7 +15,15 @@ pub enum Detected {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const METHODS: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
 ];
 
 /// True when `data` is a prefix of `pattern` or starts with it.
@@ -98,7 +106,8 @@ impl<'a> Reader<'a> {
         self.take(2).map(|b| (b[0] as usize) << 8 | b[1] as usize)
     }
     fn u24(&mut self) -> Option<usize> {
-        self.take(3).map(|b| (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize)
+        self.take(3)
+            .map(|b| (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize)
     }
 }
 
@@ -109,7 +118,11 @@ fn tls_client_hello(data: &[u8]) -> Hello {
         Some(h) => h,
         None => {
             // Check what there is of the header.
-            return if data.len() >= 2 && data[1] != 0x03 { Hello::NotTls } else { Hello::Partial };
+            return if data.len() >= 2 && data[1] != 0x03 {
+                Hello::NotTls
+            } else {
+                Hello::Partial
+            };
         }
     };
     if header[1] != 0x03 || header[2] > 0x04 {
@@ -170,7 +183,13 @@ mod tests {
         let mut sni_ext = vec![0, 0];
         let list_len = name.len() + 3;
         sni_ext.extend([((list_len + 2) >> 8) as u8, (list_len + 2) as u8]);
-        sni_ext.extend([(list_len >> 8) as u8, list_len as u8, 0, (name.len() >> 8) as u8, name.len() as u8]);
+        sni_ext.extend([
+            (list_len >> 8) as u8,
+            list_len as u8,
+            0,
+            (name.len() >> 8) as u8,
+            name.len() as u8,
+        ]);
         sni_ext.extend(name);
         let mut hello = vec![3, 3];
         hello.extend([7u8; 32]);
@@ -179,7 +198,13 @@ mod tests {
         hello.extend(&sni_ext);
         let mut handshake = vec![1, 0, (hello.len() >> 8) as u8, hello.len() as u8];
         handshake.extend(&hello);
-        let mut record = vec![0x16, 3, 1, (handshake.len() >> 8) as u8, handshake.len() as u8];
+        let mut record = vec![
+            0x16,
+            3,
+            1,
+            (handshake.len() >> 8) as u8,
+            handshake.len() as u8,
+        ];
         record.extend(&handshake);
         record
     }
@@ -187,7 +212,10 @@ mod tests {
     #[test]
     fn first_bytes_table() {
         let cases: Vec<(&[u8], Detected)> = vec![
-            (b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", Detected::Protocol(Redis, None)),
+            (
+                b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+                Detected::Protocol(Redis, None),
+            ),
             (b"*1\r\n$4\r\nPING\r\n", Detected::Protocol(Redis, None)),
             (b"*1", Detected::NeedMore),
             (b"*12\r", Detected::NeedMore),
@@ -195,7 +223,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\n", Detected::Protocol(Http, None)),
             (b"GE", Detected::NeedMore),
             (b"POST /x", Detected::Protocol(Http, None)),
-            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Detected::Protocol(Http2, None)),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Detected::Protocol(Http2, None),
+            ),
             (b"PRI * HT", Detected::NeedMore),
             (b"SSH-2.0-OpenSSH\r\n", Detected::Protocol(Tcp, None)),
             (b"\x00\x01\x02", Detected::Protocol(Tcp, None)),

@@ -1,7 +1,9 @@
 //! Starting and stopping a whole proxy: traffic listeners on their own runtime (one thread
 //! by default), side doors on another, configuration reloads that keep the last good
-//! configuration, and the drain on shutdown.
+//! configuration, and the drain on shutdown. The side doors (metrics 15090, readiness
+//! 15021, status 15020, admin 15000) all run on the admin runtime.
 
+use crate::admin::status::StatusConfig;
 use crate::admin::{AdminState, LogLevelSetter, http};
 use crate::config::{Snapshot, file};
 use crate::conn::Ctx;
@@ -27,12 +29,20 @@ pub struct Options {
     pub metrics: Option<SocketAddr>,
     /// Readiness (15021).
     pub health: Option<SocketAddr>,
+    /// Admin API (15000); keep it on loopback.
+    pub admin: Option<SocketAddr>,
+    /// Status port (15020): merged metrics and application probes.
+    pub status: Option<SocketAddr>,
+    /// What the status port needs: original probes, the application's metrics, pod IP.
+    pub status_config: StatusConfig,
     /// Configuration file, watched for changes; `None` for an empty configuration.
     pub config_file: Option<PathBuf>,
     /// Worker threads of the traffic runtime.
     pub worker_threads: usize,
     /// Run-time log level switch for the admin API.
     pub set_log_level: Option<LogLevelSetter>,
+    /// The log level the binary started with, shown by `/logging`.
+    pub log_level: Option<String>,
 }
 
 impl Default for Options {
@@ -41,9 +51,13 @@ impl Default for Options {
             listeners: Vec::new(),
             metrics: None,
             health: None,
+            admin: None,
+            status: None,
+            status_config: StatusConfig::default(),
             config_file: None,
             worker_threads: 1,
             set_log_level: None,
+            log_level: None,
         }
     }
 }
@@ -56,6 +70,10 @@ pub struct Running {
     pub metrics: Option<SocketAddr>,
     /// Bound readiness address.
     pub health: Option<SocketAddr>,
+    /// Bound admin API address.
+    pub admin: Option<SocketAddr>,
+    /// Bound status port address.
+    pub status: Option<SocketAddr>,
     /// The lifecycle switch (drain, close).
     pub lifecycle: Lifecycle,
     /// The configuration in force.
@@ -94,7 +112,7 @@ fn modified(path: &PathBuf) -> Option<(SystemTime, u64)> {
 
 /// Reloads the configuration file when it changes; an invalid file is logged and the last
 /// good configuration stays in force.
-async fn watch_config(path: PathBuf, config: Arc<ArcSwap<Snapshot>>) {
+async fn watch_config(path: PathBuf, config: Arc<ArcSwap<Snapshot>>, state: Arc<AdminState>) {
     let mut seen = modified(&path);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -107,6 +125,7 @@ async fn watch_config(path: PathBuf, config: Arc<ArcSwap<Snapshot>>) {
             Ok(snapshot) => {
                 info!("configuration reloaded from {}", path.display());
                 config.store(Arc::new(snapshot));
+                state.config_loaded();
             }
             Err(e) => warn!("keeping the last good configuration; {e}"),
         }
@@ -134,6 +153,14 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         .collect::<io::Result<Vec<_>>>()?;
     let metrics_listener = options.metrics.map(std_listener).transpose()?;
     let health_listener = options.health.map(std_listener).transpose()?;
+    let admin_listener = options.admin.map(std_listener).transpose()?;
+    let status_listener = options.status.map(std_listener).transpose()?;
+    let bound = |l: &Option<std::net::TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
+    let admin_addr = bound(&admin_listener)?;
+    let status_addr = bound(&status_listener)?;
+    if let Some(addr) = admin_addr.filter(|a| !a.ip().is_loopback()) {
+        warn!("the admin API listens on {addr}, which is not a loopback address");
+    }
     let metrics_addr = metrics_listener
         .as_ref()
         .map(|l| l.local_addr())
@@ -149,15 +176,19 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         lifecycle: lifecycle.clone(),
         orig_dst,
         active: Default::default(),
+        http: crate::http::client::Clients::new(Duration::from_secs(10)),
     });
     let idle_ctx = ctx.clone();
-    let state = Arc::new(AdminState {
-        config: config.clone(),
-        metrics: metrics.clone(),
-        lifecycle: lifecycle.clone(),
-        listeners_ready: false.into(),
-        set_log_level: options.set_log_level,
-    });
+    let mut admin_state = AdminState::new(
+        config.clone(),
+        metrics.clone(),
+        lifecycle.clone(),
+        options.status_config,
+    );
+    admin_state.set_log_level = options.set_log_level;
+    admin_state.log_level = options.log_level.into();
+    let state = Arc::new(admin_state);
+    let watch_state = state.clone();
 
     let traffic_rt = runtime(options.worker_threads, "ferry-traffic")?;
     let admin_rt = runtime(1, "ferry-admin")?;
@@ -180,7 +211,7 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                         }
                     }
                     if let Some(path) = config_file {
-                        tokio::spawn(watch_config(path, watched));
+                        tokio::spawn(watch_config(path, watched, watch_state));
                     }
                     // Stop once draining with no connection left, or when the drain is over.
                     let drained = async {
@@ -211,14 +242,20 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                     for (listener, door) in [
                         (metrics_listener, http::Door::Metrics),
                         (health_listener, http::Door::Health),
+                        (admin_listener, http::Door::Admin),
+                        (status_listener, http::Door::Status),
                     ] {
-                        if let Some(l) =
-                            listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok())
-                        {
-                            tokio::spawn(http::serve(l, door, admin_state.clone()));
+                        let Some(listener) = listener else { continue };
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => {
+                                tokio::spawn(http::serve(l, door, admin_state.clone()));
+                            }
+                            Err(e) => warn!("side door {door:?}: {e}"),
                         }
                     }
                     admin_closed.reached(Phase::Closed).await;
+                    // Let responses in flight (the answer to /quitquitquit) go out.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 });
             })?,
     );
@@ -227,6 +264,8 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         listeners: listener_addrs,
         metrics: metrics_addr,
         health: health_addr,
+        admin: admin_addr,
+        status: status_addr,
         lifecycle,
         config,
         metrics_registry: metrics,

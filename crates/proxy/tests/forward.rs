@@ -15,7 +15,11 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
 
-fn start(direction: Direction, upstream: SocketAddr, config: Option<std::path::PathBuf>) -> Running {
+fn start(
+    direction: Direction,
+    upstream: SocketAddr,
+    config: Option<std::path::PathBuf>,
+) -> Running {
     server::start(
         Options {
             listeners: vec![(any_port(), direction)],
@@ -34,8 +38,15 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -98,17 +109,33 @@ fn bytes_arrive_intact_both_ways_and_half_close_passes() {
         })
     };
     let mut echoed = Vec::new();
-    client.read_to_end(&mut echoed).expect("read until the server closes");
+    client
+        .read_to_end(&mut echoed)
+        .expect("read until the server closes");
     writer.join().expect("writer");
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "bytes changed on the way");
     wait_for("connection closed metric", || {
-        metric(&proxy, "istio_tcp_connections_closed_total", &["reporter=\"source\""]) == Some(1.0)
+        metric(
+            &proxy,
+            "istio_tcp_connections_closed_total",
+            &["reporter=\"source\""],
+        ) == Some(1.0)
     });
     let n = payload.len() as f64;
-    assert_eq!(metric(&proxy, "istio_tcp_received_bytes_total", &[]), Some(n));
+    assert_eq!(
+        metric(&proxy, "istio_tcp_received_bytes_total", &[]),
+        Some(n)
+    );
     assert_eq!(metric(&proxy, "istio_tcp_sent_bytes_total", &[]), Some(n));
-    assert_eq!(metric(&proxy, "istio_tcp_connections_opened_total", &["destination_service=\"PassthroughCluster\""]), Some(1.0));
+    assert_eq!(
+        metric(
+            &proxy,
+            "istio_tcp_connections_opened_total",
+            &["destination_service=\"PassthroughCluster\""]
+        ),
+        Some(1.0)
+    );
     proxy.stop();
 }
 
@@ -130,7 +157,9 @@ fn a_reset_upstream_resets_the_client() {
     let proxy = start(Direction::Outbound, upstream, None);
     let mut client = TcpStream::connect(proxy.listeners[0]).expect("connect");
     client.write_all(b"ping").expect("write");
-    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut buf = [0u8; 8];
     let err = client.read(&mut buf).expect_err("reset, not a clean close");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
@@ -140,14 +169,23 @@ fn a_reset_upstream_resets_the_client() {
 #[test]
 fn an_unreachable_upstream_is_counted_with_uf() {
     // Bind and drop to get a port nobody listens on.
-    let dead = TcpListener::bind(any_port()).expect("bind").local_addr().expect("addr");
+    let dead = TcpListener::bind(any_port())
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let proxy = start(Direction::Outbound, dead, None);
     let mut client = TcpStream::connect(proxy.listeners[0]).expect("connect");
-    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut buf = [0u8; 1];
     assert!(matches!(client.read(&mut buf), Ok(0) | Err(_)));
     wait_for("UF metric", || {
-        metric(&proxy, "istio_tcp_connections_opened_total", &["response_flags=\"UF\""]) == Some(1.0)
+        metric(
+            &proxy,
+            "istio_tcp_connections_opened_total",
+            &["response_flags=\"UF\""],
+        ) == Some(1.0)
     });
     proxy.stop();
 }
@@ -172,7 +210,11 @@ fn inbound_delivery_comes_from_127_0_0_6() {
         metric(
             &proxy,
             "istio_tcp_connections_closed_total",
-            &["reporter=\"destination\"", "destination_service=\"InboundPassthroughClusterIpv4\"", "connection_security_policy=\"none\""],
+            &[
+                "reporter=\"destination\"",
+                "destination_service=\"InboundPassthroughClusterIpv4\"",
+                "connection_security_policy=\"none\"",
+            ],
         ) == Some(1.0)
     });
     proxy.stop();
@@ -188,9 +230,19 @@ fn an_invalid_configuration_keeps_the_last_good_one() {
     assert_eq!(proxy.config.load().config.identity.workload, "client");
     std::fs::write(&path, "identity:\n  workload: [not, a, string]\n").expect("write bad");
     thread::sleep(Duration::from_millis(1200));
-    assert_eq!(proxy.config.load().config.identity.workload, "client", "bad file ignored");
-    std::fs::write(&path, good.replace("workload: client", "workload: client-v2")).expect("write new");
-    wait_for("reload", || proxy.config.load().config.identity.workload == "client-v2");
+    assert_eq!(
+        proxy.config.load().config.identity.workload,
+        "client",
+        "bad file ignored"
+    );
+    std::fs::write(
+        &path,
+        good.replace("workload: client", "workload: client-v2"),
+    )
+    .expect("write new");
+    wait_for("reload", || {
+        proxy.config.load().config.identity.workload == "client-v2"
+    });
     proxy.stop();
 }
 
@@ -224,10 +276,15 @@ fn drain_closes_readiness_and_the_listener() {
     open.read_exact(&mut one).expect("echo");
     let lifecycle = proxy.lifecycle.clone();
     lifecycle.advance(ferry_proxy::lifecycle::Phase::Draining);
-    wait_for("readiness 503", || http_get(health, "/healthz/ready").0 == 503);
+    wait_for("readiness 503", || {
+        http_get(health, "/healthz/ready").0 == 503
+    });
     wait_for("listener closed", || TcpStream::connect(listener).is_err());
     drop(open);
     let started = Instant::now();
     proxy.drain(Duration::from_secs(10));
-    assert!(started.elapsed() < Duration::from_secs(5), "ends once no connection is left");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ends once no connection is left"
+    );
 }

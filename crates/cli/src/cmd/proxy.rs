@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
+use ferry_proxy::admin::status::{StatusConfig, StatusEnv};
 use ferry_proxy::listener::Direction;
 use ferry_proxy::listener::orig_dst::{FixedDst, OriginalDst, SocketOriginalDst};
 use ferry_proxy::server::{self, Options};
@@ -49,6 +50,15 @@ struct CommonArgs {
     /// Readiness address (`/healthz/ready`); `off` to disable.
     #[arg(long, default_value = "0.0.0.0:15021", value_parser = optional_addr)]
     health_addr: OptionalAddr,
+    /// Admin API address (`/config_dump`, `/clusters`, `/stats`, `/logging`, `/drain`,
+    /// `/quitquitquit`); keep it on loopback; `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:15000", value_parser = optional_addr)]
+    admin_addr: OptionalAddr,
+    /// Status address: merged metrics (`/stats/prometheus`), `/healthz/ready` and the
+    /// application probes (`/app-health/...`) read from `ISTIO_KUBE_APP_PROBERS`; `off` to
+    /// disable.
+    #[arg(long, default_value = "0.0.0.0:15020", value_parser = optional_addr)]
+    status_addr: OptionalAddr,
     /// Traffic worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -119,7 +129,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(ProxyCommand::Drain(a)) => {
             let status = http_request(a.admin, "POST", "/drain")?;
-            anyhow::ensure!(status == 200, "the proxy at {} answered {status} to /drain", a.admin);
+            anyhow::ensure!(
+                status == 200,
+                "the proxy at {} answered {status} to /drain",
+                a.admin
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(ProxyCommand::Wait(w)) => wait(w),
@@ -127,7 +141,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn sidecar(s: SidecarArgs) -> anyhow::Result<ExitCode> {
-    let listeners = vec![(s.outbound, Direction::Outbound), (s.inbound, Direction::Inbound)];
+    let listeners = vec![
+        (s.outbound, Direction::Outbound),
+        (s.inbound, Direction::Inbound),
+    ];
     serve(s.common, listeners, Arc::new(SocketOriginalDst))
 }
 
@@ -146,24 +163,51 @@ fn serve(
     listeners: Vec<(SocketAddr, Direction)>,
     orig_dst: Arc<dyn OriginalDst>,
 ) -> anyhow::Result<ExitCode> {
-    let (layer, handle) = tracing_subscriber::reload::Layer::new(filter(&common.log_level).map_err(anyhow::Error::msg)?);
+    let (layer, handle) = tracing_subscriber::reload::Layer::new(
+        filter(&common.log_level).map_err(anyhow::Error::msg)?,
+    );
     let _ = tracing_subscriber::registry()
         .with(layer)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .try_init();
     let set_log_level: ferry_proxy::admin::LogLevelSetter =
         Box::new(move |level| handle.reload(filter(level)?).map_err(|e| e.to_string()));
+    // The injected environment: original probes, the app's scrape settings, the pod IP.
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let env = StatusEnv {
+        probers: var(ferry_inject::probes::PROBERS_ENV),
+        prometheus: var(ferry_inject::mutate::PROMETHEUS_ENV),
+        instance_ip: var("INSTANCE_IP"),
+    };
+    let (status_config, warnings) = StatusConfig::from_env(&env);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let options = Options {
         listeners,
         metrics: common.metrics_addr.0,
         health: common.health_addr.0,
+        admin: common.admin_addr.0,
+        status: common.status_addr.0,
+        status_config,
         config_file: common.config.clone(),
         worker_threads: common.workers.max(1),
         set_log_level: Some(set_log_level),
+        log_level: Some(common.log_level.clone()),
     };
     let running = server::start(options, orig_dst).context("cannot start the proxy")?;
     for addr in &running.listeners {
         tracing::info!("listening on {addr}");
+    }
+    for (door, addr) in [
+        ("metrics", running.metrics),
+        ("readiness", running.health),
+        ("admin", running.admin),
+        ("status", running.status),
+    ] {
+        if let Some(addr) = addr {
+            tracing::info!("{door} on {addr}");
+        }
     }
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -190,7 +234,10 @@ fn http_request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<u1
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .with_context(|| format!("cannot reach the proxy at {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut response = String::new();
     let _ = stream.take(4096).read_to_string(&mut response);
     response
@@ -206,7 +253,12 @@ fn wait(w: WaitArgs) -> anyhow::Result<ExitCode> {
         if matches!(http_request(w.health, "GET", "/healthz/ready"), Ok(200)) {
             return Ok(ExitCode::SUCCESS);
         }
-        anyhow::ensure!(Instant::now() < deadline, "the proxy at {} was not ready within {}s", w.health, w.timeout);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the proxy at {} was not ready within {}s",
+            w.health,
+            w.timeout
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -29,10 +29,10 @@ pub async fn connect(
             SocketAddr::V6(_) => INBOUND_PASSTHROUGH_V6.into(),
         };
         // Binding ::6 needs it on an interface; fall back to the kernel's choice.
-        if let Err(e) = socket.bind(SocketAddr::new(src, 0)) {
-            if dst.is_ipv4() {
-                return Err(e);
-            }
+        if let Err(e) = socket.bind(SocketAddr::new(src, 0))
+            && dst.is_ipv4()
+        {
+            return Err(e);
         }
     }
     match tokio::time::timeout(timeout, socket.connect(dst)).await {

@@ -98,13 +98,15 @@ async fn pipe(
     handles.opened.inc();
     let redis = match protocol {
         _ if !snapshot.config.settings.redis_telemetry => Redis::Off,
-        Protocol::Redis => Redis::On(RedisTap::new(ctx.metrics.clone(), labels)),
-        Protocol::Tcp | Protocol::Unknown => Redis::Undecided(ctx.metrics.clone(), labels.clone()),
+        Protocol::Redis => Redis::On(Box::new(RedisTap::new(ctx.metrics.clone(), labels))),
+        Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
         _ => Redis::Off,
     };
     let mut observer = ConnObserver {
         tcp: handles.clone(),
         redis,
+        metrics: &ctx.metrics,
+        labels,
     };
     let (_, ending) = forward(
         downstream,

@@ -15,20 +15,24 @@ pub enum Redis {
     /// Not Redis, or telemetry is off.
     Off,
     /// Decided by the client's first bytes.
-    Undecided(Arc<Metrics>, TcpLabels),
+    Undecided,
     /// Redis: commands are followed.
-    On(RedisTap),
+    On(Box<RedisTap>),
 }
 
 /// The observer of one forwarded connection.
-pub struct ConnObserver {
+pub struct ConnObserver<'a> {
     /// Byte counters of the connection's label set.
     pub tcp: TcpHandles,
     /// Redis telemetry.
     pub redis: Redis,
+    /// The registry, for Redis telemetry decided later.
+    pub metrics: &'a Arc<Metrics>,
+    /// The connection's labels, for Redis telemetry decided later.
+    pub labels: &'a TcpLabels,
 }
 
-impl ConnObserver {
+impl ConnObserver<'_> {
     /// The Redis telemetry, when the connection turned out to be Redis.
     pub fn tap(&self) -> Option<&RedisTap> {
         match &self.redis {
@@ -43,12 +47,12 @@ fn looks_like_resp(data: &[u8]) -> bool {
     data.first() == Some(&b'*') && data.get(1).is_some_and(u8::is_ascii_digit)
 }
 
-impl Observer for ConnObserver {
+impl Observer for ConnObserver<'_> {
     fn downstream_bytes(&mut self, data: &[u8]) {
         self.tcp.received.inc_by(data.len() as u64);
-        if let Redis::Undecided(metrics, labels) = &self.redis {
+        if let Redis::Undecided = &self.redis {
             self.redis = if looks_like_resp(data) {
-                Redis::On(RedisTap::new(metrics.clone(), labels))
+                Redis::On(Box::new(RedisTap::new(self.metrics.clone(), self.labels)))
             } else {
                 Redis::Off
             };
@@ -63,7 +67,7 @@ impl Observer for ConnObserver {
         match &mut self.redis {
             Redis::On(r) => r.server_bytes(data),
             // A server that speaks first is not Redis.
-            Redis::Undecided(..) => self.redis = Redis::Off,
+            Redis::Undecided => self.redis = Redis::Off,
             Redis::Off => {}
         }
     }

@@ -259,17 +259,17 @@ pub async fn forward<O: Observer>(
                 last_activity = Instant::now();
                 continue;
             }
-            if let (Some(t), Some(limit)) = (timer.as_mut(), idle) {
+            if let (Some(t), Some(limit)) = (timer.as_mut(), idle)
+                && t.as_mut().poll(cx).is_ready()
+            {
+                let quiet = last_activity.elapsed();
+                if quiet >= limit {
+                    return Poll::Ready(Ok(Ending::Idle));
+                }
+                t.as_mut().reset(last_activity + limit);
+                // Register the new deadline.
                 if t.as_mut().poll(cx).is_ready() {
-                    let quiet = last_activity.elapsed();
-                    if quiet >= limit {
-                        return Poll::Ready(Ok(Ending::Idle));
-                    }
-                    t.as_mut().reset(last_activity + limit);
-                    // Register the new deadline.
-                    if t.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(Ending::Idle));
-                    }
+                    return Poll::Ready(Ok(Ending::Idle));
                 }
             }
             return Poll::Pending;

@@ -226,23 +226,23 @@ pub fn openmetrics_to_prometheus(text: &str) -> String {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                out.push_str(&format!("# TYPE {name}_total counter\n"));
-                continue;
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            out.push_str(&format!("# TYPE {name}_total counter\n"));
+            continue;
         }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some((name, help)) = rest.split_once(' ') {
-                let is_counter = text.contains(&format!("# TYPE {name} counter"));
-                let name = if is_counter {
-                    format!("{name}_total")
-                } else {
-                    name.to_string()
-                };
-                out.push_str(&format!("# HELP {name} {help}\n"));
-                continue;
-            }
+        if let Some(rest) = line.strip_prefix("# HELP ")
+            && let Some((name, help)) = rest.split_once(' ')
+        {
+            let is_counter = text.contains(&format!("# TYPE {name} counter"));
+            let name = if is_counter {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            out.push_str(&format!("# HELP {name} {help}\n"));
+            continue;
         }
         out.push_str(line);
         out.push('\n');
