@@ -263,7 +263,15 @@ mod tests {
             if let Some(b) = data.first_mut() {
                 *b = [0x16, b'*', b'G', b'P'][(seed % 4) as usize];
             }
-            let _ = detect(&data);
+            let whole = detect(&data);
+            // A verdict on a prefix never changes when more bytes arrive.
+            for cut in 0..data.len() {
+                if let (Detected::Protocol(p, _), Detected::Protocol(q, _)) =
+                    (detect(&data[..cut]), &whole)
+                {
+                    assert_eq!(p, *q, "{data:?} cut at {cut}");
+                }
+            }
         }
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! Input layout: a sequence of records `[tag][len][len bytes]`; bit 0 of `tag` picks the
 //! direction (0 = client, 1 = server), bit 1 advances the clock.
+//!
+//! Run with `cargo +nightly fuzz run resp` from `crates/proxy` (needs cargo-fuzz), or build it
+//! with nightly's sanitizer-coverage flags for `--target x86_64-unknown-linux-gnu` directly.
 
 #![no_main]
 

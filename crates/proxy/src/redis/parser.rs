@@ -131,14 +131,13 @@ impl Token {
     /// The first (up to) 8 bytes as a little-endian word, zero-padded.
     #[inline]
     pub fn first_word(&self) -> u64 {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.buf[..8]);
-        let w = u64::from_le_bytes(word);
-        match self.len {
-            0 => 0,
-            n if n >= 8 => w,
-            n => w & ((1u64 << (8 * u32::from(n))) - 1),
+        // Byte loads: the bytes were just stored one by one, and a wide load of them would
+        // miss store forwarding.
+        let mut w = 0u64;
+        for (i, &b) in self.prefix().iter().take(8).enumerate() {
+            w |= u64::from(b) << (8 * i);
         }
+        w
     }
 
     /// The captured (uppercased) bytes; only a prefix when [`Token::is_truncated`].
@@ -837,7 +836,7 @@ impl<const D: usize> Scanner<D> {
     }
 
     /// A value of `kind` completed: report it and close every aggregate it completes.
-    #[inline]
+    #[inline(always)]
     fn done<V: Visitor>(&mut self, mut kind: Kind, mut int: Option<i64>, v: &mut V) {
         self.state = State::Type;
         let mut captured = self.cap != Capture::Off;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use super::command::CommandId;
-use super::parser::{Element, Kind, Value, Visitor};
+use super::parser::{Element, Kind, Token, Value, Visitor};
 
 /// Default cap on commands awaiting a reply before the tracker gives up.
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
@@ -199,6 +199,37 @@ impl Tracker {
     /// Whether the connection has active subscriptions (pub/sub mode).
     pub fn in_pubsub(&self) -> bool {
         self.subs + self.shard_subs > 0
+    }
+
+    /// The client's command name arrived.
+    #[inline]
+    fn start_command(&mut self, name: Option<&Token>) {
+        self.cur = name.map_or(CommandId::UNKNOWN, CommandId::from_token);
+        self.cur_flags = if self.cur.is_blocking() { BLOCKING } else { 0 };
+        self.saw_streams = false;
+        self.client_reply_arg = false;
+    }
+
+    /// A captured argument of a command whose arguments matter (`CLIENT REPLY`, `XREAD BLOCK`).
+    #[inline(never)]
+    fn argument(&mut self, index: u32, token: &[u8]) {
+        match self.cur {
+            CommandId::CLIENT => {
+                if index == 1 {
+                    self.client_reply_arg = token == b"REPLY";
+                } else if index == 2 && self.client_reply_arg && matches!(token, b"OFF" | b"SKIP") {
+                    self.cur_flags |= REPLY_OFF;
+                }
+            }
+            CommandId::XREAD | CommandId::XREADGROUP => {
+                if token == b"STREAMS" {
+                    self.saw_streams = true;
+                } else if token == b"BLOCK" && !self.saw_streams {
+                    self.cur_flags |= BLOCKING;
+                }
+            }
+            _ => {}
+        }
     }
 
     fn check_reply_off(&mut self) {
@@ -424,32 +455,11 @@ impl Visitor for ClientSide<'_> {
 
     #[inline]
     fn element(&mut self, e: &Element<'_>) {
-        let t = &mut *self.t;
-        let token = e.token.and_then(|tok| tok.get());
         if e.index == 0 {
-            t.cur = e.token.map_or(CommandId::UNKNOWN, CommandId::from_token);
-            t.cur_flags = if t.cur.is_blocking() { BLOCKING } else { 0 };
-            t.saw_streams = false;
-            t.client_reply_arg = false;
-            return;
-        }
-        let Some(token) = token else { return };
-        match t.cur {
-            CommandId::CLIENT => {
-                if e.index == 1 {
-                    t.client_reply_arg = token == b"REPLY";
-                } else if e.index == 2 && t.client_reply_arg && matches!(token, b"OFF" | b"SKIP") {
-                    t.cur_flags |= REPLY_OFF;
-                }
-            }
-            CommandId::XREAD | CommandId::XREADGROUP => {
-                if token == b"STREAMS" {
-                    t.saw_streams = true;
-                } else if token == b"BLOCK" && !t.saw_streams {
-                    t.cur_flags |= BLOCKING;
-                }
-            }
-            _ => {}
+            self.t.start_command(e.token);
+        } else if let Some(token) = e.token.and_then(|tok| tok.get()) {
+            // Arguments are captured only for the commands `wants_token` names.
+            self.t.argument(e.index, token);
         }
     }
 
