@@ -2,13 +2,15 @@
 //! connections finishing), closed (the drain period is over; remaining connections end).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::watch;
 
 /// Where the proxy is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum Phase {
     /// Serving.
-    Running,
+    Running = 0,
     /// No new connections; open ones finish at their next quiet point.
     Draining,
     /// The drain period is over.
@@ -19,6 +21,8 @@ pub enum Phase {
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     tx: Arc<watch::Sender<Phase>>,
+    /// The phase, readable without a lock from the data path.
+    now: Arc<AtomicU8>,
 }
 
 impl Default for Lifecycle {
@@ -32,12 +36,17 @@ impl Lifecycle {
     pub fn new() -> Self {
         Self {
             tx: Arc::new(watch::channel(Phase::Running).0),
+            now: Arc::new(AtomicU8::new(Phase::Running as u8)),
         }
     }
 
-    /// The current phase.
+    /// The current phase (one atomic load).
     pub fn phase(&self) -> Phase {
-        *self.tx.borrow()
+        match self.now.load(Ordering::Acquire) {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            _ => Phase::Closed,
+        }
     }
 
     /// Moves to `phase` if it is later than the current one.
@@ -45,6 +54,7 @@ impl Lifecycle {
         self.tx.send_if_modified(|p| {
             if phase > *p {
                 *p = phase;
+                self.now.store(phase as u8, Ordering::Release);
                 true
             } else {
                 false

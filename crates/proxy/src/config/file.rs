@@ -156,7 +156,10 @@ mod tests {
 mod example_tests {
     #[test]
     fn the_documented_example_is_valid() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/proxy/client-sidecar.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/proxy/client-sidecar.yaml"
+        );
         let snapshot = super::load(std::path::Path::new(path)).expect("example loads");
         assert_eq!(snapshot.config.services.len(), 2);
     }

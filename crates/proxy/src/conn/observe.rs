@@ -9,6 +9,7 @@ use crate::telemetry::Metrics;
 use crate::telemetry::labels::TcpLabels;
 use crate::telemetry::metrics::TcpHandles;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Whether a connection gets Redis telemetry.
 pub enum Redis {
@@ -48,7 +49,7 @@ fn looks_like_resp(data: &[u8]) -> bool {
 }
 
 impl Observer for ConnObserver<'_> {
-    fn downstream_bytes(&mut self, data: &[u8]) {
+    fn downstream_bytes(&mut self, data: &[u8], now: Instant) {
         self.tcp.received.inc_by(data.len() as u64);
         if let Redis::Undecided = &self.redis {
             self.redis = if looks_like_resp(data) {
@@ -58,14 +59,14 @@ impl Observer for ConnObserver<'_> {
             };
         }
         if let Redis::On(r) = &mut self.redis {
-            r.client_bytes(data);
+            r.client_bytes(data, now);
         }
     }
 
-    fn upstream_bytes(&mut self, data: &[u8]) {
+    fn upstream_bytes(&mut self, data: &[u8], now: Instant) {
         self.tcp.sent.inc_by(data.len() as u64);
         match &mut self.redis {
-            Redis::On(r) => r.server_bytes(data),
+            Redis::On(r) => r.server_bytes(data, now),
             // A server that speaks first is not Redis.
             Redis::Undecided => self.redis = Redis::Off,
             Redis::Off => {}

@@ -30,19 +30,19 @@ impl RedisTap {
         }
     }
 
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Bytes from the client.
-    pub fn client_bytes(&mut self, data: &[u8]) {
-        let now = self.now();
+    /// Bytes from the client, read at `at`.
+    pub fn client_bytes(&mut self, data: &[u8], at: Instant) {
+        let now = self.nanos(at);
         self.observer.client_bytes(data, now);
     }
 
-    /// Bytes from the server; records the commands they complete.
-    pub fn server_bytes(&mut self, data: &[u8]) {
-        let now = self.now();
+    /// Bytes from the server, read at `at`; records the commands they complete.
+    pub fn server_bytes(&mut self, data: &[u8], at: Instant) {
+        let now = self.nanos(at);
         let recorder = &mut self.recorder;
         self.observer.server_bytes(data, now, |done| {
             let latency = (!done.blocking).then(|| done.latency as f64 / 1e6);

@@ -16,7 +16,7 @@ use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -34,10 +34,10 @@ thread_local! {
 
 /// Sees every chunk that crosses the proxy, in order, without changing it.
 pub trait Observer {
-    /// Bytes read from the downstream (client) and sent upstream.
-    fn downstream_bytes(&mut self, data: &[u8]);
-    /// Bytes read from the upstream (server) and sent downstream.
-    fn upstream_bytes(&mut self, data: &[u8]);
+    /// Bytes read from the downstream (client) at `now` and sent upstream.
+    fn downstream_bytes(&mut self, data: &[u8], now: StdInstant);
+    /// Bytes read from the upstream (server) at `now` and sent downstream.
+    fn upstream_bytes(&mut self, data: &[u8], now: StdInstant);
     /// True when the connection can be closed during a drain without losing anything the
     /// client waits for. Opaque traffic cannot tell, so it waits for the drain's end.
     fn quiescent(&self) -> bool {
@@ -47,8 +47,8 @@ pub trait Observer {
 
 /// An observer that looks at nothing.
 impl Observer for () {
-    fn downstream_bytes(&mut self, _: &[u8]) {}
-    fn upstream_bytes(&mut self, _: &[u8]) {}
+    fn downstream_bytes(&mut self, _: &[u8], _: StdInstant) {}
+    fn upstream_bytes(&mut self, _: &[u8], _: StdInstant) {}
 }
 
 /// How a forwarded connection ended.
@@ -220,23 +220,40 @@ pub async fn forward<O: Observer>(
 ) -> (Totals, io::Result<Ending>) {
     let mut down = Half::default();
     let mut up = Half::default();
-    let mut draining = Box::pin(lifecycle.reached(Phase::Draining));
-    let mut closed = Box::pin(lifecycle.reached(Phase::Closed));
-    let mut is_draining = false;
+    // Each lifecycle future is polled until it completes, which keeps the task's waker
+    // registered; between wake-ups the phase is read from an atomic.
+    let mut draining = Some(Box::pin(lifecycle.reached(Phase::Draining)));
+    let mut closed = Some(Box::pin(lifecycle.reached(Phase::Closed)));
     let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|d| Box::pin(tokio::time::sleep(d)));
-    let mut last_activity = Instant::now();
+    let mut last_activity = StdInstant::now();
     let result = poll_fn(|cx| {
+        for slot in [&mut draining, &mut closed] {
+            if slot
+                .as_mut()
+                .is_some_and(|f| f.as_mut().poll(cx).is_ready())
+            {
+                *slot = None;
+            }
+        }
+        // One clock read per wake-up, taken when the first bytes arrive.
+        let mut now: Option<StdInstant> = None;
         loop {
             let mut progressed = false;
             if !down.done() {
-                let mut observe = |d: &[u8]| observer.downstream_bytes(d);
+                let mut observe = |d: &[u8]| {
+                    let t = *now.get_or_insert_with(StdInstant::now);
+                    observer.downstream_bytes(d, t)
+                };
                 match pump(cx, downstream, upstream, &mut down, &mut observe) {
                     Ok(p) => progressed |= p,
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
             if !up.done() {
-                let mut observe = |d: &[u8]| observer.upstream_bytes(d);
+                let mut observe = |d: &[u8]| {
+                    let t = *now.get_or_insert_with(StdInstant::now);
+                    observer.upstream_bytes(d, t)
+                };
                 match pump(cx, upstream, downstream, &mut up, &mut observe) {
                     Ok(p) => progressed |= p,
                     Err(e) => return Poll::Ready(Err(e)),
@@ -245,28 +262,27 @@ pub async fn forward<O: Observer>(
             if down.done() && up.done() {
                 return Poll::Ready(Ok(Ending::Closed));
             }
-            if !is_draining && draining.as_mut().poll(cx).is_ready() {
-                is_draining = true;
-            }
-            if is_draining {
-                let idle_now =
+            let phase = lifecycle.phase();
+            if phase >= Phase::Draining {
+                let quiet =
                     down.pending.is_empty() && up.pending.is_empty() && observer.quiescent();
-                if idle_now || closed.as_mut().poll(cx).is_ready() {
+                if quiet || phase >= Phase::Closed {
                     return Poll::Ready(Ok(Ending::Drained));
                 }
             }
             if progressed {
-                last_activity = Instant::now();
                 continue;
+            }
+            if let Some(t) = now {
+                last_activity = t;
             }
             if let (Some(t), Some(limit)) = (timer.as_mut(), idle)
                 && t.as_mut().poll(cx).is_ready()
             {
-                let quiet = last_activity.elapsed();
-                if quiet >= limit {
+                if last_activity.elapsed() >= limit {
                     return Poll::Ready(Ok(Ending::Idle));
                 }
-                t.as_mut().reset(last_activity + limit);
+                t.as_mut().reset(Instant::from_std(last_activity + limit));
                 // Register the new deadline.
                 if t.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(Ending::Idle));
