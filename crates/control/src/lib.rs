@@ -1,5 +1,9 @@
-//! Ferry's control plane. For now it holds the sidecar-injection admission webhook:
-//! the HTTPS server that answers the API server's AdmissionReviews with the injection
-//! engine of `ferry-inject`, and the `MutatingWebhookConfiguration` that registers it.
+//! Ferry's control plane.
+//!
+//! - [`webhook`]: the sidecar-injection admission webhook (HTTPS server and its
+//!   `MutatingWebhookConfiguration`).
+//! - [`registry`]: the mesh as the control plane knows it, which sources fill and the
+//!   compiler reads.
 
+pub mod registry;
 pub mod webhook;

@@ -1,0 +1,140 @@
+//! The mesh as the control plane knows it: namespaces, services with their ports and
+//! endpoints, pods, and the Istio policies in force. Sources (a manifest directory, a
+//! Kubernetes API server) fill it; the compiler reads it. Plain data, no I/O.
+
+use ferry_model::IstioResource;
+use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Labels or annotations.
+pub type Labels = BTreeMap<String, String>;
+
+/// Everything the compiler needs to build any proxy's configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Registry {
+    /// Namespaces by name, with their labels.
+    pub namespaces: BTreeMap<String, Labels>,
+    /// Services, in a stable order (namespace, name).
+    pub services: Vec<ServiceEntry>,
+    /// Pods, in a stable order (namespace, name).
+    pub pods: Vec<PodEntry>,
+    /// VirtualServices, DestinationRules and PeerAuthentications.
+    pub policies: Policies,
+    /// DNS domain of the cluster (`cluster.local`).
+    pub cluster_domain: String,
+    /// Namespace whose policies apply mesh-wide (`istio-system`).
+    pub root_namespace: String,
+}
+
+/// A Kubernetes Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceEntry {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `<name>.<namespace>.svc.<cluster domain>`.
+    pub fqdn: String,
+    /// Cluster IP; `None` for a headless service (`clusterIP: None`).
+    pub cluster_ip: Option<IpAddr>,
+    /// Ports.
+    pub ports: Vec<PortEntry>,
+    /// The pods behind the service (from its selector, or its EndpointSlices).
+    pub endpoints: Vec<EndpointEntry>,
+    /// The service's labels.
+    pub labels: Labels,
+    /// `exportTo`-like visibility: the namespaces that may see the service (`*` = all).
+    pub export_to: Vec<String>,
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortEntry {
+    /// Port name (its prefix declares the protocol, Istio's naming rules).
+    pub name: String,
+    /// Service port.
+    pub port: u16,
+    /// Container port on the endpoints.
+    pub target_port: u16,
+    /// `appProtocol`, if set.
+    pub app_protocol: Option<String>,
+}
+
+/// One pod behind a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointEntry {
+    /// Pod IP.
+    pub ip: IpAddr,
+    /// Pod name.
+    pub pod: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Workload (StatefulSet, Deployment, ...) name.
+    pub workload: String,
+    /// Service account.
+    pub service_account: String,
+    /// Pod labels.
+    pub labels: Labels,
+    /// The pod runs a sidecar (label `security.istio.io/tlsMode: istio`).
+    pub has_sidecar: bool,
+    /// The pod is ready.
+    pub ready: bool,
+    /// Per-pod DNS name for StatefulSet pods: `<hostname>.<subdomain>.<ns>.svc.<domain>`.
+    pub hostname: Option<String>,
+}
+
+/// A pod, whether or not a service selects it (proxies identify themselves by pod).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodEntry {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// IP, once known.
+    pub ip: Option<IpAddr>,
+    /// Labels.
+    pub labels: Labels,
+    /// Annotations.
+    pub annotations: Labels,
+    /// Workload name.
+    pub workload: String,
+    /// Workload kind (`StatefulSet`, `Deployment`, `Pod`, ...).
+    pub workload_kind: String,
+    /// Service account.
+    pub service_account: String,
+    /// Runs a sidecar.
+    pub has_sidecar: bool,
+    /// Ready.
+    pub ready: bool,
+    /// `spec.hostname` / `spec.subdomain` (StatefulSet pods).
+    pub hostname: Option<String>,
+    /// `spec.subdomain`.
+    pub subdomain: Option<String>,
+}
+
+/// The Istio policies in force (each one valid; invalid versions never get here).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policies {
+    /// VirtualServices.
+    pub virtual_services: Vec<IstioResource<VirtualServiceSpec>>,
+    /// DestinationRules.
+    pub destination_rules: Vec<IstioResource<DestinationRuleSpec>>,
+    /// PeerAuthentications.
+    pub peer_authentications: Vec<IstioResource<PeerAuthenticationSpec>>,
+}
+
+/// Who a proxy is, as it says when it connects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProxyIdentity {
+    /// Pod name.
+    pub pod: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Workload name.
+    pub workload: String,
+    /// Service account.
+    pub service_account: String,
+    /// Pod IP, when known.
+    pub ip: Option<IpAddr>,
+}
