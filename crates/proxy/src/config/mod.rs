@@ -3,9 +3,8 @@
 //! [`file`], and compiled by [`snapshot`] into the lookup tables the data path uses.
 
 pub mod file;
-pub mod protocol;
 pub mod snapshot;
 
 pub use ferry_proto::config::*;
-pub use protocol::Protocol;
+pub use ferry_proto::protocol::Protocol;
 pub use snapshot::Snapshot;

@@ -1,0 +1,1 @@
+//! The configuration stream between the control plane and the proxies (being built).
