@@ -68,8 +68,6 @@ pub struct Answer {
     pub result: ReviewResult,
     /// The pod's name for logs (`redis-0`, or `client-7d9f-*****` before it is known).
     pub pod: String,
-    /// The JSON patch, when the pod was injected.
-    pub patch: Option<Value>,
 }
 
 /// A body that is not an AdmissionReview the injector can answer (HTTP 400).
@@ -126,7 +124,6 @@ pub fn review(body: &[u8], cfg: &InjectConfig, params: &PathParams) -> Result<An
         body: respond(Map::from_iter([("allowed".to_string(), json!(true))])),
         result: ReviewResult::Skipped(reason),
         pod,
-        patch: None,
     };
 
     let kind = request.get("kind").and_then(|k| k["kind"].as_str());
@@ -162,9 +159,9 @@ pub fn review(body: &[u8], cfg: &InjectConfig, params: &PathParams) -> Result<An
     };
     match mutate::inject(pod, &ctx, cfg) {
         Ok(injected) => {
-            let patch = serde_json::to_value(json_patch::diff(pod, &injected))
+            let patch = serde_json::to_vec(&json_patch::diff(pod, &injected))
                 .map_err(|e| bad(format!("cannot encode the patch: {e}")))?;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
             let mut response = Map::new();
             response.insert("allowed".into(), json!(true));
             response.insert("patchType".into(), json!("JSONPatch"));
@@ -176,7 +173,6 @@ pub fn review(body: &[u8], cfg: &InjectConfig, params: &PathParams) -> Result<An
                 body: respond(response),
                 result: ReviewResult::Injected,
                 pod: pod_name,
-                patch: Some(patch),
             })
         }
         Err(err) => {
@@ -193,7 +189,6 @@ pub fn review(body: &[u8], cfg: &InjectConfig, params: &PathParams) -> Result<An
                 body: respond(response),
                 result: ReviewResult::Denied(message),
                 pod: pod_name,
-                patch: None,
             })
         }
     }

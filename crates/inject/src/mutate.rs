@@ -411,19 +411,35 @@ fn init_container(redirect: &RedirectConfig, settings: &PodSettings, cfg: &Injec
     c
 }
 
-/// The application containers' ports, as `ISTIO_META_POD_PORTS` lists them.
-fn pod_ports(app: &[Value]) -> Value {
-    let ports: Vec<Value> = app
-        .iter()
-        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
-        .collect();
-    Value::Array(ports)
+/// What the proxy needs to know of the application containers.
+struct AppSummary {
+    /// Their ports, as `ISTIO_META_POD_PORTS` lists them (JSON).
+    ports: String,
+    /// Their names.
+    names: Vec<String>,
+}
+
+impl AppSummary {
+    fn of(app: &[Value]) -> Self {
+        let ports: Vec<&Value> = app
+            .iter()
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .collect();
+        Self {
+            ports: serde_json::to_string(&ports).unwrap_or_else(|_| "[]".into()),
+            names: app
+                .iter()
+                .filter_map(container_name)
+                .map(String::from)
+                .collect(),
+        }
+    }
 }
 
 struct ProxyInputs<'a> {
     settings: &'a PodSettings,
     ctx: &'a PodContext,
-    app: &'a [Value],
+    app: &'a AppSummary,
     probers: &'a Map<String, Value>,
     prometheus: Option<&'a Map<String, Value>>,
     status_port: u16,
@@ -434,7 +450,6 @@ struct ProxyInputs<'a> {
 fn proxy_container(p: &ProxyInputs, cfg: &InjectConfig) -> Value {
     let s = p.settings;
     let mode = s.interception_mode.unwrap_or(InterceptionMode::Redirect);
-    let app_names: Vec<&str> = p.app.iter().filter_map(container_name).collect();
     let mut envs = vec![
         env("CA_ADDR", cfg.control_plane_address.clone()),
         field_env("POD_NAME", "metadata.name"),
@@ -451,8 +466,8 @@ fn proxy_container(p: &ProxyInputs, cfg: &InjectConfig) -> Value {
                 .as_ref()
                 .map_or_else(|| "{}".to_string(), Value::to_string),
         ),
-        env("ISTIO_META_POD_PORTS", pod_ports(p.app).to_string()),
-        env("ISTIO_META_APP_CONTAINERS", app_names.join(",")),
+        env("ISTIO_META_POD_PORTS", p.app.ports.clone()),
+        env("ISTIO_META_APP_CONTAINERS", p.app.names.join(",")),
         env(
             "ISTIO_META_CLUSTER_ID",
             p.ctx
@@ -674,12 +689,8 @@ pub fn inject(pod: &Value, ctx: &PodContext, cfg: &InjectConfig) -> Result<Value
     } else {
         Map::new()
     };
-    let app = app.clone();
-    let first_app = app
-        .first()
-        .and_then(container_name)
-        .unwrap_or_default()
-        .to_string();
+    let app = AppSummary::of(app);
+    let first_app = app.names.first().cloned().unwrap_or_default();
 
     let meta = object_at(obj, "metadata", "metadata")?;
     let annotations = object_at(meta, "annotations", "metadata.annotations")?;
