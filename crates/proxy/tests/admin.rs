@@ -2,6 +2,8 @@
 //! status port (15020) with merged metrics and the application's probes, and readiness
 //! during a drain. Fake applications (HTTP, gRPC health, metrics) run in the test.
 
+mod support;
+
 use bytes::Bytes;
 use ferry_proxy::admin::status::{StatusConfig, StatusEnv};
 use ferry_proxy::lifecycle::Phase;
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::{http, wait_for};
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
@@ -69,38 +72,6 @@ fn start(env: StatusEnv, upstream: SocketAddr, customize: impl FnOnce(&mut Optio
     Proxy(Some(
         server::start(options, Arc::new(FixedDst(upstream))).expect("proxy starts"),
     ))
-}
-
-/// One HTTP/1.0 request; returns the status code and the body.
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A runtime for the fake applications.

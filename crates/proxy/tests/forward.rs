@@ -2,6 +2,8 @@
 //! stands in for iptables. Byte integrity, half-close, reset propagation, exact TCP
 //! metrics, inbound delivery from 127.0.0.6, configuration reloads, and drain.
 
+mod support;
+
 use ferry_proxy::listener::Direction;
 use ferry_proxy::listener::orig_dst::FixedDst;
 use ferry_proxy::server::{self, Options, Running};
@@ -10,10 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("addr")
-}
+use support::{any_port, http_get, metric_sum, wait_for};
 
 fn start(
     direction: Direction,
@@ -33,39 +32,13 @@ fn start(
     .expect("proxy starts")
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-/// The value of the first sample of `metric` whose labels contain every `needle`.
+/// The sum of the samples of `metric` whose labels contain every `needle`.
 fn metric(running: &Running, metric: &str, needles: &[&str]) -> Option<f64> {
-    let (_, body) = http_get(running.metrics.expect("metrics bound"), "/stats/prometheus");
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .find(|l| needles.iter().all(|n| l.contains(n)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    Some(metric_sum(
+        running.metrics.expect("metrics bound"),
+        metric,
+        needles,
+    ))
 }
 
 /// An upstream that echoes everything, then closes after the client's half-close.

@@ -2,6 +2,8 @@
 //! prior knowledge are detected, proxied request by request, and counted in
 //! `istio_requests_total` with their response codes; an unreachable upstream is a 503.
 
+mod support;
+
 use bytes::Bytes;
 use ferry_proxy::listener::Direction;
 use ferry_proxy::listener::orig_dst::FixedDst;
@@ -11,10 +13,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::metric_sum;
 
 /// An upstream answering `/ok` with 200 and the request body echoed, anything else 404.
 async fn upstream() -> SocketAddr {
@@ -74,15 +76,11 @@ fn start(upstream: SocketAddr) -> Running {
 }
 
 fn requests(proxy: &Running, needles: &[&str]) -> f64 {
-    let mut s = TcpStream::connect(proxy.metrics.expect("metrics")).expect("connect");
-    s.write_all(b"GET /stats/prometheus HTTP/1.0\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out.lines()
-        .filter(|l| l.starts_with("istio_requests_total{") && needles.iter().all(|n| l.contains(n)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(
+        proxy.metrics.expect("metrics"),
+        "istio_requests_total",
+        needles,
+    )
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

@@ -2,6 +2,8 @@
 //! `redis-cli`-style traffic and `redis-benchmark` through the proxy, command counts asserted
 //! exactly, and a drain that waits for the reply of a command already sent.
 
+mod support;
+
 use ferry_proxy::lifecycle::Phase;
 use ferry_proxy::listener::Direction;
 use ferry_proxy::listener::orig_dst::FixedDst;
@@ -12,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::{http_get, metric_sum, wait_for_within};
 
 struct RedisServer {
     child: Child,
@@ -84,22 +87,13 @@ fn proxy_to(upstream: SocketAddr) -> Running {
     .expect("proxy starts")
 }
 
-fn scrape(proxy: &Running) -> String {
-    let mut s = TcpStream::connect(proxy.metrics.expect("metrics")).expect("connect");
-    s.write_all(b"GET /stats/prometheus HTTP/1.0\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
-
 fn commands(proxy: &Running, command: &str, outcome: &str) -> f64 {
     let needle = format!("command=\"{command}\",outcome=\"{outcome}\"");
-    scrape(proxy)
-        .lines()
-        .filter(|l| l.starts_with("ferry_redis_commands_total{") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(
+        proxy.metrics.expect("metrics"),
+        "ferry_redis_commands_total",
+        &[&needle],
+    )
 }
 
 fn resp(args: &[&str]) -> Vec<u8> {
@@ -129,14 +123,6 @@ fn read_replies(s: &mut TcpStream, needle: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(25));
-    }
-}
-
 #[test]
 fn pipelined_commands_are_counted_exactly() {
     let Some(redis) = redis_server() else { return };
@@ -157,7 +143,7 @@ fn pipelined_commands_are_counted_exactly() {
     c.write_all(&batch).expect("write");
     let replies = read_replies(&mut c, "$4\r\ndone\r\n");
     assert!(replies.contains("WRONGTYPE"));
-    wait_for("all commands recorded", || {
+    wait_for_within(10, "all commands recorded", || {
         commands(&proxy, "echo", "ok") == 1.0
     });
     assert_eq!(commands(&proxy, "set", "ok"), 500.0);
@@ -230,11 +216,11 @@ fn redis_benchmark_through_the_proxy() {
     };
     let (sets, gets) = (calls("set"), calls("get"));
     assert!(sets >= 2000.0 && gets >= 2000.0, "set={sets} get={gets}");
-    wait_for("benchmark commands recorded", || {
+    wait_for_within(10, "benchmark commands recorded", || {
         commands(&proxy, "get", "ok") == gets
     });
     assert_eq!(commands(&proxy, "set", "ok"), sets);
-    let text = scrape(&proxy);
+    let (_, text) = http_get(proxy.metrics.expect("metrics"), "/stats/prometheus");
     assert!(
         text.contains("ferry_redis_command_duration_milliseconds_bucket"),
         "latency histogram"
