@@ -1,0 +1,543 @@
+//! The typed store: every object of the mesh that Ferry reads (Namespaces, Pods, Services,
+//! EndpointSlices, workloads, and the three Istio kinds), keyed by (kind, namespace, name).
+//!
+//! Sources (a manifest directory, later a Kubernetes API server) hand the store a complete
+//! [`SourceUpdate`] for everything they hold. The store replaces that source's objects with
+//! it, except that a resource that failed validation keeps its last valid version, and so do
+//! all the resources of a file that could not be parsed. Every effective change bumps the
+//! generation. [`Store::registry`] derives the [`Registry`] the compiler reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
+use ferry_model::{Diagnostic, IstioResource};
+use serde_json::Value;
+
+use crate::registry::{PodEntry, Registry};
+use crate::source::build::{self, MeshPod};
+use crate::source::vip::{self, VipRange};
+
+/// The kinds the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `v1` Namespace (cluster-scoped: stored with an empty namespace).
+    Namespace,
+    /// `v1` Pod.
+    Pod,
+    /// `v1` Service.
+    Service,
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` DaemonSet.
+    DaemonSet,
+    /// `apps/v1` ReplicaSet.
+    ReplicaSet,
+    /// `batch/v1` Job.
+    Job,
+    /// `networking.istio.io` VirtualService.
+    VirtualService,
+    /// `networking.istio.io` DestinationRule.
+    DestinationRule,
+    /// `security.istio.io` PeerAuthentication.
+    PeerAuthentication,
+}
+
+impl Kind {
+    /// The kind for a manifest's `kind` field, if the store holds it.
+    pub fn from_name(kind: &str) -> Option<Kind> {
+        Some(match kind {
+            "Namespace" => Kind::Namespace,
+            "Pod" => Kind::Pod,
+            "Service" => Kind::Service,
+            "EndpointSlice" => Kind::EndpointSlice,
+            "StatefulSet" => Kind::StatefulSet,
+            "Deployment" => Kind::Deployment,
+            "DaemonSet" => Kind::DaemonSet,
+            "ReplicaSet" => Kind::ReplicaSet,
+            "Job" => Kind::Job,
+            "VirtualService" => Kind::VirtualService,
+            "DestinationRule" => Kind::DestinationRule,
+            "PeerAuthentication" => Kind::PeerAuthentication,
+            _ => return None,
+        })
+    }
+
+    /// The manifest name of the kind (`StatefulSet`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::Deployment => "Deployment",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::Job => "Job",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::PeerAuthentication => "PeerAuthentication",
+        }
+    }
+
+    /// Whether the kind lives in a namespace.
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+}
+
+/// Identity of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace (empty for Namespaces).
+    pub namespace: String,
+    /// Name (for a Pod with only `generateName`, that prefix).
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key; the namespace is dropped for cluster-scoped kinds.
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        let namespace = if kind.namespaced() { namespace } else { "" };
+        ObjectKey {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The key named by a diagnostic's `Kind/namespace/name`, when it is a kind the store
+    /// holds and the name is known.
+    pub fn from_resource_id(id: &str) -> Option<Self> {
+        let mut parts = id.splitn(3, '/');
+        let kind = Kind::from_name(parts.next()?)?;
+        let namespace = parts.next()?;
+        let name = parts.next()?;
+        (name != "<unnamed>" && !name.is_empty()).then(|| ObjectKey::new(kind, namespace, name))
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind.namespaced() {
+            write!(f, "{}/{}/{}", self.kind.name(), self.namespace, self.name)
+        } else {
+            write!(f, "{}/{}", self.kind.name(), self.name)
+        }
+    }
+}
+
+/// A stored object's content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A Kubernetes kind, as written (type-checked by validation).
+    Kubernetes(Box<Value>),
+    /// A VirtualService.
+    VirtualService(Box<IstioResource<VirtualServiceSpec>>),
+    /// A DestinationRule.
+    DestinationRule(Box<IstioResource<DestinationRuleSpec>>),
+    /// A PeerAuthentication.
+    PeerAuthentication(Box<IstioResource<PeerAuthenticationSpec>>),
+}
+
+impl Object {
+    /// The Kubernetes value, for Kubernetes kinds.
+    pub fn as_value(&self) -> Option<&Value> {
+        match self {
+            Object::Kubernetes(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// An object as a source provided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its identity.
+    pub key: ObjectKey,
+    /// The file (or other origin) it came from.
+    pub origin: String,
+    /// 1-based line where it starts, 0 when unknown.
+    pub line: usize,
+    /// The object.
+    pub object: Object,
+}
+
+/// A resource a source offered that failed validation (or a file that failed to parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The source that offered it (`files:/etc/mesh`).
+    pub source: String,
+    /// The resource, when it is one the store holds and it could be identified.
+    pub key: Option<ObjectKey>,
+    /// The error as `ferry validate` prints it (file, line, resource, field, message).
+    pub diagnostic: Diagnostic,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.diagnostic.fmt(f)
+    }
+}
+
+/// Everything one source holds now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceUpdate {
+    /// Which source (`files:/etc/mesh`); its previous objects are replaced.
+    pub source: String,
+    /// The valid objects.
+    pub entries: Vec<Entry>,
+    /// Resources that failed validation: their last valid versions stay in force.
+    pub rejections: Vec<Rejection>,
+    /// Origins (files, or directories) that could not be read or parsed: all the last valid
+    /// objects from them (or from below them) stay.
+    pub broken_origins: BTreeSet<String>,
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Whether any object changed (and the generation was bumped).
+    pub changed: bool,
+    /// Objects added, changed or removed.
+    pub touched: Vec<ObjectKey>,
+    /// Rejected resources whose last valid version was kept.
+    pub kept: Vec<ObjectKey>,
+}
+
+/// A stored object with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+struct Stored {
+    source: String,
+    origin: String,
+    line: usize,
+    object: Object,
+}
+
+/// The store: objects, rejections, generation, and the addresses assigned to pods and to
+/// services without a cluster IP.
+#[derive(Debug, Clone)]
+pub struct Store {
+    objects: BTreeMap<ObjectKey, Stored>,
+    rejections: BTreeMap<String, Vec<Rejection>>,
+    generation: u64,
+    pod_ips: BTreeMap<(String, String), IpAddr>,
+    vip_range: VipRange,
+    vips: BTreeMap<(String, String), Ipv4Addr>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(VipRange::default())
+    }
+}
+
+impl Store {
+    /// An empty store that gives services without a `clusterIP` addresses from `vip_range`.
+    pub fn new(vip_range: VipRange) -> Self {
+        Store {
+            objects: BTreeMap::new(),
+            rejections: BTreeMap::new(),
+            generation: 0,
+            pod_ips: BTreeMap::new(),
+            vip_range,
+            vips: BTreeMap::new(),
+        }
+    }
+
+    /// Increases on every effective change (objects, pod IPs, service VIPs).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The object stored under `key`.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
+        self.objects.get(key).map(|s| &s.object)
+    }
+
+    /// Where the object under `key` came from: (origin, line).
+    pub fn origin(&self, key: &ObjectKey) -> Option<(&str, usize)> {
+        self.objects.get(key).map(|s| (s.origin.as_str(), s.line))
+    }
+
+    /// Every object, in key order.
+    pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Object)> {
+        self.objects.iter().map(|(k, s)| (k, &s.object))
+    }
+
+    /// The rejections of the latest update of every source.
+    pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
+        self.rejections.values().flatten()
+    }
+
+    /// The VIPs given to services without a `clusterIP`, by (namespace, name).
+    pub fn vips(&self) -> &BTreeMap<(String, String), Ipv4Addr> {
+        &self.vips
+    }
+
+    /// Replaces everything `update.source` provided before with `update`, keeping the last
+    /// valid version of rejected resources and of every object of a broken origin.
+    pub fn apply(&mut self, update: SourceUpdate) -> ApplyOutcome {
+        let source = update.source.clone();
+        let mut next: BTreeMap<ObjectKey, Stored> = self
+            .objects
+            .iter()
+            .filter(|(_, s)| s.source != source)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for entry in update.entries {
+            next.insert(
+                entry.key,
+                Stored {
+                    source: source.clone(),
+                    origin: entry.origin,
+                    line: entry.line,
+                    object: entry.object,
+                },
+            );
+        }
+        let mut kept = Vec::new();
+        for (key, old) in &self.objects {
+            if old.source != source || next.contains_key(key) {
+                continue;
+            }
+            let rejected = update
+                .rejections
+                .iter()
+                .any(|r| r.key.as_ref() == Some(key));
+            let broken = update
+                .broken_origins
+                .iter()
+                .any(|b| old.origin == *b || std::path::Path::new(&old.origin).starts_with(b));
+            if rejected || broken {
+                next.insert(key.clone(), old.clone());
+                kept.push(key.clone());
+            }
+        }
+        let touched = diff(&self.objects, &next);
+        self.objects = next;
+        self.rejections.insert(source, update.rejections);
+        let vips_changed = self.reallocate_vips();
+        let changed = !touched.is_empty() || vips_changed;
+        if changed {
+            self.generation += 1;
+        }
+        ApplyOutcome {
+            changed,
+            touched,
+            kept,
+        }
+    }
+
+    /// Gives addresses to pods that have none (neither `status.podIP` nor an earlier
+    /// assignment) by calling `assign` for each; forgets the addresses of pods that are gone.
+    /// Existing assignments are kept. Returns whether anything changed.
+    pub fn assign_ips(&mut self, mut assign: impl FnMut(&PodEntry) -> Option<IpAddr>) -> bool {
+        let pods = build::pods(self.kube_objects(), &BTreeMap::new());
+        let live: BTreeSet<(String, String)> = pods
+            .iter()
+            .map(|p| (p.entry.namespace.clone(), p.entry.name.clone()))
+            .collect();
+        let before = self.pod_ips.len();
+        self.pod_ips.retain(|k, _| live.contains(k));
+        let mut changed = before != self.pod_ips.len();
+        for pod in &pods {
+            let key = (pod.entry.namespace.clone(), pod.entry.name.clone());
+            if pod.entry.ip.is_some() || self.pod_ips.contains_key(&key) {
+                continue;
+            }
+            if let Some(ip) = assign(&pod.entry) {
+                self.pod_ips.insert(key, ip);
+                changed = true;
+            }
+        }
+        if changed {
+            self.generation += 1;
+        }
+        changed
+    }
+
+    /// Every pod of the mesh as it would be created (expanded from workloads, injected when
+    /// the decision says so), with its registry entry: what the local runtime starts.
+    pub fn pods(&self) -> Vec<MeshPod> {
+        build::pods(self.kube_objects(), &self.pod_ips)
+    }
+
+    /// The addresses assigned through [`Store::assign_ips`], by (namespace, pod name).
+    pub fn assigned_ips(&self) -> &BTreeMap<(String, String), IpAddr> {
+        &self.pod_ips
+    }
+
+    /// The mesh as the compiler reads it: namespaces, pods (expanded from workloads and run
+    /// through injection), services with endpoints, and the Istio policies.
+    pub fn registry(&self, cluster_domain: &str, root_namespace: &str) -> Registry {
+        let mut registry = build::registry(
+            self.kube_objects(),
+            &self.pod_ips,
+            &self.vips,
+            cluster_domain,
+        );
+        registry.root_namespace = root_namespace.to_string();
+        for stored in self.objects.values() {
+            match &stored.object {
+                Object::VirtualService(r) => registry.policies.virtual_services.push((**r).clone()),
+                Object::DestinationRule(r) => {
+                    registry.policies.destination_rules.push((**r).clone())
+                }
+                Object::PeerAuthentication(r) => {
+                    registry.policies.peer_authentications.push((**r).clone())
+                }
+                Object::Kubernetes(_) => {}
+            }
+        }
+        registry
+    }
+
+    /// The Kubernetes objects, by key.
+    fn kube_objects(&self) -> build::KubeObjects<'_> {
+        build::KubeObjects(
+            self.objects
+                .iter()
+                .filter_map(|(k, s)| Some((k, s.object.as_value()?)))
+                .collect(),
+        )
+    }
+
+    /// Keeps the VIPs of services that still need one and gives new ones to the rest.
+    fn reallocate_vips(&mut self) -> bool {
+        let mut wanted = Vec::new();
+        let mut taken = BTreeSet::new();
+        for (key, stored) in &self.objects {
+            let (Kind::Service, Some(value)) = (key.kind, stored.object.as_value()) else {
+                continue;
+            };
+            match vip::declared_cluster_ip(value) {
+                vip::ClusterIp::Unset => wanted.push((key.namespace.clone(), key.name.clone())),
+                vip::ClusterIp::Address(IpAddr::V4(ip)) => {
+                    taken.insert(ip);
+                }
+                _ => {}
+            }
+        }
+        let next = vip::allocate_vips(self.vip_range, &wanted, &self.vips, &taken);
+        let changed = next != self.vips;
+        self.vips = next;
+        changed
+    }
+}
+
+/// Keys whose objects differ between `old` and `new` (content only, not position).
+fn diff(old: &BTreeMap<ObjectKey, Stored>, new: &BTreeMap<ObjectKey, Stored>) -> Vec<ObjectKey> {
+    let mut touched: Vec<ObjectKey> = new
+        .iter()
+        .filter(|(k, s)| old.get(*k).map(|o| &o.object) != Some(&s.object))
+        .map(|(k, _)| k.clone())
+        .collect();
+    touched.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+    touched.sort();
+    touched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(kind: Kind, name: &str, value: Value) -> Entry {
+        Entry {
+            key: ObjectKey::new(kind, "default", name),
+            origin: "a.yaml".into(),
+            line: 1,
+            object: Object::Kubernetes(Box::new(value)),
+        }
+    }
+
+    fn update(entries: Vec<Entry>) -> SourceUpdate {
+        SourceUpdate {
+            source: "test".into(),
+            entries,
+            ..SourceUpdate::default()
+        }
+    }
+
+    #[test]
+    fn generation_moves_only_on_effective_change() {
+        let mut store = Store::default();
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p"}});
+        assert!(
+            store
+                .apply(update(vec![entry(Kind::Pod, "p", pod.clone())]))
+                .changed
+        );
+        assert_eq!(store.generation(), 1);
+        let mut moved = entry(Kind::Pod, "p", pod);
+        moved.line = 7;
+        assert!(!store.apply(update(vec![moved])).changed);
+        assert_eq!(store.generation(), 1);
+        assert!(store.apply(update(vec![])).changed);
+        assert_eq!(store.objects().count(), 0);
+        assert_eq!(store.generation(), 2);
+    }
+
+    #[test]
+    fn rejected_resource_keeps_last_valid_version() {
+        let mut store = Store::default();
+        let v1 =
+            json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"clusterIP": "None"}});
+        store.apply(update(vec![entry(Kind::Service, "s", v1.clone())]));
+        let key = ObjectKey::new(Kind::Service, "default", "s");
+        let mut bad = update(vec![]);
+        bad.rejections.push(Rejection {
+            source: "test".into(),
+            key: Some(key.clone()),
+            diagnostic: Diagnostic {
+                source: "a.yaml".into(),
+                line: 3,
+                resource: key.to_string(),
+                field: "spec".into(),
+                message: "bad".into(),
+                severity: ferry_model::Severity::Error,
+            },
+        });
+        let outcome = store.apply(bad);
+        assert!(!outcome.changed);
+        assert_eq!(outcome.kept, vec![key.clone()]);
+        assert_eq!(store.get(&key).and_then(Object::as_value), Some(&v1));
+        assert_eq!(store.rejections().count(), 1);
+    }
+
+    #[test]
+    fn other_sources_are_untouched() {
+        let mut store = Store::default();
+        store.apply(update(vec![entry(Kind::Pod, "a", json!({}))]));
+        let mut other = update(vec![entry(Kind::Pod, "b", json!({}))]);
+        other.source = "other".into();
+        store.apply(other);
+        store.apply(update(vec![]));
+        let names: Vec<_> = store.objects().map(|(k, _)| k.name.clone()).collect();
+        assert_eq!(names, vec!["b"]);
+    }
+
+    #[test]
+    fn keys_from_diagnostics() {
+        assert_eq!(
+            ObjectKey::from_resource_id("VirtualService/ns/vs"),
+            Some(ObjectKey::new(Kind::VirtualService, "ns", "vs"))
+        );
+        assert_eq!(
+            ObjectKey::from_resource_id("Namespace/default/x"),
+            Some(ObjectKey::new(Kind::Namespace, "", "x"))
+        );
+        assert_eq!(ObjectKey::from_resource_id("ConfigMap/ns/c"), None);
+        assert_eq!(ObjectKey::from_resource_id("Pod/ns/<unnamed>"), None);
+        assert_eq!(ObjectKey::from_resource_id(""), None);
+    }
+}
