@@ -1,0 +1,33 @@
+//! Distribution: the gRPC stream (`ferry.discovery.v1.ConfigDiscovery`, plaintext, port
+//! 15010 by default) that keeps every connected proxy's configuration current.
+//!
+//! A proxy opens one stream and says who it is; the server asks a [`ConfigSource`] for that
+//! proxy's configuration and sends it as a versioned snapshot, which the proxy ACKs or
+//! NACKs with a reason. When the source's generation changes, each stream waits about
+//! 100 ms (so a burst of changes yields one push), recomputes its proxy's configuration and
+//! pushes it only if its hash changed.
+//!
+//! - [`server`]: the tonic service and the listener ([`Distribution`]).
+//! - [`push`]: stable hashing, version labels and the debounce window.
+//! - [`status`]: what each connected proxy has been sent, ACKed and rejected, and metrics.
+
+pub mod push;
+pub mod server;
+pub mod status;
+
+pub use server::{DEFAULT_PORT, Distribution};
+pub use status::{DistributionMetrics, Nacked, ProxyStatus};
+
+use crate::registry::ProxyIdentity;
+use ferry_proto::config::ProxyConfig;
+use tokio::sync::watch;
+
+/// Where proxies' configurations come from; the control plane's compiler implements it.
+pub trait ConfigSource: Send + Sync + 'static {
+    /// The configuration of `proxy`, or `None` while the control plane does not know it
+    /// (the proxy then gets nothing until a later change makes it known).
+    fn config_for(&self, proxy: &ProxyIdentity) -> Option<ProxyConfig>;
+
+    /// A generation counter that changes whenever any configuration may have changed.
+    fn changes(&self) -> watch::Receiver<u64>;
+}

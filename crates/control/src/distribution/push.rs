@@ -1,0 +1,84 @@
+//! What a push is made of: the configuration serialized once as JSON, its SHA-256 (a push
+//! happens only when it changed), a version label, and the debounce window that turns a
+//! burst of changes into one push.
+
+use ferry_proto::config::ProxyConfig;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a stream waits after a change before recomputing, so a burst yields one push.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Hex digits of the hash carried in a version label.
+const VERSION_HASH_DIGITS: usize = 12;
+
+/// A configuration ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `ProxyConfig` as JSON. Serialization is deterministic (struct fields in declaration
+    /// order, maps are `BTreeMap`s), so equal configurations give equal bytes.
+    pub json: Vec<u8>,
+    /// SHA-256 of `json`, lowercase hex.
+    pub hash: String,
+}
+
+/// Serializes and hashes a configuration.
+pub fn render(config: &ProxyConfig) -> Result<Rendered, serde_json::Error> {
+    let json = serde_json::to_vec(config)?;
+    let hash = hex(&Sha256::digest(&json));
+    Ok(Rendered { json, hash })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hands out version labels `<counter>-<hash prefix>`; the counter grows with each
+/// snapshot built by this control plane.
+#[derive(Debug, Default)]
+pub struct Versions {
+    counter: AtomicU64,
+}
+
+impl Versions {
+    /// The next version label for a configuration with `hash`.
+    pub fn next(&self, hash: &str) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let prefix = hash.get(..VERSION_HASH_DIGITS).unwrap_or(hash);
+        format!("{n}-{prefix}")
+    }
+}
+
+/// Whether the version label `version` (perhaps from an earlier control plane, as a
+/// proxy's `held_version`) names a configuration with `hash`.
+pub fn version_matches(version: &str, hash: &str) -> bool {
+    match version.rsplit_once('-') {
+        Some((_, prefix)) => prefix.len() == VERSION_HASH_DIGITS && hash.starts_with(prefix),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_configs_hash_equal_and_versions_name_their_hash() {
+        let a = render(&ProxyConfig::default()).unwrap();
+        let b = render(&ProxyConfig::default()).unwrap();
+        assert_eq!(a, b);
+        let mut other = ProxyConfig::default();
+        other.identity.pod = "x".into();
+        assert_ne!(render(&other).unwrap().hash, a.hash);
+        let versions = Versions::default();
+        let v1 = versions.next(&a.hash);
+        let v2 = versions.next(&a.hash);
+        assert_ne!(v1, v2);
+        assert!(version_matches(&v1, &a.hash));
+        assert!(!version_matches(&v1, &render(&other).unwrap().hash));
+        for bad in ["", "-", "7", "1-abc", "1-"] {
+            assert!(!version_matches(bad, &a.hash), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The tonic service: one task per proxy stream that sends the proxy its configuration,
+//! follows the source's changes (debounced, pushed only when the hash changed) and records
+//! ACKs and NACKs; and the plaintext listener with a graceful shutdown that ends every
+//! stream first.
+
+use super::ConfigSource;
+use super::push::{self, DEBOUNCE, Versions};
+use super::status::{Connection, DistributionMetrics, ProxyStatus, Table};
+use crate::registry::ProxyIdentity;
+use ferry_proto::discovery::v1::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
+use ferry_proto::discovery::v1::{ConfigSnapshot, Hello, ProxyMessage, proxy_message};
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+/// The port proxies connect to (plaintext), as Istio's 15010.
+pub const DEFAULT_PORT: u16 = 15010;
+
+/// Largest message accepted or sent: a configuration of a big mesh is several megabytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// How long a new stream may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Shared {
+    source: Arc<dyn ConfigSource>,
+    table: Arc<Table>,
+    versions: Versions,
+    debounce: Duration,
+    /// Becomes true when the server shuts down; every stream then ends.
+    shutdown: watch::Sender<bool>,
+}
+
+/// The distribution service: cheap to clone, all clones share the proxies' table.
+#[derive(Clone)]
+pub struct Distribution {
+    shared: Arc<Shared>,
+}
+
+impl Distribution {
+    /// A service fed by `source`, whose metrics are registered into `registry`.
+    pub fn new(source: Arc<dyn ConfigSource>, registry: &mut Registry) -> Self {
+        Self::with_debounce(source, registry, DEBOUNCE)
+    }
+
+    /// Like [`Distribution::new`] with another debounce window.
+    pub fn with_debounce(
+        source: Arc<dyn ConfigSource>,
+        registry: &mut Registry,
+        debounce: Duration,
+    ) -> Self {
+        let metrics = DistributionMetrics::register(registry);
+        Self {
+            shared: Arc::new(Shared {
+                source,
+                table: Arc::new(Table::new(metrics)),
+                versions: Versions::default(),
+                debounce,
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Every connected proxy: identity, versions sent and ACKed, last NACK.
+    pub fn status(&self) -> Vec<ProxyStatus> {
+        self.shared.table.all()
+    }
+
+    /// The gRPC service, to mount on a tonic server of one's own.
+    pub fn service(&self) -> ConfigDiscoveryServer<Self> {
+        ConfigDiscoveryServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Ends every open stream (their proxies keep their configuration and reconnect).
+    pub fn close_streams(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Serves on `listener` (plaintext HTTP/2) until `shutdown` completes, then ends every
+    /// stream and returns once the connections are closed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let this = self.clone();
+        let signal = async move {
+            shutdown.await;
+            this.close_streams();
+        };
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl ConfigDiscovery for Distribution {
+    type StreamStream = ReceiverStream<Result<ConfigSnapshot, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<ProxyMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(ProxyMessage {
+                kind: Some(proxy_message::Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            }
+            Ok(Ok(None)) => return Err(Status::cancelled("the stream ended before Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello in time")),
+        };
+        let identity = identity_of(&hello)?;
+        info!(
+            pod = %identity.pod,
+            namespace = %identity.namespace,
+            peer = ?peer,
+            "proxy connected"
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let connection = self
+            .shared
+            .table
+            .connect(identity.clone(), hello.proxy_version.clone());
+        let stream = ProxyStream {
+            shared: self.shared.clone(),
+            identity,
+            connection,
+            tx,
+            last_hash: None,
+        };
+        tokio::spawn(stream.run(inbound, hello.held_version));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn identity_of(hello: &Hello) -> Result<ProxyIdentity, Status> {
+    if hello.pod.is_empty() || hello.namespace.is_empty() {
+        return Err(Status::invalid_argument(
+            "Hello needs the pod name and namespace",
+        ));
+    }
+    let ip = match hello.ip.as_str() {
+        "" => None,
+        text => Some(text.parse().map_err(|_| {
+            Status::invalid_argument(format!("Hello: `{text}` is not an IP address"))
+        })?),
+    };
+    Ok(ProxyIdentity {
+        pod: hello.pod.clone(),
+        namespace: hello.namespace.clone(),
+        workload: hello.workload.clone(),
+        service_account: hello.service_account.clone(),
+        ip,
+    })
+}
+
+/// One proxy's stream.
+struct ProxyStream {
+    shared: Arc<Shared>,
+    identity: ProxyIdentity,
+    connection: Connection,
+    tx: mpsc::Sender<Result<ConfigSnapshot, Status>>,
+    /// Hash of the configuration the proxy was last sent (or held when it connected).
+    last_hash: Option<String>,
+}
+
+impl ProxyStream {
+    async fn run(mut self, mut inbound: Streaming<ProxyMessage>, held_version: String) {
+        let mut changes = self.shared.source.changes();
+        changes.borrow_and_update();
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut source_alive = true;
+        if !self.sync(Instant::now(), Some(&held_version)).await {
+            return;
+        }
+        loop {
+            let changed = async {
+                if source_alive {
+                    changes.changed().await.is_ok()
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let closed = async {
+                let _ = shutdown.wait_for(|closed| *closed).await;
+            };
+            tokio::select! {
+                () = closed => break,
+                alive = changed => {
+                    if !alive {
+                        source_alive = false;
+                        continue;
+                    }
+                    let since = Instant::now();
+                    // Let the rest of a burst arrive, then look once.
+                    tokio::time::sleep(self.shared.debounce).await;
+                    changes.borrow_and_update();
+                    if !self.sync(since, None).await {
+                        break;
+                    }
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.answer(message),
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(pod = %self.identity.pod, "stream error: {status}");
+                        break;
+                    }
+                },
+            }
+        }
+        info!(pod = %self.identity.pod, namespace = %self.identity.namespace, "proxy disconnected");
+    }
+
+    /// Recomputes the proxy's configuration and pushes it if its hash changed (or, on
+    /// connection, if it differs from what the proxy holds). False once the stream is gone.
+    async fn sync(&mut self, since: Instant, held_version: Option<&str>) -> bool {
+        let Some(config) = self.shared.source.config_for(&self.identity) else {
+            debug!(pod = %self.identity.pod, "no configuration for this proxy yet");
+            return true;
+        };
+        let rendered = match push::render(&config) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                warn!(pod = %self.identity.pod, "cannot serialize the configuration: {e}");
+                return true;
+            }
+        };
+        if self.last_hash.as_deref() == Some(rendered.hash.as_str()) {
+            return true;
+        }
+        if let Some(held) = held_version.filter(|v| push::version_matches(v, &rendered.hash)) {
+            debug!(pod = %self.identity.pod, version = held, "proxy already holds the configuration");
+            self.connection.held(held);
+            self.last_hash = Some(rendered.hash);
+            return true;
+        }
+        let version = self.shared.versions.next(&rendered.hash);
+        let snapshot = ConfigSnapshot {
+            version: version.clone(),
+            hash: rendered.hash.clone(),
+            config_json: rendered.json,
+        };
+        if self.tx.send(Ok(snapshot)).await.is_err() {
+            return false;
+        }
+        debug!(pod = %self.identity.pod, %version, "pushed");
+        self.connection.pushed(&version, since.elapsed());
+        self.last_hash = Some(rendered.hash);
+        true
+    }
+
+    fn answer(&self, message: ProxyMessage) {
+        match message.kind {
+            Some(proxy_message::Kind::Ack(ack)) => self.connection.acked(ack.version),
+            Some(proxy_message::Kind::Nack(nack)) => {
+                warn!(
+                    pod = %self.identity.pod,
+                    namespace = %self.identity.namespace,
+                    version = %nack.version,
+                    "proxy rejected its configuration: {}",
+                    nack.reason
+                );
+                self.connection.nacked(nack.version, nack.reason);
+            }
+            Some(proxy_message::Kind::Hello(_)) | None => {
+                debug!(pod = %self.identity.pod, "ignoring an unexpected message");
+            }
+        }
+    }
+}
+
+/// Binds `addr` for [`Distribution::serve`].
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}

@@ -1,0 +1,311 @@
+//! The proxy's configuration stream: connect, say who we are (and which version we hold),
+//! then for each snapshot validate it the way a configuration file is validated
+//! ([`crate::config::file::parse`]; JSON is YAML) and either swap it in atomically and ACK,
+//! or NACK with the reason and keep the last good one. Reconnects with [`Backoff`] and
+//! serves with what it holds meanwhile.
+
+use super::backoff::Backoff;
+use crate::config::{ProxyConfig, Snapshot, file};
+use arc_swap::ArcSwap;
+use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
+use ferry_proto::discovery::v1::{Ack, ConfigSnapshot, Hello, Nack, ProxyMessage, proxy_message};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, warn};
+
+/// Largest snapshot accepted (a big mesh's configuration is several megabytes).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Who this proxy is, as it tells the control plane.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyInfo {
+    /// Pod name.
+    pub pod: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Workload name.
+    pub workload: String,
+    /// Service account.
+    pub service_account: String,
+    /// Pod IP, when known.
+    pub ip: Option<IpAddr>,
+}
+
+/// What the stream has done so far: readiness ("has received at least one configuration"),
+/// the version held, counters. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct DiscoveryState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ready: watch::Sender<bool>,
+    held: Mutex<Option<String>>,
+    applied: AtomicU64,
+    rejected: AtomicU64,
+    streams: AtomicU64,
+}
+
+impl Default for DiscoveryState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DiscoveryState {
+    /// No configuration received yet.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ready: watch::channel(false).0,
+                held: Mutex::new(None),
+                applied: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                streams: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Whether a configuration from the control plane has been applied.
+    pub fn has_config(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Waits until a configuration from the control plane has been applied.
+    pub async fn ready(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        // The sender lives in `self`, so this only ends once ready.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Follows readiness.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.inner.ready.subscribe()
+    }
+
+    /// The version of the configuration applied last.
+    pub fn held_version(&self) -> Option<String> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Snapshots applied (ACKed).
+    pub fn applied(&self) -> u64 {
+        self.inner.applied.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots rejected (NACKed).
+    pub fn rejected(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Streams opened with the control plane (1 + reconnections).
+    pub fn streams(&self) -> u64 {
+        self.inner.streams.load(Ordering::Relaxed)
+    }
+
+    fn applied_version(&self, version: &str) {
+        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(version.to_string());
+        self.inner.applied.fetch_add(1, Ordering::Relaxed);
+        self.inner.ready.send_replace(true);
+    }
+}
+
+/// Keeps the configuration in `config` current from the control plane at `addr`
+/// (`host:port` or `http://host:port`) until `shutdown` completes. Never gives up: while the
+/// control plane is unreachable the proxy serves with what it holds (the static or empty
+/// configuration until the first snapshot) and retries with backoff.
+pub async fn run(
+    addr: &str,
+    info: ProxyInfo,
+    config: Arc<ArcSwap<Snapshot>>,
+    state: DiscoveryState,
+    shutdown: impl Future<Output = ()>,
+) {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = match Endpoint::from_shared(uri) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true),
+        Err(e) => {
+            warn!(
+                "control plane address `{addr}` is not usable: {e}; staying on the configuration held"
+            );
+            shutdown.await;
+            return;
+        }
+    };
+    let mut backoff = Backoff::default();
+    tokio::pin!(shutdown);
+    loop {
+        let outcome = tokio::select! {
+            () = &mut shutdown => return,
+            outcome = session(&endpoint, &info, &config, &state) => outcome,
+        };
+        match outcome {
+            Ok(opened) => {
+                if opened {
+                    backoff.reset();
+                }
+                info!("control plane closed the configuration stream; reconnecting");
+            }
+            Err(SessionError { opened, message }) => {
+                if opened {
+                    backoff.reset();
+                }
+                warn!("configuration stream: {message}; keeping the configuration held");
+            }
+        }
+        let delay = backoff.next_delay();
+        debug!("reconnecting to the control plane in {delay:?}");
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+struct SessionError {
+    /// The stream was open (the control plane accepted our Hello) before it failed.
+    opened: bool,
+    message: String,
+}
+
+/// One stream, until it ends; `Ok(opened)` when the control plane ended it cleanly.
+async fn session(
+    endpoint: &Endpoint,
+    info: &ProxyInfo,
+    config: &ArcSwap<Snapshot>,
+    state: &DiscoveryState,
+) -> Result<bool, SessionError> {
+    let fail = |opened: bool| {
+        move |e: &dyn std::fmt::Display| SessionError {
+            opened,
+            message: e.to_string(),
+        }
+    };
+    let channel = endpoint.connect().await.map_err(|e| fail(false)(&e))?;
+    let mut client = ConfigDiscoveryClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(4);
+    let hello = ProxyMessage {
+        kind: Some(proxy_message::Kind::Hello(Hello {
+            pod: info.pod.clone(),
+            namespace: info.namespace.clone(),
+            workload: info.workload.clone(),
+            service_account: info.service_account.clone(),
+            ip: info.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            held_version: state.held_version().unwrap_or_default(),
+        })),
+    };
+    // The receiver is alive: it is handed to the call below.
+    let _ = tx.send(hello).await;
+    let mut inbound = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| fail(false)(&e))?
+        .into_inner();
+    state.inner.streams.fetch_add(1, Ordering::Relaxed);
+    info!("configuration stream open");
+    while let Some(snapshot) = inbound.message().await.map_err(|e| fail(true)(&e))? {
+        let reply = apply(&snapshot, config, state);
+        if tx.send(reply).await.is_err() {
+            break;
+        }
+    }
+    Ok(true)
+}
+
+/// Validates a snapshot and swaps it in; the answer to send back.
+fn apply(
+    snapshot: &ConfigSnapshot,
+    config: &ArcSwap<Snapshot>,
+    state: &DiscoveryState,
+) -> ProxyMessage {
+    let version = snapshot.version.clone();
+    let kind = match validate(snapshot) {
+        Ok(mut parsed) => {
+            if parsed.version.is_empty() {
+                parsed.version = version.clone();
+            }
+            config.store(Arc::new(Snapshot::compile(parsed)));
+            state.applied_version(&version);
+            info!(%version, "configuration applied");
+            proxy_message::Kind::Ack(Ack { version })
+        }
+        Err(reason) => {
+            state.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(%version, "configuration rejected, keeping the last good one: {reason}");
+            proxy_message::Kind::Nack(Nack { version, reason })
+        }
+    };
+    ProxyMessage { kind: Some(kind) }
+}
+
+/// Parses a snapshot's JSON with the file loader's checks. The JSON is pretty-printed
+/// first so that problems name a useful line.
+pub fn validate(snapshot: &ConfigSnapshot) -> Result<ProxyConfig, String> {
+    let source = format!("snapshot {}", snapshot.version);
+    let value: serde_json::Value = serde_json::from_slice(&snapshot.config_json)
+        .map_err(|e| format!("{source}: not JSON: {e}"))?;
+    let text = serde_json::to_string_pretty(&value).map_err(|e| format!("{source}: {e}"))?;
+    file::parse(&source, &text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(json: &str) -> ConfigSnapshot {
+        ConfigSnapshot {
+            version: "3-abc".into(),
+            hash: String::new(),
+            config_json: json.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn valid_json_passes_the_file_checks() {
+        let config = ProxyConfig::default();
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(validate(&snapshot(&json)).unwrap(), config);
+    }
+
+    #[test]
+    fn invalid_json_is_rejected_with_a_reason() {
+        let err = validate(&snapshot(
+            "{\"services\":[{\"name\":\"a\",\"ports\":[{\"port\":0}]}]}",
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("snapshot 3-abc:") && err.contains("services.0.ports.0.port"),
+            "{err}"
+        );
+        let err = validate(&snapshot("{\"bogus\": 1}")).unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(
+            validate(&snapshot("not json"))
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(validate(&snapshot("")).is_err());
+    }
+}

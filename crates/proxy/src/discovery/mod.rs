@@ -1,0 +1,15 @@
+//! Configuration from the control plane: the proxy's side of the gRPC stream
+//! `ferry.discovery.v1.ConfigDiscovery`.
+//!
+//! [`run`] keeps one stream open, applies each valid snapshot atomically (ACK) and rejects
+//! an invalid one with the loader's reason (NACK), keeping its last good configuration.
+//! When the control plane is unreachable it keeps serving with what it holds and reconnects
+//! with exponential backoff and jitter.
+//!
+//! - [`client`]: the stream, validation, ACK/NACK.
+//! - [`backoff`]: reconnection delays.
+
+pub mod backoff;
+pub mod client;
+
+pub use client::{DiscoveryState, ProxyInfo, run};
