@@ -1,5 +1,21 @@
 //! The configuration of one proxy: who it is, and the services and endpoints it can reach.
 //! The control plane compiles it for each proxy; `ferry proxy --config` reads it from a file.
+//!
+//! Beyond services and endpoints, it holds what the Istio resources say for this proxy, even
+//! where the proxy does not enforce it yet: [`outbound`] routes per host:port, [`cluster`]s
+//! per service port and subset, and the [`inbound`] ports with their mTLS mode. Every such
+//! field is optional and left out when empty, so hand-written static files stay short.
+
+pub mod cluster;
+pub mod inbound;
+pub mod outbound;
+
+pub use cluster::{Cluster, ClusterEndpoint, ClusterTls, Resolution};
+pub use inbound::{Inbound, InboundPort, MtlsMode};
+pub use outbound::{
+    ClusterRef, HttpRouteRule, HttpWeightedCluster, Mirror, OutboundPort, OutboundTrafficPolicy,
+    TcpRouteRule, TlsRouteRule, WeightedCluster, cluster_name,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +37,18 @@ pub struct ProxyConfig {
     /// Data-path settings.
     #[serde(default)]
     pub settings: Settings,
+    /// Routes per outbound host:port, sorted by host then port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<OutboundPort>,
+    /// Clusters, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<Cluster>,
+    /// The workload's inbound ports and their mTLS modes.
+    #[serde(default, skip_serializing_if = "Inbound::is_default")]
+    pub inbound: Inbound,
+    /// What to do with addresses no service declares.
+    #[serde(default, skip_serializing_if = "OutboundTrafficPolicy::is_default")]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
 }
 
 /// The proxy's own workload identity, the `source_*` labels of outbound metrics and the
