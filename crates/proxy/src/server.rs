@@ -43,6 +43,8 @@ pub struct Options {
     pub set_log_level: Option<LogLevelSetter>,
     /// The log level the binary started with, shown by `/logging`.
     pub log_level: Option<String>,
+    /// The control plane to follow (its gRPC address) and who this proxy is.
+    pub control_plane: Option<(String, crate::discovery::ProxyInfo)>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             worker_threads: 1,
             set_log_level: None,
             log_level: None,
+            control_plane: None,
         }
     }
 }
@@ -187,7 +190,13 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
     );
     admin_state.set_log_level = options.set_log_level;
     admin_state.log_level = options.log_level.into();
+    admin_state.discovery = options
+        .control_plane
+        .as_ref()
+        .map(|_| crate::discovery::DiscoveryState::new());
     let state = Arc::new(admin_state);
+    let control_plane = options.control_plane;
+    let discovery_config = config.clone();
     let watch_state = state.clone();
 
     let traffic_rt = runtime(options.worker_threads, "ferry-traffic")?;
@@ -252,6 +261,22 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                             }
                             Err(e) => warn!("side door {door:?}: {e}"),
                         }
+                    }
+                    // The configuration stream runs here too, off the traffic thread.
+                    if let (Some((addr, info)), Some(state)) =
+                        (control_plane, admin_state.discovery.clone())
+                    {
+                        let stop = admin_state.lifecycle.clone();
+                        tokio::spawn(async move {
+                            crate::discovery::run(
+                                &addr,
+                                info,
+                                discovery_config,
+                                state,
+                                stop.reached(Phase::Draining),
+                            )
+                            .await;
+                        });
                     }
                     admin_closed.reached(Phase::Closed).await;
                     // Let responses in flight (the answer to /quitquitquit) go out.

@@ -7,8 +7,7 @@ use ferry_proxy::admin::status::{StatusConfig, StatusEnv};
 use ferry_proxy::listener::Direction;
 use ferry_proxy::listener::orig_dst::{FixedDst, OriginalDst, SocketOriginalDst};
 use ferry_proxy::server::{self, Options};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -65,6 +64,25 @@ struct CommonArgs {
     /// Log level or filter (`warning`, `info`, `ferry_proxy=debug`).
     #[arg(long, default_value = "warning")]
     log_level: String,
+    /// Follow this control plane's configuration stream (`host:port`, gRPC, 15010) instead
+    /// of (or after) a static file.
+    #[arg(long, value_name = "ADDR", env = "FERRY_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// This proxy's pod, as the injected Downward-API environment says.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pod: String,
+    /// This proxy's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// This proxy's workload.
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME", default_value = "")]
+    workload: String,
+    /// This proxy's service account.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "")]
+    service_account: String,
+    /// This proxy's pod IP.
+    #[arg(long, env = "INSTANCE_IP")]
+    pod_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -194,6 +212,16 @@ fn serve(
         worker_threads: common.workers.max(1),
         set_log_level: Some(set_log_level),
         log_level: Some(common.log_level.clone()),
+        control_plane: common.control_plane.clone().map(|addr| {
+            let info = ferry_proxy::discovery::ProxyInfo {
+                pod: common.pod.clone(),
+                namespace: common.namespace.clone(),
+                workload: common.workload.clone(),
+                service_account: common.service_account.clone(),
+                ip: common.pod_ip,
+            };
+            (addr, info)
+        }),
     };
     let running = server::start(options, orig_dst).context("cannot start the proxy")?;
     for addr in &running.listeners {
@@ -229,22 +257,9 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A minimal HTTP/1.0 request to a local endpoint; returns the status code.
+/// A request to a local endpoint; returns the status code.
 fn http_request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("cannot reach the proxy at {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    let _ = stream.take(4096).read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("{addr} did not answer HTTP"))
+    super::local_http::request(addr, method, path).map(|(code, _)| code)
 }
 
 fn wait(w: WaitArgs) -> anyhow::Result<ExitCode> {

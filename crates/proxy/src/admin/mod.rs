@@ -54,6 +54,9 @@ pub struct AdminState {
     pub status: StatusConfig,
     /// Failed scrapes of the application's metrics (`ferry_app_metrics_scrape_errors_total`).
     pub app_scrape_errors: AtomicU64,
+    /// The configuration stream, when the proxy follows a control plane: not ready until
+    /// the first configuration arrived.
+    pub discovery: Option<crate::discovery::DiscoveryState>,
 }
 
 impl AdminState {
@@ -75,6 +78,7 @@ impl AdminState {
             loaded_at: Mutex::new(SystemTime::now()),
             status,
             app_scrape_errors: AtomicU64::new(0),
+            discovery: None,
         }
     }
 
@@ -82,6 +86,7 @@ impl AdminState {
     pub fn ready(&self) -> bool {
         self.listeners_ready.load(Ordering::Acquire)
             && self.lifecycle.phase() == crate::lifecycle::Phase::Running
+            && self.discovery.as_ref().is_none_or(|d| d.has_config())
     }
 
     /// Records that a new configuration was put in force now.
