@@ -31,6 +31,16 @@ enum Command {
     ProxyConfig(cmd::proxy_status::ConfigArgs),
     /// Install the pod's traffic redirect rules (what the injected `ferry-init` runs).
     ProxyInit(cmd::proxy_init::Args),
+    /// Run the whole mesh on this machine (root): pods as network namespaces, until Ctrl-C.
+    Up(cmd::up::UpArgs),
+    /// Show the pods of the mesh `ferry up` runs.
+    Status(cmd::up::StatusArgs),
+    /// Run a command inside a pod's network namespace (`ferry exec POD -- CMD`).
+    Exec(cmd::up::ExecArgs),
+    /// Print a pod's container log.
+    Logs(cmd::up::LogsArgs),
+    /// Stop the mesh `ferry up` runs and remove everything it made (or a crashed run left).
+    Down(cmd::up::DownArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +52,11 @@ fn main() -> ExitCode {
         Command::ProxyInit(args) => cmd::proxy_init::run(args),
         Command::Proxy(args) => cmd::proxy::run(*args),
         Command::ControlPlane(args) => cmd::control_plane::run(args),
+        Command::Up(args) => cmd::up::up(args),
+        Command::Status(args) => cmd::up::status(args),
+        Command::Exec(args) => cmd::up::exec(args),
+        Command::Logs(args) => cmd::up::logs(args),
+        Command::Down(args) => cmd::up::down(args),
         Command::ProxyStatus(args) => cmd::proxy_status::status(args),
         Command::ProxyConfig(args) => cmd::proxy_status::config(args),
     };

@@ -5,6 +5,7 @@
 use crate::compiler::{Compiled, compile};
 use crate::distribution::{ConfigSource, Distribution, ProxyStatus, server};
 use crate::registry::{ProxyIdentity, Registry};
+use crate::source::kube::{KubeOptions, KubeSource};
 use crate::source::watch;
 use crate::store::Store;
 use bytes::Bytes;
@@ -28,6 +29,9 @@ use tracing::{info, warn};
 pub struct PlaneOptions {
     /// The manifest directory (`--config-dir`).
     pub config_dir: PathBuf,
+    /// Read the Kubernetes API (in-cluster configuration or kubeconfig) instead of
+    /// `config_dir` (`--kube`); pods then keep the addresses the cluster gave them.
+    pub kube: bool,
     /// gRPC address of the configuration stream.
     pub grpc: SocketAddr,
     /// Monitoring address (health, metrics, debug endpoints); `None` disables it.
@@ -44,6 +48,7 @@ impl Default for PlaneOptions {
     fn default() -> Self {
         Self {
             config_dir: PathBuf::from("."),
+            kube: false,
             grpc: SocketAddr::from(([0, 0, 0, 0], server::DEFAULT_PORT)),
             monitoring: Some(SocketAddr::from(([0, 0, 0, 0], 15014))),
             cluster_domain: "cluster.local".into(),
@@ -100,16 +105,17 @@ impl Mesh {
         let used: BTreeSet<IpAddr> = store.assigned_ips().values().copied().collect();
         let mut next = u32::from(base) + 2;
         let last = u32::from(base) | (u32::MAX >> prefix.min(32));
-        let assigned = store.assign_ips(|_pod| {
-            while next < last {
-                let ip = IpAddr::V4(Ipv4Addr::from(next));
-                next += 1;
-                if !used.contains(&ip) {
-                    return Some(ip);
+        let assigned = !self.options.kube
+            && store.assign_ips(|_pod| {
+                while next < last {
+                    let ip = IpAddr::V4(Ipv4Addr::from(next));
+                    next += 1;
+                    if !used.contains(&ip) {
+                        return Some(ip);
+                    }
                 }
-            }
-            None
-        });
+                None
+            });
         self.rejected
             .set(i64::try_from(store.rejections().count()).unwrap_or(i64::MAX));
         self.reloads.inc();
@@ -348,15 +354,23 @@ pub async fn run(
         monitoring: monitoring.as_ref().map(|l| l.local_addr()).transpose()?,
     });
     let watcher_mesh = mesh.clone();
-    let dir = options.config_dir.clone();
-    let watcher = tokio::spawn(watch::watch(dir, move |loaded| {
+    let on_change = move |loaded| {
         if watcher_mesh.apply(loaded) {
             info!(
                 "mesh configuration changed (generation {})",
                 *watcher_mesh.generation.borrow()
             );
         }
-    }));
+    };
+    let watcher = if options.kube {
+        let source = KubeSource::from_environment(KubeOptions::default())
+            .await
+            .map_err(|e| std::io::Error::other(format!("Kubernetes client: {e}")))?;
+        source.metrics().register(&mut metrics);
+        tokio::spawn(source.run(on_change))
+    } else {
+        tokio::spawn(watch::watch(options.config_dir.clone(), on_change))
+    };
     let monitor_task = monitoring.map(|l| {
         tokio::spawn(serve_monitoring(
             l,

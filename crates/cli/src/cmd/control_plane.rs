@@ -1,5 +1,6 @@
 //! `ferry control-plane`: watches a directory of manifests (workloads, Services, Istio
-//! resources), compiles each proxy's configuration and streams it to the proxies.
+//! resources), or with `--kube` a Kubernetes API server, compiles each proxy's configuration
+//! and streams it to the proxies.
 
 use anyhow::Context;
 use ferry_control::plane::{self, PlaneOptions};
@@ -11,8 +12,12 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of multi-document YAML/JSON manifests, watched for changes.
-    #[arg(long, value_name = "DIR")]
-    config_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "kube")]
+    config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API instead (in-cluster configuration, or the kubeconfig of
+    /// `KUBECONFIG` / `~/.kube/config`).
+    #[arg(long, conflicts_with = "config_dir")]
+    kube: bool,
     /// Address of the configuration stream (gRPC).
     #[arg(long, default_value = "0.0.0.0:15010")]
     grpc_addr: SocketAddr,
@@ -53,10 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    let config_dir = args.config_dir.unwrap_or_default();
     anyhow::ensure!(
-        args.config_dir.is_dir(),
+        args.kube || config_dir.is_dir(),
         "{} is not a directory",
-        args.config_dir.display()
+        config_dir.display()
     );
     let monitoring = match args.monitoring_addr.as_str() {
         "off" => None,
@@ -66,7 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     let options = PlaneOptions {
-        config_dir: args.config_dir,
+        config_dir,
+        kube: args.kube,
         grpc: args.grpc_addr,
         monitoring,
         cluster_domain: args.cluster_domain,

@@ -7,5 +7,6 @@ pub mod mesh;
 pub mod proxy;
 pub mod proxy_init;
 pub mod proxy_status;
+pub mod up;
 pub mod validate;
 pub mod webhook;

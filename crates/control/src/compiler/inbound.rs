@@ -8,9 +8,15 @@ use std::collections::BTreeMap;
 use super::Context;
 use super::mtls::policies_for;
 use super::scope::id;
+use crate::registry::ServiceEntry;
 
 /// Builds the inbound side of the proxy whose pod is `pod` at `ip` in the context's namespace.
-pub fn build(cx: &mut Context<'_>, pod: &str, ip: Option<std::net::IpAddr>) -> Inbound {
+pub fn build(
+    cx: &mut Context<'_>,
+    pod: &str,
+    ip: Option<std::net::IpAddr>,
+    candidates: &[&ServiceEntry],
+) -> Inbound {
     let policy = policies_for(
         &cx.peer_authentications,
         &cx.root_ns,
@@ -31,7 +37,7 @@ pub fn build(cx: &mut Context<'_>, pod: &str, ip: Option<std::net::IpAddr>) -> I
     let port_modes = policy.port_modes();
 
     let mut ports: BTreeMap<u16, InboundPort> = BTreeMap::new();
-    for svc in &cx.registry.services {
+    for svc in candidates.iter().copied() {
         let mine = svc.endpoints.iter().any(|ep| {
             (ep.pod == pod && ep.namespace == cx.client_ns) || (ip.is_some() && Some(ep.ip) == ip)
         });

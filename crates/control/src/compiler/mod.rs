@@ -9,6 +9,7 @@
 //! and rules), `destination_rule` (rule choice, policy merging), `clusters` (endpoints,
 //! policy, TLS), `mtls` and `inbound` (PeerAuthentication, inbound ports).
 
+pub mod cache;
 mod clusters;
 mod destination_rule;
 mod inbound;
@@ -19,12 +20,14 @@ mod services;
 
 use ferry_model::IstioResource;
 use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
-use ferry_proto::config::{OutboundPort, ProxyConfig, Settings, cluster_name};
+use ferry_proto::config::{
+    Cluster, Identity, Inbound, OutboundPort, ProxyConfig, Service, Settings, cluster_name,
+};
 use ferry_proto::protocol::Protocol;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::registry::{Labels, ProxyIdentity, Registry};
+use crate::registry::{Labels, ProxyIdentity, Registry, ServiceEntry};
 use clusters::Target;
 use routes::Port;
 
@@ -41,8 +44,6 @@ pub struct Compiled {
 /// What the compiler's passes share: the inputs in a stable order, the proxy's scope, the
 /// host index, the clusters routes ask for, and the warnings so far.
 pub(crate) struct Context<'a> {
-    /// The registry.
-    pub registry: &'a Registry,
     /// The proxy's namespace.
     pub client_ns: String,
     /// The proxy's pod labels.
@@ -92,20 +93,76 @@ fn or_default(value: &str, default: &str) -> String {
 
 /// Compiles the configuration of the proxy `proxy`.
 pub fn compile(registry: &Registry, proxy: &ProxyIdentity) -> Compiled {
-    let visible = services::visible(registry, &proxy.namespace);
-    let mut cx = Context {
+    let client_labels = services::labels(registry, proxy);
+    let shared = shared(registry, &proxy.namespace, &client_labels);
+    let all: Vec<&ServiceEntry> = registry.services.iter().collect();
+    let own = own(
         registry,
-        client_ns: proxy.namespace.clone(),
-        client_labels: services::labels(registry, proxy),
+        proxy,
+        services::pod(registry, proxy),
+        &client_labels,
+        &all,
+    );
+    let mut warnings = shared.warnings;
+    warnings.extend(own.warnings);
+    warnings.sort();
+    warnings.dedup();
+    Compiled {
+        config: ProxyConfig {
+            version: String::new(),
+            identity: own.identity,
+            services: shared.services,
+            settings: shared.settings,
+            outbound: shared.outbound,
+            clusters: shared.clusters,
+            inbound: own.inbound,
+            outbound_traffic_policy: Default::default(),
+        },
+        warnings,
+    }
+}
+
+/// The part of a configuration that depends only on the proxy's namespace and on which
+/// workload-selecting DestinationRules select it (see [`cache::class_of`]): the services
+/// it sees, its outbound ports and clusters, its settings.
+pub(crate) struct Shared {
+    pub services: Vec<Service>,
+    pub settings: Settings,
+    pub outbound: Vec<OutboundPort>,
+    pub clusters: Vec<Cluster>,
+    /// Warnings, sorted.
+    pub warnings: Vec<String>,
+}
+
+/// The part of a configuration that is the proxy's own: identity and inbound ports.
+pub(crate) struct Own {
+    pub identity: Identity,
+    pub inbound: Inbound,
+    pub warnings: Vec<String>,
+}
+
+fn context<'a>(registry: &'a Registry, client_ns: &str, client_labels: &Labels) -> Context<'a> {
+    Context {
+        client_ns: client_ns.to_string(),
+        client_labels: client_labels.clone(),
         domain: or_default(&registry.cluster_domain, "cluster.local"),
         root_ns: or_default(&registry.root_namespace, "istio-system"),
-        virtual_services: scope::sorted(&registry.policies.virtual_services),
-        destination_rules: scope::sorted(&registry.policies.destination_rules),
+        virtual_services: Vec::new(),
+        destination_rules: Vec::new(),
         peer_authentications: scope::sorted(&registry.policies.peer_authentications),
         hosts: BTreeMap::new(),
         needed: BTreeSet::new(),
         warnings: Vec::new(),
-    };
+    }
+}
+
+/// Services, outbound ports and clusters for a proxy of namespace `client_ns` with
+/// `client_labels`.
+pub(crate) fn shared(registry: &Registry, client_ns: &str, client_labels: &Labels) -> Shared {
+    let visible = services::visible(registry, client_ns);
+    let mut cx = context(registry, client_ns, client_labels);
+    cx.virtual_services = scope::sorted(&registry.policies.virtual_services);
+    cx.destination_rules = scope::sorted(&registry.policies.destination_rules);
     for svc in &visible {
         cx.hosts.entry(svc.fqdn.clone()).or_insert(Target {
             service: svc,
@@ -206,26 +263,37 @@ pub fn compile(registry: &Registry, proxy: &ProxyIdentity) -> Compiled {
     }
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     clusters.dedup_by(|a, b| a.name == b.name);
-
-    let identity = services::identity(registry, proxy);
-    let inbound = inbound::build(&mut cx, &proxy.pod, identity.ip);
     let mut warnings = cx.warnings;
     warnings.sort();
     warnings.dedup();
-    Compiled {
-        config: ProxyConfig {
-            version: String::new(),
-            identity,
-            services: visible.iter().map(|s| services::service(s)).collect(),
-            settings: Settings {
-                cluster_domain: cx.domain,
-                ..Settings::default()
-            },
-            outbound,
-            clusters,
-            inbound,
-            outbound_traffic_policy: Default::default(),
+    Shared {
+        services: visible.iter().map(|s| services::service(s)).collect(),
+        settings: Settings {
+            cluster_domain: cx.domain,
+            ..Settings::default()
         },
+        outbound,
+        clusters,
         warnings,
+    }
+}
+
+/// The proxy's identity and inbound ports. `pod` is the proxy's pod entry (the first with
+/// its namespace and name), `candidates` the services (in registry order) among which those
+/// with the proxy as an endpoint are found.
+pub(crate) fn own(
+    registry: &Registry,
+    proxy: &ProxyIdentity,
+    pod: Option<&crate::registry::PodEntry>,
+    client_labels: &Labels,
+    candidates: &[&ServiceEntry],
+) -> Own {
+    let mut cx = context(registry, &proxy.namespace, client_labels);
+    let identity = services::identity_of(pod, proxy);
+    let inbound = inbound::build(&mut cx, &proxy.pod, identity.ip, candidates);
+    Own {
+        identity,
+        inbound,
+        warnings: cx.warnings,
     }
 }

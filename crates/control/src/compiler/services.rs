@@ -4,15 +4,19 @@
 use ferry_proto::config::{Endpoint, Identity, Service, ServicePort};
 
 use super::scope::exported_to;
-use crate::registry::{Labels, ProxyIdentity};
+use crate::registry::{Labels, PodEntry, ProxyIdentity};
 use crate::registry::{Registry, ServiceEntry};
 
-/// The proxy's identity: from its pod entry when the registry has one, else as it said.
-pub fn identity(registry: &Registry, proxy: &ProxyIdentity) -> Identity {
-    let pod = registry
+/// The proxy's pod entry (the first with its namespace and name).
+pub fn pod<'a>(registry: &'a Registry, proxy: &ProxyIdentity) -> Option<&'a PodEntry> {
+    registry
         .pods
         .iter()
-        .find(|p| p.name == proxy.pod && p.namespace == proxy.namespace);
+        .find(|p| p.name == proxy.pod && p.namespace == proxy.namespace)
+}
+
+/// The proxy's identity: from its pod entry when the registry has one, else as it said.
+pub fn identity_of(pod: Option<&PodEntry>, proxy: &ProxyIdentity) -> Identity {
     let pick = |from_pod: Option<&String>, said: &String| {
         from_pod.filter(|s| !s.is_empty()).unwrap_or(said).clone()
     };
@@ -30,10 +34,7 @@ pub fn identity(registry: &Registry, proxy: &ProxyIdentity) -> Identity {
 
 /// The proxy's labels (empty when its pod is unknown).
 pub fn labels(registry: &Registry, proxy: &ProxyIdentity) -> Labels {
-    registry
-        .pods
-        .iter()
-        .find(|p| p.name == proxy.pod && p.namespace == proxy.namespace)
+    pod(registry, proxy)
         .map(|p| p.labels.clone())
         .unwrap_or_default()
 }

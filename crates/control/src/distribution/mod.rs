@@ -15,6 +15,7 @@ pub mod push;
 pub mod server;
 pub mod status;
 
+pub use push::{Fingerprint, Prepared, Rendered};
 pub use server::{DEFAULT_PORT, Distribution};
 pub use status::{DistributionMetrics, Nacked, ProxyStatus};
 
@@ -30,4 +31,24 @@ pub trait ConfigSource: Send + Sync + 'static {
 
     /// A generation counter that changes whenever any configuration may have changed.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// The configuration of `proxy` ready to send — unless the source can tell that it is
+    /// still the one whose [`Fingerprint`] the stream holds (`held`), which spares compiling
+    /// and serializing it for every proxy a change does not concern. The default renders
+    /// [`ConfigSource::config_for`] and computes no fingerprint; sources that share work
+    /// between proxies (see [`crate::compiler::cache::Cache`]) override it.
+    fn prepare(
+        &self,
+        proxy: &ProxyIdentity,
+        held: Option<&Fingerprint>,
+    ) -> Result<Prepared, serde_json::Error> {
+        let _ = held;
+        Ok(match self.config_for(proxy) {
+            None => Prepared::Unknown,
+            Some(config) => Prepared::Rendered {
+                rendered: push::render(&config)?,
+                fingerprint: None,
+            },
+        })
+    }
 }

@@ -25,9 +25,33 @@ pub struct Rendered {
 
 /// Serializes and hashes a configuration.
 pub fn render(config: &ProxyConfig) -> Result<Rendered, serde_json::Error> {
-    let json = serde_json::to_vec(config)?;
+    Ok(rendered(serde_json::to_vec(config)?))
+}
+
+/// A configuration already serialized as [`render`] would, with its hash.
+pub fn rendered(json: Vec<u8>) -> Rendered {
     let hash = hex(&Sha256::digest(&json));
-    Ok(Rendered { json, hash })
+    Rendered { json, hash }
+}
+
+/// A digest of everything a proxy's configuration was compiled from (equal fingerprints,
+/// equal configurations), by which a source tells a stream that nothing changed for it.
+pub type Fingerprint = [u8; 32];
+
+/// What a [`super::ConfigSource`] has for a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The source does not know the proxy yet: nothing to send.
+    Unknown,
+    /// The configuration is still the one of the fingerprint the stream holds.
+    Unchanged,
+    /// The configuration, and its fingerprint when the source computes them.
+    Rendered {
+        /// JSON and hash.
+        rendered: Rendered,
+        /// To hand back on the next call.
+        fingerprint: Option<Fingerprint>,
+    },
 }
 
 fn hex(bytes: &[u8]) -> String {

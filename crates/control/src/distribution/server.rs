@@ -4,7 +4,7 @@
 //! stream first.
 
 use super::ConfigSource;
-use super::push::{self, DEBOUNCE, Versions};
+use super::push::{self, DEBOUNCE, Prepared, Versions};
 use super::status::{Connection, DistributionMetrics, ProxyStatus, Table};
 use crate::registry::ProxyIdentity;
 use ferry_proto::discovery::v1::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
@@ -145,6 +145,7 @@ impl ConfigDiscovery for Distribution {
             connection,
             tx,
             last_hash: None,
+            last_fingerprint: None,
         };
         tokio::spawn(stream.run(inbound, hello.held_version));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -180,6 +181,8 @@ struct ProxyStream {
     tx: mpsc::Sender<Result<ConfigSnapshot, Status>>,
     /// Hash of the configuration the proxy was last sent (or held when it connected).
     last_hash: Option<String>,
+    /// The source's fingerprint of that configuration, when it gives them.
+    last_fingerprint: Option<push::Fingerprint>,
 }
 
 impl ProxyStream {
@@ -233,24 +236,38 @@ impl ProxyStream {
     /// Recomputes the proxy's configuration and pushes it if its hash changed (or, on
     /// connection, if it differs from what the proxy holds). False once the stream is gone.
     async fn sync(&mut self, since: Instant, held_version: Option<&str>) -> bool {
-        let Some(config) = self.shared.source.config_for(&self.identity) else {
-            debug!(pod = %self.identity.pod, "no configuration for this proxy yet");
-            return true;
+        // On connection the proxy's own version decides; afterwards an unchanged
+        // fingerprint means an unchanged configuration.
+        let held = match held_version {
+            Some(_) => None,
+            None => self.last_fingerprint.as_ref(),
         };
-        let rendered = match push::render(&config) {
-            Ok(rendered) => rendered,
+        let (rendered, fingerprint) = match self.shared.source.prepare(&self.identity, held) {
+            Ok(Prepared::Rendered {
+                rendered,
+                fingerprint,
+            }) => (rendered, fingerprint),
+            Ok(Prepared::Unchanged) => return true,
+            Ok(Prepared::Unknown) => {
+                debug!(pod = %self.identity.pod, "no configuration for this proxy yet");
+                return true;
+            }
             Err(e) => {
                 warn!(pod = %self.identity.pod, "cannot serialize the configuration: {e}");
                 return true;
             }
         };
+        // From here on, `fingerprint` names what the proxy holds once this returns true.
+        self.last_fingerprint = None;
         if self.last_hash.as_deref() == Some(rendered.hash.as_str()) {
+            self.last_fingerprint = fingerprint;
             return true;
         }
         if let Some(held) = held_version.filter(|v| push::version_matches(v, &rendered.hash)) {
             debug!(pod = %self.identity.pod, version = held, "proxy already holds the configuration");
             self.connection.held(held);
             self.last_hash = Some(rendered.hash);
+            self.last_fingerprint = fingerprint;
             return true;
         }
         let version = self.shared.versions.next(&rendered.hash);
@@ -265,6 +282,7 @@ impl ProxyStream {
         debug!(pod = %self.identity.pod, %version, "pushed");
         self.connection.pushed(&version, since.elapsed());
         self.last_hash = Some(rendered.hash);
+        self.last_fingerprint = fingerprint;
         true
     }
 

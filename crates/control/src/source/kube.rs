@@ -1,0 +1,507 @@
+//! The Kubernetes source (`--kube`): kube-rs watchers on Namespaces, Pods, Services,
+//! EndpointSlices and the three Istio kinds (VirtualService, DestinationRule,
+//! PeerAuthentication), turned into one [`SourceUpdate`] named [`SOURCE_NAME`].
+//!
+//! Every object is read as a [`DynamicObject`], its `managedFields` stripped, and validated
+//! exactly as a manifest file is ([`files::parse_file`]), so a bad resource is rejected with
+//! the message `ferry validate` prints and its last valid version stays in the store.
+//! Validation results are cached per object and resource version, so a re-list that finds
+//! nothing new (after `410 Gone`, or a reconnect) produces no update at all. The watchers
+//! re-list on `410 Gone` and back off on errors ([`WatchStreamExt::default_backoff`]);
+//! bursts of changes are debounced into one update. Watch errors are counted in
+//! [`KubeMetrics::watch_errors`].
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ferry_model::Diagnostic;
+use futures_util::stream::{self, Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use prometheus_client::metrics::counter::Counter;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::source::files::{self, Loaded};
+use crate::store::{Kind, SourceUpdate};
+
+/// The name this source gives the store.
+pub const SOURCE_NAME: &str = "kube";
+
+/// Timing of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KubeOptions {
+    /// How long the watches must be quiet before an update is delivered.
+    pub debounce: Duration,
+    /// The longest a change waits while events keep arriving.
+    pub max_settle: Duration,
+    /// How long the first update waits for every kind's initial list; after that, what has
+    /// been listed is delivered (the other kinds follow when their lists succeed).
+    pub initial_sync: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            debounce: Duration::from_millis(100),
+            max_settle: Duration::from_secs(1),
+            initial_sync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Metrics of the source; clones share their values.
+#[derive(Debug, Clone, Default)]
+pub struct KubeMetrics {
+    /// Errors from the watches (failed lists and watches, `410 Gone`, error events).
+    pub watch_errors: Counter,
+    /// Updates delivered.
+    pub updates: Counter,
+}
+
+impl KubeMetrics {
+    /// Registers the metrics (`ferry_control_kube_watch_errors`, `ferry_control_kube_updates`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "ferry_control_kube_watch_errors",
+            "Errors from the Kubernetes watches (each is retried with backoff)",
+            self.watch_errors.clone(),
+        );
+        registry.register(
+            "ferry_control_kube_updates",
+            "Updates delivered by the Kubernetes source",
+            self.updates.clone(),
+        );
+    }
+}
+
+/// The kinds watched, with their API resources.
+pub fn watched_kinds() -> Vec<(Kind, ApiResource)> {
+    let istio = |group: &str, kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
+    };
+    vec![
+        (Kind::Namespace, ApiResource::erase::<Namespace>(&())),
+        (Kind::Pod, ApiResource::erase::<Pod>(&())),
+        (Kind::Service, ApiResource::erase::<Service>(&())),
+        (
+            Kind::EndpointSlice,
+            ApiResource::erase::<EndpointSlice>(&()),
+        ),
+        (
+            Kind::VirtualService,
+            istio("networking.istio.io", "VirtualService", "virtualservices"),
+        ),
+        (
+            Kind::DestinationRule,
+            istio("networking.istio.io", "DestinationRule", "destinationrules"),
+        ),
+        (
+            Kind::PeerAuthentication,
+            istio(
+                "security.istio.io",
+                "PeerAuthentication",
+                "peerauthentications",
+            ),
+        ),
+    ]
+}
+
+/// The Kubernetes source: a client and the watchers it runs.
+pub struct KubeSource {
+    client: kube::Client,
+    options: KubeOptions,
+    metrics: KubeMetrics,
+}
+
+impl KubeSource {
+    /// A source reading the cluster `client` talks to.
+    pub fn new(client: kube::Client, options: KubeOptions) -> Self {
+        KubeSource {
+            client,
+            options,
+            metrics: KubeMetrics::default(),
+        }
+    }
+
+    /// A source for the cluster of the environment: in-cluster configuration, or the
+    /// kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    pub async fn from_environment(options: KubeOptions) -> Result<Self, kube::Error> {
+        Ok(KubeSource::new(kube::Client::try_default().await?, options))
+    }
+
+    /// The source's metrics (register them with [`KubeMetrics::register`]).
+    pub fn metrics(&self) -> KubeMetrics {
+        self.metrics.clone()
+    }
+
+    /// Watches the cluster and calls `on_update` with everything the source holds, once the
+    /// initial lists are done and then after every burst of changes. Runs until dropped.
+    pub async fn run(self, mut on_update: impl FnMut(Loaded) + Send) {
+        let kinds = watched_kinds();
+        let streams: Vec<EventStream> = kinds
+            .iter()
+            .enumerate()
+            .map(|(slot, (_, resource))| {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
+                watcher::watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .map(move |event| (slot, event))
+                    .boxed()
+            })
+            .collect();
+        let mut events = stream::select_all(streams);
+        let mut state = State::new(kinds);
+        let start = Instant::now();
+        let mut first_change: Option<Instant> = None;
+        let mut last_change = start;
+        let mut initial_wait_over = false;
+        loop {
+            let ready = initial_wait_over || state.all_synced();
+            let deadline = first_change.map(|first| {
+                (last_change + self.options.debounce).min(first + self.options.max_settle)
+            });
+            let flush_at = deadline.unwrap_or(start);
+            let sync_deadline = start + self.options.initial_sync;
+            tokio::select! {
+                item = events.next() => {
+                    let Some((slot, item)) = item else { return };
+                    let changed = match item {
+                        Ok(event) => state.handle(slot, event),
+                        Err(error) => {
+                            self.metrics.watch_errors.inc();
+                            warn!(kind = state.kind_name(slot), "Kubernetes watch error (retrying with backoff): {error}");
+                            state.handle_error(slot, &error)
+                        }
+                    };
+                    if changed {
+                        let now = Instant::now();
+                        last_change = now;
+                        first_change.get_or_insert(now);
+                    }
+                }
+                _ = tokio::time::sleep_until(flush_at), if deadline.is_some() && ready => {
+                    first_change = None;
+                    self.metrics.updates.inc();
+                    on_update(state.loaded());
+                }
+                _ = tokio::time::sleep_until(sync_deadline), if !ready => {
+                    initial_wait_over = true;
+                    warn!(
+                        "not every Kubernetes kind was listed within {:?} ({}); serving what was",
+                        self.options.initial_sync,
+                        state.unsynced().join(", ")
+                    );
+                    first_change.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+}
+
+/// One watcher's events, tagged with the slot of its kind.
+type EventStream =
+    Pin<Box<dyn Stream<Item = (usize, Result<Event<DynamicObject>, watcher::Error>)> + Send>>;
+
+/// One object as validated: its resource version and what validation made of it.
+#[derive(Debug, Clone)]
+struct Cached {
+    version: String,
+    loaded: Loaded,
+}
+
+/// What is known of one kind.
+#[derive(Debug)]
+struct KindState {
+    kind: Kind,
+    resource: ApiResource,
+    objects: BTreeMap<(String, String), Cached>,
+    /// Objects of a re-list in progress (between `Init` and `InitDone`).
+    relist: Option<BTreeMap<(String, String), Cached>>,
+    synced: bool,
+}
+
+/// Every kind's objects, and the diagnostics not yet delivered.
+#[derive(Debug)]
+struct State {
+    kinds: Vec<KindState>,
+    fresh: Vec<Diagnostic>,
+}
+
+impl State {
+    fn new(kinds: Vec<(Kind, ApiResource)>) -> Self {
+        State {
+            kinds: kinds
+                .into_iter()
+                .map(|(kind, resource)| KindState {
+                    kind,
+                    resource,
+                    objects: BTreeMap::new(),
+                    relist: None,
+                    synced: false,
+                })
+                .collect(),
+            fresh: Vec::new(),
+        }
+    }
+
+    fn kind_name(&self, slot: usize) -> &'static str {
+        self.kinds.get(slot).map_or("?", |k| k.kind.name())
+    }
+
+    fn all_synced(&self) -> bool {
+        self.kinds.iter().all(|k| k.synced)
+    }
+
+    fn unsynced(&self) -> Vec<&'static str> {
+        self.kinds
+            .iter()
+            .filter(|k| !k.synced)
+            .map(|k| k.kind.name())
+            .collect()
+    }
+
+    /// Applies one watcher event; returns whether the source's content changed.
+    fn handle(&mut self, slot: usize, event: Event<DynamicObject>) -> bool {
+        let Some(state) = self.kinds.get_mut(slot) else {
+            return false;
+        };
+        match event {
+            Event::Init => {
+                state.relist = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(object) => {
+                let (id, version) = identity(&object);
+                let previous = state.objects.get(&id).filter(|c| c.version == version);
+                let cached = match previous {
+                    Some(c) => c.clone(),
+                    None => validate(state.kind, &state.resource, object, version),
+                };
+                state
+                    .relist
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(id, cached);
+                false
+            }
+            Event::InitDone => {
+                let listed = state.relist.take().unwrap_or_default();
+                let first = !state.synced;
+                state.synced = true;
+                let same = listed.len() == state.objects.len()
+                    && listed
+                        .iter()
+                        .zip(&state.objects)
+                        .all(|((a, x), (b, y))| a == b && x.version == y.version);
+                if !same {
+                    self.fresh.extend(
+                        listed
+                            .iter()
+                            .filter(|(id, c)| {
+                                state.objects.get(*id).map(|o| &o.version) != Some(&c.version)
+                            })
+                            .flat_map(|(_, c)| c.loaded.diagnostics.iter().cloned()),
+                    );
+                    state.objects = listed;
+                }
+                info!(
+                    kind = state.kind.name(),
+                    objects = state.objects.len(),
+                    "Kubernetes list done"
+                );
+                first || !same
+            }
+            Event::Apply(object) => {
+                let (id, version) = identity(&object);
+                if state.objects.get(&id).is_some_and(|c| c.version == version) {
+                    return false;
+                }
+                let cached = validate(state.kind, &state.resource, object, version);
+                self.fresh.extend(cached.loaded.diagnostics.iter().cloned());
+                state.objects.insert(id, cached);
+                true
+            }
+            Event::Delete(object) => {
+                let (id, _) = identity(&object);
+                state.objects.remove(&id).is_some()
+            }
+        }
+    }
+
+    /// Notes a watch error; a kind the API server does not serve (`404` on its first list,
+    /// such as Istio's CRDs not installed) counts as listed and empty, so it does not hold
+    /// back the first update. Returns whether that made a change to deliver.
+    fn handle_error(&mut self, slot: usize, error: &watcher::Error) -> bool {
+        let Some(state) = self.kinds.get_mut(slot) else {
+            return false;
+        };
+        let not_served = match error {
+            watcher::Error::InitialListFailed(kube::Error::Api(status))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+            _ => false,
+        };
+        if not_served && !state.synced {
+            warn!(
+                kind = state.kind.name(),
+                "the API server does not serve {}; treating it as empty",
+                state.resource.api_version
+            );
+            state.synced = true;
+            return true;
+        }
+        false
+    }
+
+    /// Everything the source holds, as one update; the diagnostics are those of objects
+    /// that changed since the previous update.
+    fn loaded(&mut self) -> Loaded {
+        let mut update = SourceUpdate {
+            source: SOURCE_NAME.to_string(),
+            ..SourceUpdate::default()
+        };
+        for state in &self.kinds {
+            for cached in state.objects.values() {
+                let part = &cached.loaded.update;
+                update.entries.extend(part.entries.iter().cloned());
+                update.rejections.extend(part.rejections.iter().cloned());
+                update
+                    .broken_origins
+                    .extend(part.broken_origins.iter().cloned());
+            }
+        }
+        Loaded {
+            update,
+            diagnostics: std::mem::take(&mut self.fresh),
+        }
+    }
+}
+
+/// An object's (namespace, name) and resource version.
+fn identity(object: &DynamicObject) -> ((String, String), String) {
+    let meta = &object.metadata;
+    (
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        ),
+        meta.resource_version.clone().unwrap_or_default(),
+    )
+}
+
+/// The API path of an object, which names it in diagnostics
+/// (`/apis/networking.istio.io/v1/namespaces/default/virtualservices/redis`).
+pub fn object_path(resource: &ApiResource, namespace: &str, name: &str) -> String {
+    let base = if resource.group.is_empty() {
+        format!("/api/{}", resource.version)
+    } else {
+        format!("/apis/{}/{}", resource.group, resource.version)
+    };
+    if namespace.is_empty() {
+        format!("{base}/{}/{name}", resource.plural)
+    } else {
+        format!("{base}/namespaces/{namespace}/{}/{name}", resource.plural)
+    }
+}
+
+/// The object as a manifest: `apiVersion` and `kind` filled in (list items lack them),
+/// `metadata.managedFields` removed.
+pub fn manifest(resource: &ApiResource, object: &DynamicObject) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("apiVersion".into(), resource.api_version.clone().into());
+        map.insert("kind".into(), resource.kind.clone().into());
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            meta.remove("managedFields");
+        }
+    }
+    value
+}
+
+/// Validates one object as the file source would a one-document file named by its API path.
+fn validate(kind: Kind, resource: &ApiResource, object: DynamicObject, version: String) -> Cached {
+    let ((namespace, name), _) = identity(&object);
+    let namespace = if kind.namespaced() {
+        namespace
+    } else {
+        String::new()
+    };
+    let origin = format!("{SOURCE_NAME}:{}", object_path(resource, &namespace, &name));
+    let text = serde_json::to_string(&manifest(resource, &object)).unwrap_or_default();
+    Cached {
+        version,
+        loaded: files::parse_file(SOURCE_NAME, &origin, &text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("bad test object: {e}"))
+    }
+
+    #[test]
+    fn manifests_get_type_and_lose_managed_fields() {
+        let (_, pod) = &watched_kinds()[1];
+        let obj = object(json!({
+            "metadata": {"name": "p", "namespace": "default", "resourceVersion": "3",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"containers": [{"name": "c", "image": "redis"}]}
+        }));
+        let value = manifest(pod, &obj);
+        assert_eq!(value["apiVersion"], "v1");
+        assert_eq!(value["kind"], "Pod");
+        assert!(value["metadata"].get("managedFields").is_none());
+        assert_eq!(
+            object_path(pod, "default", "p"),
+            "/api/v1/namespaces/default/pods/p"
+        );
+    }
+
+    #[test]
+    fn relist_without_changes_is_no_change() {
+        let mut state = State::new(watched_kinds());
+        let ns = object(json!({"metadata": {"name": "app", "resourceVersion": "5"}}));
+        assert!(!state.handle(0, Event::Init));
+        assert!(!state.handle(0, Event::InitApply(ns.clone())));
+        assert!(state.handle(0, Event::InitDone));
+        assert!(!state.handle(0, Event::Init));
+        assert!(!state.handle(0, Event::InitApply(ns.clone())));
+        assert!(!state.handle(0, Event::InitDone));
+        assert!(!state.handle(0, Event::Apply(ns.clone())));
+        assert!(!state.handle(0, Event::Init));
+        assert!(state.handle(0, Event::InitDone));
+        assert_eq!(state.loaded().update.entries.len(), 0);
+    }
+
+    #[test]
+    fn invalid_istio_object_is_a_keyed_rejection() {
+        let mut state = State::new(watched_kinds());
+        let vs = object(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "vs", "namespace": "default", "resourceVersion": "7"},
+            "spec": {"hosts": ["redis"], "tcp": [{"route": [{"destination": {"host": "redis"}, "weight": "nope"}]}]}
+        }));
+        assert!(state.handle(4, Event::Apply(vs)));
+        let loaded = state.loaded();
+        assert!(loaded.update.entries.is_empty());
+        let rejection = &loaded.update.rejections[0];
+        assert_eq!(
+            rejection.key.as_ref().map(ToString::to_string).as_deref(),
+            Some("VirtualService/default/vs")
+        );
+        assert!(
+            rejection.to_string().starts_with(
+                "kube:/apis/networking.istio.io/v1/namespaces/default/virtualservices/vs:"
+            ),
+            "{rejection}"
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! A fake Kubernetes API server for tests: plain HTTP on 127.0.0.1, speaking the list/watch
+//! protocol the way kube-apiserver does for the collections Ferry watches.
+//!
+//! - `GET <collection>` lists: `{"kind":"<Kind>List","metadata":{"resourceVersion":"N"},
+//!   "items":[...]}`; items of built-in kinds carry no `apiVersion`/`kind` (as the real server
+//!   encodes typed lists), items of custom resources do.
+//! - `GET <collection>?watch=true&resourceVersion=N` streams newline-delimited JSON events
+//!   (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` when `allowWatchBookmarks=true`) newer than N;
+//!   N older than the compaction point gets a `200` stream with one `ERROR` event carrying a
+//!   `410 Expired` Status, as the real server sends.
+//! - [`FakeApi::expire`] ends every open watch with that `ERROR 410` event (the watch cache
+//!   fell behind) so clients must re-list; [`FakeApi::apply_silently`] changes objects without
+//!   any event, which only a re-list can reveal.
+//! - Every request is logged ([`FakeApi::requests`]); paths that are not a known collection are
+//!   answered `404` and kept in [`FakeApi::unknown_paths`].
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A collection the server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// `/api/v1` or `/apis/<group>/<version>`.
+    pub prefix: &'static str,
+    /// `apiVersion` of its objects.
+    pub api_version: &'static str,
+    /// Kind of its objects.
+    pub kind: &'static str,
+    /// Plural resource name.
+    pub plural: &'static str,
+    /// Whether its objects live in namespaces.
+    pub namespaced: bool,
+    /// Whether it is a custom resource (list items keep `apiVersion`/`kind`).
+    pub custom: bool,
+}
+
+/// The collections Ferry watches.
+pub fn collections() -> Vec<Collection> {
+    let c = |prefix, api_version, kind, plural, namespaced, custom| Collection {
+        prefix,
+        api_version,
+        kind,
+        plural,
+        namespaced,
+        custom,
+    };
+    vec![
+        c("/api/v1", "v1", "Namespace", "namespaces", false, false),
+        c("/api/v1", "v1", "Pod", "pods", true, false),
+        c("/api/v1", "v1", "Service", "services", true, false),
+        c(
+            "/apis/discovery.k8s.io/v1",
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            false,
+        ),
+        c(
+            "/apis/networking.istio.io/v1",
+            "networking.istio.io/v1",
+            "VirtualService",
+            "virtualservices",
+            true,
+            true,
+        ),
+        c(
+            "/apis/networking.istio.io/v1",
+            "networking.istio.io/v1",
+            "DestinationRule",
+            "destinationrules",
+            true,
+            true,
+        ),
+        c(
+            "/apis/security.istio.io/v1",
+            "security.istio.io/v1",
+            "PeerAuthentication",
+            "peerauthentications",
+            true,
+            true,
+        ),
+    ]
+}
+
+/// What open watches are told.
+#[derive(Debug, Clone)]
+enum Signal {
+    /// An event of one collection at one resource version.
+    Event {
+        kind: &'static str,
+        rv: u64,
+        line: Bytes,
+    },
+    /// A bookmark at the current resource version, for every collection.
+    Bookmark(u64),
+    /// The watch cache fell behind: send `ERROR 410` and end.
+    Expire,
+    /// End the stream cleanly (as a watch timeout does).
+    Close,
+}
+
+/// One logged event.
+#[derive(Debug, Clone)]
+struct Logged {
+    kind: &'static str,
+    rv: u64,
+    line: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rv: u64,
+    /// (kind, namespace, name) -> object (with apiVersion and kind).
+    objects: BTreeMap<(String, String, String), Value>,
+    events: Vec<Logged>,
+    /// Watches from resource versions below this get `410 Gone`.
+    compacted: u64,
+    requests: Vec<String>,
+    unknown: Vec<String>,
+    uid: u64,
+    /// Kinds answered `404`, as when their CRD is not installed.
+    unserved: Vec<String>,
+}
+
+/// The fake API server: a mutable store the test edits, served over HTTP.
+#[derive(Clone)]
+pub struct FakeApi {
+    inner: Arc<Mutex<Inner>>,
+    signals: broadcast::Sender<Signal>,
+    addr: SocketAddr,
+}
+
+impl FakeApi {
+    /// Starts a server on an ephemeral loopback port.
+    pub async fn start() -> std::io::Result<FakeApi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let api = FakeApi {
+            inner: Arc::new(Mutex::new(Inner {
+                rv: 100,
+                ..Inner::default()
+            })),
+            signals: broadcast::channel(4096).0,
+            addr,
+        };
+        let server = api.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.serve(req)) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(api)
+    }
+
+    /// Answers `404` for `kind`'s collection from now on, as a server without its CRD does.
+    pub fn unserve(&self, kind: &str) {
+        self.lock().unserved.push(kind.to_string());
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Every request so far, as `path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.clone()
+    }
+
+    /// Requests for paths the server does not know.
+    pub fn unknown_paths(&self) -> Vec<String> {
+        self.lock().unknown.clone()
+    }
+
+    /// The current resource version.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Creates or replaces an object (sends `ADDED` or `MODIFIED`); returns its resource
+    /// version. The server sets `resourceVersion`, `uid`, `creationTimestamp` and adds
+    /// `managedFields`, as the real one does.
+    pub fn apply(&self, object: Value) -> u64 {
+        self.change(object, true)
+    }
+
+    /// Creates or replaces an object without telling any watch (the event is lost, as if
+    /// compacted away): only a re-list shows it.
+    pub fn apply_silently(&self, object: Value) -> u64 {
+        self.change(object, false)
+    }
+
+    fn change(&self, mut object: Value, notify: bool) -> u64 {
+        let mut inner = self.lock();
+        inner.rv += 1;
+        inner.uid += 1;
+        let rv = inner.rv;
+        let uid = inner.uid;
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let Some(collection) = collections().into_iter().find(|c| c.kind == kind) else {
+            panic!("the fake API server does not serve {kind}");
+        };
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let namespace = if collection.namespaced {
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let key = (kind.clone(), namespace.clone(), name);
+        let existed = inner.objects.get(&key).cloned();
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.insert("resourceVersion".into(), rv.to_string().into());
+            let uid = existed
+                .as_ref()
+                .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("00000000-0000-0000-0000-{uid:012}"));
+            meta.insert("uid".into(), uid.into());
+            meta.insert("creationTimestamp".into(), "2026-01-01T00:00:00Z".into());
+            if collection.namespaced {
+                meta.insert("namespace".into(), namespace.into());
+            }
+            meta.insert(
+                "managedFields".into(),
+                json!([{"manager": "kubectl", "operation": "Update", "apiVersion": collection.api_version,
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]),
+            );
+        }
+        if let Some(map) = object.as_object_mut() {
+            map.insert("apiVersion".into(), collection.api_version.into());
+        }
+        inner.objects.insert(key, object.clone());
+        if notify {
+            let kind = if existed.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            };
+            self.emit(&mut inner, collection.kind, rv, kind, object);
+        } else {
+            inner.compacted = rv;
+        }
+        rv
+    }
+
+    /// Deletes an object (sends `DELETED`); returns whether it existed.
+    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.remove(kind, namespace, name, true)
+    }
+
+    /// Deletes an object without telling any watch.
+    pub fn delete_silently(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.remove(kind, namespace, name, false)
+    }
+
+    fn remove(&self, kind: &str, namespace: &str, name: &str, notify: bool) -> bool {
+        let mut inner = self.lock();
+        let Some(collection) = collections().into_iter().find(|c| c.kind == kind) else {
+            return false;
+        };
+        let namespace = if collection.namespaced { namespace } else { "" };
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let Some(mut object) = inner.objects.remove(&key) else {
+            return false;
+        };
+        inner.rv += 1;
+        let rv = inner.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        if notify {
+            self.emit(&mut inner, collection.kind, rv, "DELETED", object);
+        } else {
+            inner.compacted = rv;
+        }
+        true
+    }
+
+    fn emit(&self, inner: &mut Inner, kind: &'static str, rv: u64, event: &str, object: Value) {
+        let mut line = json!({"type": event, "object": object}).to_string();
+        line.push('\n');
+        let line = Bytes::from(line);
+        inner.events.push(Logged {
+            kind,
+            rv,
+            line: line.clone(),
+        });
+        let _ = self.signals.send(Signal::Event { kind, rv, line });
+    }
+
+    /// Sends a `BOOKMARK` at the current resource version on every open watch that asked
+    /// for bookmarks; returns that version.
+    pub fn bookmark(&self) -> u64 {
+        let rv = self.lock().rv;
+        let _ = self.signals.send(Signal::Bookmark(rv));
+        rv
+    }
+
+    /// Ends every open watch with an `ERROR` event of code 410 and compacts the history, so
+    /// clients must re-list.
+    pub fn expire(&self) {
+        let mut inner = self.lock();
+        inner.compacted = inner.rv;
+        inner.events.clear();
+        let _ = self.signals.send(Signal::Expire);
+    }
+
+    /// Ends every open watch cleanly (as `timeoutSeconds` does); clients resume from the
+    /// last resource version they saw.
+    pub fn close_watches(&self) {
+        let _ = self.signals.send(Signal::Close);
+    }
+
+    fn serve(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        let path = req.uri().path().to_string();
+        let query: BTreeMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        {
+            let mut inner = self.lock();
+            let logged = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            inner.requests.push(logged);
+        }
+        let unserved = self.lock().unserved.clone();
+        let route = route(&path).filter(|(c, _)| !unserved.iter().any(|k| k == c.kind));
+        let Some((collection, namespace)) = route else {
+            self.lock().unknown.push(path.clone());
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("the server could not find the requested resource ({path})"),
+            );
+        };
+        if req.method() != hyper::Method::GET {
+            return status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "only GET is served",
+            );
+        }
+        let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        if watch {
+            let from = query
+                .get("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let bookmarks = query.get("allowWatchBookmarks").map(String::as_str) == Some("true");
+            self.watch(collection, namespace, from, bookmarks)
+        } else {
+            self.list(&collection, namespace.as_deref())
+        }
+    }
+
+    fn list(
+        &self,
+        collection: &Collection,
+        namespace: Option<&str>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let inner = self.lock();
+        let items: Vec<Value> = inner
+            .objects
+            .iter()
+            .filter(|((kind, ns, _), _)| {
+                kind == collection.kind && namespace.is_none_or(|n| n == ns)
+            })
+            .map(|(_, object)| {
+                let mut item = object.clone();
+                if !collection.custom
+                    && let Some(map) = item.as_object_mut()
+                {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                item
+            })
+            .collect();
+        let body = json!({
+            "kind": format!("{}List", collection.kind),
+            "apiVersion": collection.api_version,
+            "metadata": {"resourceVersion": inner.rv.to_string()},
+            "items": items,
+        });
+        json_response(StatusCode::OK, body.to_string())
+    }
+
+    fn watch(
+        &self,
+        collection: Collection,
+        namespace: Option<String>,
+        from: u64,
+        bookmarks: bool,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let (tx, rx) = mpsc::channel::<Bytes>(1024);
+        let mut signals = self.signals.subscribe();
+        let inner = self.lock();
+        let expired = from != 0 && from < inner.compacted;
+        let replay: Vec<Logged> = inner
+            .events
+            .iter()
+            .filter(|e| e.kind == collection.kind && e.rv > from)
+            .cloned()
+            .collect();
+        drop(inner);
+        let in_namespace = move |line: &Bytes| match &namespace {
+            None => true,
+            Some(ns) => serde_json::from_slice::<Value>(line)
+                .ok()
+                .is_some_and(|v| v["object"]["metadata"]["namespace"].as_str() == Some(ns)),
+        };
+        tokio::spawn(async move {
+            if expired {
+                let _ = tx.send(gone_event(from)).await;
+                return;
+            }
+            let mut sent = from;
+            for e in replay {
+                if in_namespace(&e.line) && tx.send(e.line).await.is_err() {
+                    return;
+                }
+                sent = sent.max(e.rv);
+            }
+            loop {
+                match signals.recv().await {
+                    Ok(Signal::Event { kind, rv, line }) => {
+                        if kind != collection.kind || rv <= sent || !in_namespace(&line) {
+                            continue;
+                        }
+                        sent = rv;
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Signal::Bookmark(rv)) => {
+                        if !bookmarks {
+                            continue;
+                        }
+                        let mut line = json!({"type": "BOOKMARK", "object": {
+                            "kind": collection.kind, "apiVersion": collection.api_version,
+                            "metadata": {"resourceVersion": rv.to_string()}}})
+                        .to_string();
+                        line.push('\n');
+                        if tx.send(Bytes::from(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Signal::Expire) => {
+                        let _ = tx.send(gone_event(sent)).await;
+                        return;
+                    }
+                    Ok(Signal::Close) | Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx.send(gone_event(sent)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let body =
+            StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+        let mut response = Response::new(BodyExt::boxed(body));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// The `ERROR` event the real API server sends for a resource version that is too old.
+fn gone_event(rv: u64) -> Bytes {
+    let mut line = json!({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {rv}"), "reason": "Expired", "code": 410}})
+    .to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// The collection (and namespace) a path names.
+fn route(path: &str) -> Option<(Collection, Option<String>)> {
+    collections().into_iter().find_map(|c| {
+        let rest = path.strip_prefix(c.prefix)?.strip_prefix('/')?;
+        if rest == c.plural {
+            return Some((c, None));
+        }
+        let rest = rest.strip_prefix("namespaces/")?;
+        let (ns, plural) = rest.split_once('/')?;
+        (c.namespaced && plural == c.plural).then(|| (c, Some(ns.to_string())))
+    })
+}
+
+fn json_response(code: StatusCode, body: String) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body))));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<BoxBody<Bytes, Infallible>> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code.as_u16()});
+    json_response(code, body.to_string())
+}

@@ -1,0 +1,309 @@
+//! What to run for one pod, read from its injected spec: the init containers (the
+//! `ferry-init` redirect rules among them), the proxy (native sidecar: started and ready
+//! before the application), and the application containers, with their environment
+//! (literal values and the Downward-API fields a pod has here).
+
+use crate::images;
+use anyhow::{Context, anyhow, bail};
+use ferry_control::source::MeshPod;
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+/// The UID and GID the proxy runs as (the injected `-u 1337`).
+pub const PROXY_UID: u32 = 1337;
+
+/// One process of a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerPlan {
+    /// Container name.
+    pub name: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Declared container ports (readiness: listening on the first one).
+    pub ports: Vec<u16>,
+}
+
+/// Everything the runtime needs to create and start one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodPlan {
+    /// Pod name.
+    pub name: String,
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Network namespace name.
+    pub netns: String,
+    /// Host-side veth name.
+    pub veth: String,
+    /// Pod address.
+    pub ip: Ipv4Addr,
+    /// `spec.hostname` and `spec.subdomain` (StatefulSet pods).
+    pub hostname: Option<(String, String)>,
+    /// Init containers, run to completion in order.
+    pub init: Vec<ContainerPlan>,
+    /// The proxy, when injected.
+    pub proxy: Option<ContainerPlan>,
+    /// Application containers.
+    pub apps: Vec<ContainerPlan>,
+}
+
+/// The network namespace of a pod.
+pub fn netns_name(namespace: &str, pod: &str) -> String {
+    format!("ferry-{namespace}-{pod}")
+}
+
+/// A host-side veth name (≤ 15 characters, peer adds one): `fv` + 8 hex digits of a hash.
+pub fn veth_name(namespace: &str, pod: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in namespace.bytes().chain([b'/']).chain(pod.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("fv{h:08x}")
+}
+
+/// Whether a container is Ferry's own (the injected init or proxy container).
+fn is_ferry(c: &Value) -> bool {
+    let name = c["name"].as_str().unwrap_or_default();
+    name == "ferry-init"
+        || name == "ferry-proxy"
+        || images::short_name(c["image"].as_str().unwrap_or_default()) == "ferry"
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+fn ports(c: &Value) -> Vec<u16> {
+    c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            p["containerPort"]
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+        })
+        .collect()
+}
+
+/// The value of a Downward-API `fieldPath` for this pod, when it has one here.
+fn field(pod: &Value, path: &str, ip: Ipv4Addr, gateway: Ipv4Addr) -> Option<String> {
+    let meta = &pod["metadata"];
+    Some(match path {
+        "metadata.name" => meta["name"].as_str()?.to_string(),
+        "metadata.namespace" => meta["namespace"].as_str().unwrap_or("default").to_string(),
+        "status.podIP" | "status.podIPs" => ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => gateway.to_string(),
+        "spec.nodeName" => "localhost".to_string(),
+        "spec.serviceAccountName" => pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string(),
+        _ => {
+            let rest = path.strip_prefix("metadata.")?;
+            let (map, key) = rest.split_once("['")?;
+            let key = key.strip_suffix("']")?;
+            meta[map][key].as_str()?.to_string()
+        }
+    })
+}
+
+fn env(pod: &Value, c: &Value, ip: Ipv4Addr, gateway: Ipv4Addr) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        let Some(name) = e["name"].as_str() else {
+            continue;
+        };
+        let value = match (
+            e["value"].as_str(),
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Some(v), _) => Some(v.to_string()),
+            (None, Some(path)) => field(pod, path, ip, gateway),
+            (None, None) => None,
+        };
+        if let Some(v) = value {
+            out.push((name.to_string(), v));
+        }
+    }
+    out
+}
+
+/// The program of a non-Ferry container: `command` + `args`, or the image table.
+fn app_argv(c: &Value, ip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
+    let image = c["image"].as_str().unwrap_or_default();
+    let command = strings(&c["command"]);
+    let args = strings(&c["args"]);
+    if !command.is_empty() {
+        return Ok(command.into_iter().chain(args).collect());
+    }
+    if !args.is_empty() {
+        let entry = images::entrypoint(image).ok_or_else(|| {
+            anyhow!("image {image:?} is not in the image table; give the container a `command`")
+        })?;
+        return Ok(std::iter::once(entry.to_string()).chain(args).collect());
+    }
+    images::program(image, &ports(c), ip).ok_or_else(|| {
+        anyhow!("image {image:?} is not in the image table; give the container a `command`")
+    })
+}
+
+impl PodPlan {
+    /// The plan for a pod of the store; `ferry` is the binary Ferry's containers run,
+    /// `control_plane` the address the proxy connects to.
+    pub fn new(
+        mesh_pod: &MeshPod,
+        ferry: &Path,
+        control_plane: &str,
+        gateway: Ipv4Addr,
+    ) -> anyhow::Result<PodPlan> {
+        let entry = &mesh_pod.entry;
+        let ip = match entry.ip {
+            Some(IpAddr::V4(ip)) => ip,
+            _ => bail!("pod {}/{} has no IPv4 address", entry.namespace, entry.name),
+        };
+        if let Some(err) = &mesh_pod.inject_error {
+            bail!(
+                "pod {}/{}: injection failed: {err}",
+                entry.namespace,
+                entry.name
+            );
+        }
+        let pod = &mesh_pod.pod;
+        let spec = &pod["spec"];
+        let ferry = ferry.display().to_string();
+        let mut plan = PodPlan {
+            name: entry.name.clone(),
+            namespace: entry.namespace.clone(),
+            netns: netns_name(&entry.namespace, &entry.name),
+            veth: veth_name(&entry.namespace, &entry.name),
+            ip,
+            hostname: entry.hostname.clone().zip(entry.subdomain.clone()),
+            init: Vec::new(),
+            proxy: None,
+            apps: Vec::new(),
+        };
+        let containers = spec["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| (true, c))
+            .chain(
+                spec["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| (false, c)),
+            );
+        for (is_init, c) in containers {
+            let name = c["name"].as_str().unwrap_or("container").to_string();
+            let args = strings(&c["args"]);
+            let env = env(pod, c, ip, gateway);
+            if is_ferry(c) {
+                let mut argv = vec![ferry.clone()];
+                argv.extend(args.iter().cloned());
+                if args.first().map(String::as_str) == Some("proxy") {
+                    let uid = PROXY_UID.to_string();
+                    let mut full: Vec<String> = [
+                        "setpriv",
+                        "--reuid",
+                        &uid,
+                        "--regid",
+                        &uid,
+                        "--clear-groups",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    full.extend(argv);
+                    for (flag, value) in [
+                        ("--control-plane", control_plane.to_string()),
+                        ("--pod", entry.name.clone()),
+                        ("--namespace", entry.namespace.clone()),
+                        ("--pod-ip", ip.to_string()),
+                    ] {
+                        full.push(flag.into());
+                        full.push(value);
+                    }
+                    plan.proxy = Some(ContainerPlan {
+                        name,
+                        argv: full,
+                        env,
+                        ports: vec![15021],
+                    });
+                    continue;
+                }
+                plan.init.push(ContainerPlan {
+                    name,
+                    argv,
+                    env,
+                    ports: Vec::new(),
+                });
+                continue;
+            }
+            let argv = app_argv(c, ip).with_context(|| {
+                format!("pod {}/{}, container {name}", entry.namespace, entry.name)
+            })?;
+            let sidecar = c["restartPolicy"].as_str() == Some("Always");
+            let container = ContainerPlan {
+                name,
+                argv,
+                env,
+                ports: ports(c),
+            };
+            if is_init && !sidecar {
+                plan.init.push(container);
+            } else {
+                plan.apps.push(container);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The pod's Prometheus URL (the proxy's merged metrics), when it has a proxy.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.proxy
+            .as_ref()
+            .map(|_| format!("http://{}:15090/stats/prometheus", self.ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit() {
+        let v = veth_name("a-very-long-namespace", "a-very-long-pod-name-0");
+        assert!(v.len() < 15, "the peer name adds one character");
+        assert_ne!(v, veth_name("default", "redis-1"));
+    }
+
+    #[test]
+    fn downward_fields() {
+        let pod =
+            serde_json::json!({"metadata": {"name": "p", "labels": {"app": "x"}}, "spec": {}});
+        let ip = Ipv4Addr::new(198, 18, 0, 2);
+        let gw = Ipv4Addr::new(198, 18, 0, 1);
+        assert_eq!(field(&pod, "metadata.name", ip, gw).as_deref(), Some("p"));
+        assert_eq!(
+            field(&pod, "metadata.namespace", ip, gw).as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            field(&pod, "status.podIP", ip, gw).as_deref(),
+            Some("198.18.0.2")
+        );
+        assert_eq!(
+            field(&pod, "metadata.labels['app']", ip, gw).as_deref(),
+            Some("x")
+        );
+    }
+}
