@@ -3,7 +3,9 @@
 # Debian packages for the real peers the tests talk to, and Kubernetes' official schemas.
 set -euo pipefail
 
-apt_packages=(redis-server redis-tools iptables iproute2 haproxy openssl ca-certificates)
+"$(dirname "$0")/install-deps.sh"
+
+apt_packages=(haproxy openssl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
