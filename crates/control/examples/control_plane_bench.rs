@@ -363,12 +363,28 @@ impl BenchSource {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// As `Mesh::resolve` (with the cache's indexes when there is one).
+    fn resolve_with(
+        cache: Option<&Cache>,
+        registry: &Arc<Registry>,
+        proxy: &ProxyIdentity,
+    ) -> ProxyIdentity {
+        match cache {
+            Some(cache) => Self::identity_of(cache.find_pod(registry, proxy), proxy),
+            None => Self::resolve(registry, proxy),
+        }
+    }
+
     /// As `Mesh::resolve`.
     fn resolve(registry: &Registry, proxy: &ProxyIdentity) -> ProxyIdentity {
         let pod = registry.pods.iter().find(|p| {
             (p.namespace == proxy.namespace && p.name == proxy.pod)
                 || (proxy.ip.is_some() && p.ip == proxy.ip)
         });
+        Self::identity_of(pod, proxy)
+    }
+
+    fn identity_of(pod: Option<&PodEntry>, proxy: &ProxyIdentity) -> ProxyIdentity {
         match pod {
             Some(p) => ProxyIdentity {
                 pod: p.name.clone(),
@@ -385,7 +401,7 @@ impl BenchSource {
 impl ConfigSource for BenchSource {
     fn config_for(&self, proxy: &ProxyIdentity) -> Option<ProxyConfig> {
         let registry = self.registry();
-        let identity = Self::resolve(&registry, proxy);
+        let identity = Self::resolve_with(self.cache.as_ref(), &registry, proxy);
         let config = match &self.cache {
             Some(cache) => cache.compile(&registry, &identity).config,
             None => compile(&registry, &identity).config,
@@ -409,7 +425,7 @@ impl ConfigSource for BenchSource {
             });
         };
         let registry = self.registry();
-        let identity = Self::resolve(&registry, proxy);
+        let identity = Self::resolve_with(Some(cache), &registry, proxy);
         let prepared = cache.prepare(&registry, &identity, held);
         self.compiles.fetch_add(1, Ordering::Relaxed);
         prepared
@@ -438,7 +454,6 @@ fn move_endpoint(registry: &Registry, ns: usize, s: usize, e: usize, round: usiz
     {
         p.ip = Some(ip);
     }
-    assert_ne!(&next, registry, "the change must change the registry");
     next
 }
 
@@ -483,6 +498,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// A light proxy's counters.
 struct Light {
     received: AtomicU64,
+    streams: AtomicU64,
     ready: watch::Sender<bool>,
 }
 
@@ -509,7 +525,7 @@ impl Proxy {
     fn streams(&self) -> u64 {
         match self {
             Proxy::Real(s) => s.streams(),
-            Proxy::Light(_) => 1,
+            Proxy::Light(l) => l.streams.load(Ordering::Relaxed),
         }
     }
     fn ready(&self) -> watch::Receiver<bool> {
@@ -521,8 +537,17 @@ impl Proxy {
 }
 
 /// A proxy that opens the stream like the real client and ACKs every snapshot as soon as it
-/// is received (decoded), without validating or applying it.
-async fn light_client(addr: &str, info: ProxyInfo, state: &Light) -> Result<(), String> {
+/// is received (decoded), without validating or applying it; reconnects after 50-150 ms.
+async fn light_client(addr: &str, info: ProxyInfo, state: &Light) {
+    loop {
+        state.streams.fetch_add(1, Ordering::Relaxed);
+        let _ = light_session(addr, &info, state).await;
+        let jitter = u64::from(std::process::id() ^ (unix_us() as u32)) % 100;
+        tokio::time::sleep(Duration::from_millis(50 + jitter)).await;
+    }
+}
+
+async fn light_session(addr: &str, info: &ProxyInfo, state: &Light) -> Result<(), String> {
     use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
     use ferry_proto::discovery::v1::{Ack, Hello, ProxyMessage, proxy_message};
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -570,7 +595,20 @@ fn run_clients(p: Params, addr: String) {
         .enable_all()
         .build()
         .expect("runtime");
+    // Until the parent says QUIT, or goes away.
+    let (quit_tx, quit_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) if l.trim() == "QUIT" => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = quit_tx.send(());
+    });
     runtime.block_on(async move {
+        let mut quit_rx = quit_rx;
         let infos = p.proxies();
         let t0 = unix_us();
         let mut states = Vec::new();
@@ -581,14 +619,13 @@ fn run_clients(p: Params, addr: String) {
             if p.light {
                 let state = Arc::new(Light {
                     received: AtomicU64::new(0),
+                    streams: AtomicU64::new(0),
                     ready: watch::channel(false).0,
                 });
                 let s = state.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        r = light_client(&addr, info, &s) => {
-                            if let Err(e) = r { println!("light client: {e}"); }
-                        }
+                        () = light_client(&addr, info, &s) => {}
                         _ = stopped => {}
                     }
                 });
@@ -611,7 +648,11 @@ fn run_clients(p: Params, addr: String) {
         }
         let mut ready_at = Vec::new();
         for s in &states {
-            let _ = s.ready().wait_for(|r| *r).await;
+            let mut ready = s.ready();
+            tokio::select! {
+                _ = ready.wait_for(|r| *r) => {}
+                _ = &mut quit_rx => std::process::exit(2),
+            }
             ready_at.push(unix_us());
         }
         // `ready()` of later proxies may have completed long before we looked: report the
@@ -645,18 +686,7 @@ fn run_clients(p: Params, addr: String) {
                 }
             }
         });
-        // Until the parent says QUIT (or goes away).
-        let _ = tokio::task::spawn_blocking(|| {
-            let stdin = std::io::stdin();
-            for line in stdin.lock().lines() {
-                match line {
-                    Ok(l) if l.trim() == "QUIT" => break,
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        })
-        .await;
+        let _ = quit_rx.await;
         let rejected: u64 = states.iter().map(Proxy::rejected).sum();
         let streams: u64 = states.iter().map(Proxy::streams).sum();
         println!("BYE rejected={rejected} streams={streams}");
@@ -830,7 +860,7 @@ fn main() {
 
     // (a) Cold start.
     let cpu0 = cpu_time();
-    let total_pushes = || distribution.status().iter().map(|x| x.pushes).sum::<u64>();
+    let total_pushes = || distribution.metrics().pushes.get();
     let mut cold_sent = None;
     let give_up = Instant::now() + Duration::from_secs(300);
     let (t0, last, child_pid) = loop {

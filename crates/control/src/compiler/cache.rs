@@ -37,6 +37,8 @@ struct State {
     registry: Arc<Registry>,
     /// First pod per (namespace, name).
     pods: HashMap<(String, String), usize>,
+    /// First pod per address.
+    pod_ips: HashMap<IpAddr, usize>,
     /// Services with an endpoint of (namespace, pod name).
     by_pod: HashMap<(String, String), Vec<usize>>,
     /// Services with an endpoint at an address.
@@ -74,6 +76,26 @@ impl Cache {
         let state = Arc::new(State::new(registry.clone()));
         *slot = Some(state.clone());
         state
+    }
+
+    /// The pod a proxy that said who it is runs in: the first pod (in registry order) with
+    /// its namespace and name or with its address — `plane::Mesh`'s rule, through indexes.
+    pub fn find_pod<'a>(
+        &self,
+        registry: &'a Arc<Registry>,
+        proxy: &ProxyIdentity,
+    ) -> Option<&'a PodEntry> {
+        let state = self.state(registry);
+        let by_name = state
+            .pods
+            .get(&(proxy.namespace.clone(), proxy.pod.clone()))
+            .copied();
+        let by_ip = proxy.ip.and_then(|ip| state.pod_ips.get(&ip).copied());
+        let i = match (by_name, by_ip) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        registry.pods.get(i)
     }
 
     /// The same as [`super::compile`]`(registry, proxy)`.
@@ -170,9 +192,13 @@ impl Cache {
 impl State {
     fn new(registry: Arc<Registry>) -> Self {
         let mut pods = HashMap::new();
+        let mut pod_ips = HashMap::new();
         for (i, p) in registry.pods.iter().enumerate() {
             pods.entry((p.namespace.clone(), p.name.clone()))
                 .or_insert(i);
+            if let Some(ip) = p.ip {
+                pod_ips.entry(ip).or_insert(i);
+            }
         }
         let mut by_pod: HashMap<(String, String), Vec<usize>> = HashMap::new();
         let mut by_ip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
@@ -197,6 +223,7 @@ impl State {
         Self {
             registry,
             pods,
+            pod_ips,
             by_pod,
             by_ip,
             selecting,
@@ -669,6 +696,26 @@ mod tests {
         let web = cache.compile(&registry, &proxies(&registry)[0]).config;
         let api = cache.compile(&registry, &proxies(&registry)[2]).config;
         assert_ne!(web.clusters, api.clusters);
+    }
+
+    #[test]
+    fn find_pod_is_the_first_by_name_or_address() {
+        let registry = Arc::new(registry());
+        let cache = Cache::new();
+        let mut asks = proxies(&registry);
+        asks.push(ProxyIdentity {
+            pod: "db-1".into(),
+            namespace: "prod".into(),
+            ip: Some("10.0.0.1".parse().unwrap()),
+            ..Default::default()
+        });
+        for proxy in asks {
+            let want = registry.pods.iter().find(|p| {
+                (p.namespace == proxy.namespace && p.name == proxy.pod)
+                    || (proxy.ip.is_some() && p.ip == proxy.ip)
+            });
+            assert_eq!(cache.find_pod(&registry, &proxy), want, "{proxy:?}");
+        }
     }
 
     #[test]

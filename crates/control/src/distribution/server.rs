@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -26,6 +26,14 @@ pub const DEFAULT_PORT: u16 = 15010;
 /// Largest message accepted or sent: a configuration of a big mesh is several megabytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Bytes of snapshots sent and not yet answered (ACK or NACK), over all proxies, beyond
+/// which further pushes wait: pushes to a thousand proxies at once must not hold a
+/// thousand configurations in send buffers.
+pub const INFLIGHT_BUDGET_BYTES: usize = 64 << 20;
+
+/// How long a pushed snapshot counts against the budget when its proxy does not answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a new stream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,6 +42,8 @@ struct Shared {
     table: Arc<Table>,
     versions: Versions,
     debounce: Duration,
+    /// [`INFLIGHT_BUDGET_BYTES`], in KiB.
+    inflight: Arc<Semaphore>,
     /// Becomes true when the server shuts down; every stream then ends.
     shutdown: watch::Sender<bool>,
 }
@@ -63,9 +73,15 @@ impl Distribution {
                 table: Arc::new(Table::new(metrics)),
                 versions: Versions::default(),
                 debounce,
+                inflight: Arc::new(Semaphore::new(INFLIGHT_BUDGET_BYTES >> 10)),
                 shutdown: watch::channel(false).0,
             }),
         }
+    }
+
+    /// The distribution's metrics (also registered into the registry given to `new`).
+    pub fn metrics(&self) -> &DistributionMetrics {
+        &self.shared.table.metrics
     }
 
     /// Every connected proxy: identity, versions sent and ACKed, last NACK.
@@ -101,7 +117,7 @@ impl Distribution {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(self.service())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(incoming(listener), signal)
             .await
     }
 }
@@ -146,6 +162,7 @@ impl ConfigDiscovery for Distribution {
             tx,
             last_hash: None,
             last_fingerprint: None,
+            unanswered: None,
         };
         tokio::spawn(stream.run(inbound, hello.held_version));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -183,6 +200,9 @@ struct ProxyStream {
     last_hash: Option<String>,
     /// The source's fingerprint of that configuration, when it gives them.
     last_fingerprint: Option<push::Fingerprint>,
+    /// The last push while unanswered: its version, its share of the in-flight budget, and
+    /// when that share is given back anyway.
+    unanswered: Option<(String, OwnedSemaphorePermit, Instant)>,
 }
 
 impl ProxyStream {
@@ -205,8 +225,16 @@ impl ProxyStream {
             let closed = async {
                 let _ = shutdown.wait_for(|closed| *closed).await;
             };
+            let give_back = self.unanswered.as_ref().map(|u| u.2);
+            let unanswered = async {
+                match give_back {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = closed => break,
+                () = unanswered => self.unanswered = None,
                 alive = changed => {
                     if !alive {
                         source_alive = false;
@@ -270,6 +298,20 @@ impl ProxyStream {
             self.last_fingerprint = fingerprint;
             return true;
         }
+        // Wait for room in the in-flight budget (giving back this stream's own share first).
+        self.unanswered = None;
+        let kib = u32::try_from(rendered.json.len() >> 10)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+            .min(u32::try_from(INFLIGHT_BUDGET_BYTES >> 10).unwrap_or(u32::MAX));
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let permit = tokio::select! {
+            permit = self.shared.inflight.clone().acquire_many_owned(kib) => match permit {
+                Ok(permit) => permit,
+                Err(_) => return false,
+            },
+            _ = shutdown.wait_for(|closed| *closed) => return false,
+        };
         let version = self.shared.versions.next(&rendered.hash);
         let snapshot = ConfigSnapshot {
             version: version.clone(),
@@ -283,10 +325,19 @@ impl ProxyStream {
         self.connection.pushed(&version, since.elapsed());
         self.last_hash = Some(rendered.hash);
         self.last_fingerprint = fingerprint;
+        self.unanswered = Some((version, permit, Instant::now() + ANSWER_WAIT));
         true
     }
 
-    fn answer(&self, message: ProxyMessage) {
+    fn answer(&mut self, message: ProxyMessage) {
+        let answered = match &message.kind {
+            Some(proxy_message::Kind::Ack(a)) => Some(&a.version),
+            Some(proxy_message::Kind::Nack(n)) => Some(&n.version),
+            _ => None,
+        };
+        if answered.is_some() && answered == self.unanswered.as_ref().map(|u| &u.0) {
+            self.unanswered = None;
+        }
         match message.kind {
             Some(proxy_message::Kind::Ack(ack)) => self.connection.acked(ack.version),
             Some(proxy_message::Kind::Nack(nack)) => {
@@ -304,6 +355,21 @@ impl ProxyStream {
             }
         }
     }
+}
+
+/// The accepted connections, with Nagle's algorithm off: a snapshot's last segment must
+/// not wait for the proxy's delayed ACK of the previous one (~40 ms per push otherwise).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("cannot set TCP_NODELAY: {e}");
+        }
+        Ok(stream)
+    })
 }
 
 /// Binds `addr` for [`Distribution::serve`].
