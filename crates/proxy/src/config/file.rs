@@ -72,6 +72,25 @@ pub fn parse(source: &str, text: &str) -> Result<ProxyConfig, ConfigError> {
     }
 }
 
+/// Checks an already typed configuration (the checks [`parse`] runs after the types);
+/// problems are named by field path.
+pub fn check_typed(source: &str, config: &ProxyConfig) -> Result<(), ConfigError> {
+    let problems: Vec<String> = check(config)
+        .into_iter()
+        .map(|(pointer, msg)| {
+            format!(
+                "{source}: {}: {msg}",
+                pointer.trim_start_matches('/').replace('/', ".")
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
 /// Semantic checks the types cannot express; returns (JSON pointer, message) pairs.
 fn check(config: &ProxyConfig) -> Vec<(String, String)> {
     let mut out = Vec::new();

@@ -264,6 +264,13 @@ fn apply(
 /// first so that problems name a useful line.
 pub fn validate(snapshot: &ConfigSnapshot) -> Result<ProxyConfig, String> {
     let source = format!("snapshot {}", snapshot.version);
+    // Fast path: a well-typed snapshot needs only the semantic checks.
+    if let Ok(config) = serde_json::from_slice::<ProxyConfig>(&snapshot.config_json) {
+        return file::check_typed(&source, &config)
+            .map(|()| config)
+            .map_err(|e| e.to_string());
+    }
+    // Slow path, for a precise reason: every problem with its line and field.
     let value: serde_json::Value = serde_json::from_slice(&snapshot.config_json)
         .map_err(|e| format!("{source}: not JSON: {e}"))?;
     let text = serde_json::to_string_pretty(&value).map_err(|e| format!("{source}: {e}"))?;
