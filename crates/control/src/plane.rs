@@ -2,8 +2,9 @@
 //! assigned, the registry compiled per proxy on demand, the configuration stream (15010),
 //! and the monitoring endpoint (15014: health, metrics, proxy status, config dumps).
 
-use crate::compiler::{Compiled, compile};
-use crate::distribution::{ConfigSource, Distribution, ProxyStatus, server};
+use crate::compiler::Compiled;
+use crate::compiler::cache::Cache;
+use crate::distribution::{ConfigSource, Distribution, Fingerprint, Prepared, ProxyStatus, server};
 use crate::registry::{ProxyIdentity, Registry};
 use crate::source::kube::{KubeOptions, KubeSource};
 use crate::source::watch;
@@ -67,6 +68,8 @@ pub struct Mesh {
     loaded: std::sync::atomic::AtomicBool,
     rejected: Gauge,
     reloads: Counter,
+    /// Compilation shared between proxies of a namespace, per registry.
+    cache: Cache,
 }
 
 impl Mesh {
@@ -80,6 +83,7 @@ impl Mesh {
             loaded: false.into(),
             rejected: Gauge::default(),
             reloads: Counter::default(),
+            cache: Cache::new(),
         }
     }
 
@@ -136,12 +140,8 @@ impl Mesh {
     }
 
     /// The identity the registry knows for a proxy that said who it is.
-    fn resolve(&self, registry: &Registry, proxy: &ProxyIdentity) -> ProxyIdentity {
-        let pod = registry.pods.iter().find(|p| {
-            (p.namespace == proxy.namespace && p.name == proxy.pod)
-                || (proxy.ip.is_some() && p.ip == proxy.ip)
-        });
-        match pod {
+    fn resolve(&self, registry: &Arc<Registry>, proxy: &ProxyIdentity) -> ProxyIdentity {
+        match self.cache.find_pod(registry, proxy) {
             Some(p) => ProxyIdentity {
                 pod: p.name.clone(),
                 namespace: p.namespace.clone(),
@@ -157,7 +157,7 @@ impl Mesh {
     pub fn compile_for(&self, proxy: &ProxyIdentity) -> Compiled {
         let registry = self.registry();
         let identity = self.resolve(&registry, proxy);
-        compile(&registry, &identity)
+        self.cache.compile(&registry, &identity)
     }
 }
 
@@ -167,6 +167,19 @@ impl ConfigSource for Mesh {
             return None;
         }
         Some(self.compile_for(proxy).config)
+    }
+
+    fn prepare(
+        &self,
+        proxy: &ProxyIdentity,
+        held: Option<&Fingerprint>,
+    ) -> Result<Prepared, serde_json::Error> {
+        if !self.loaded.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(Prepared::Unknown);
+        }
+        let registry = self.registry();
+        let identity = self.resolve(&registry, proxy);
+        self.cache.prepare(&registry, &identity, held)
     }
 
     fn changes(&self) -> tokio_watch::Receiver<u64> {
