@@ -1,7 +1,8 @@
 //! `ferry control-plane` with real proxies (`ferry proxy forward --control-plane`) over
 //! loopback: the seed example's directory is compiled and streamed, `ferry proxy-status`
 //! shows the proxies in sync, an edit (scaling the StatefulSet) reaches them, and an invalid
-//! edit is rejected while the proxies keep their configuration.
+//! edit is rejected (and listed by `ferry proxy-status`) while the proxies keep their
+//! configuration.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -150,7 +151,14 @@ fn directory_edits_reach_the_proxies() {
     };
     wait_for("the rejection", rejected);
     assert_eq!(endpoints_of_redis(&config()), 5);
-    assert_eq!(status().matches("SYNCED").count(), 2);
+    let shown = status();
+    assert_eq!(shown.matches("SYNCED").count(), 2);
+    assert!(
+        shown.contains("REJECTED RESOURCES (1;")
+            && shown.contains("bad.yaml")
+            && shown.contains("subet"),
+        "proxy-status lists the rejected resource:\n{shown}"
+    );
 }
 
 fn http(addr: &str, path: &str) -> (u16, String) {

@@ -1130,3 +1130,89 @@ fn compiled_config_round_trips_through_the_file_format() {
     let back: ProxyConfig = serde_json::from_str(&text).expect("parses with deny_unknown_fields");
     assert_eq!(back, c);
 }
+
+#[test]
+fn delegate_rules_are_merged_into_their_root() {
+    // Root in `default` delegates /api to `team/api-routes`; the delegate's short hosts
+    // resolve in `team`; its rules inherit the root's timeout; a rule outside /api is dropped.
+    let root = res(
+        "default",
+        "web",
+        0,
+        json!({"hosts": ["web"], "http": [
+            {"match": [{"uri": {"prefix": "/api"}}], "timeout": "3s",
+             "delegate": {"name": "api-routes", "namespace": "team"}},
+            {"match": [{"uri": {"prefix": "/gone"}}], "delegate": {"name": "missing"}},
+            {"name": "rest", "route": [{"destination": {"host": "web"}}]}
+        ]}),
+    );
+    let delegate = res(
+        "team",
+        "api-routes",
+        1,
+        json!({"http": [
+            {"name": "users", "match": [{"uri": {"prefix": "/api/users"}}],
+             "route": [{"destination": {"host": "users"}}]},
+            {"name": "outside", "match": [{"uri": {"prefix": "/web"}}],
+             "route": [{"destination": {"host": "users"}}]},
+            {"name": "api-rest", "timeout": "1s", "route": [{"destination": {"host": "api"}}]}
+        ]}),
+    );
+    let reg = mesh(
+        vec![
+            svc("default", "web", Some("10.96.0.5"), &[("http", 80)], vec![]),
+            svc("team", "users", Some("10.96.0.6"), &[("http", 80)], vec![]),
+            svc("team", "api", Some("10.96.0.7"), &[("http", 80)], vec![]),
+        ],
+        Policies {
+            virtual_services: vec![root, delegate],
+            ..Default::default()
+        },
+    );
+    let out = client(&reg);
+    let o = outbound(&out.config, "web.default.svc.cluster.local", 80);
+    let names: Vec<_> = o
+        .http
+        .iter()
+        .map(|r| r.name.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["users", "api-rest", "rest"]);
+    let users = &o.http[0];
+    assert_eq!(
+        users.route[0].destination.host,
+        "users.team.svc.cluster.local"
+    );
+    assert_eq!(
+        users.timeout.as_ref().map(|t| t.get()),
+        Some(std::time::Duration::from_secs(3)),
+        "inherited from the root rule"
+    );
+    let api_rest = &o.http[1];
+    assert_eq!(
+        api_rest.route[0].destination.host,
+        "api.team.svc.cluster.local"
+    );
+    assert_eq!(
+        api_rest.matches[0]
+            .uri
+            .as_ref()
+            .and_then(|u| u.prefix.as_deref()),
+        Some("/api"),
+        "a delegate rule without matches takes the root's"
+    );
+    assert_eq!(
+        api_rest.timeout.as_ref().map(|t| t.get()),
+        Some(std::time::Duration::from_secs(1)),
+        "the delegate's own policy wins"
+    );
+    for want in [
+        "1 of its rules conflict",
+        "delegate default/missing does not exist",
+    ] {
+        assert!(
+            out.warnings.iter().any(|w| w.contains(want)),
+            "{want}: {:?}",
+            out.warnings
+        );
+    }
+}

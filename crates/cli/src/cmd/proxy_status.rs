@@ -1,5 +1,5 @@
 //! `ferry proxy-status` and `ferry proxy-config`: what the control plane sent each proxy,
-//! whether the proxies accepted it, and one proxy's compiled configuration (or what the
+//! whether the proxies accepted it, the resources the control plane rejected, and one proxy's compiled configuration (or what the
 //! proxy itself holds).
 
 use super::local_http::{request, resolve};
@@ -47,8 +47,15 @@ fn get_json(target: &str, path: &str) -> anyhow::Result<Value> {
 
 /// Runs `ferry proxy-status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let answer = get_json(&args.control_plane, "/debug/proxy-status")?;
+    let mut answer = get_json(&args.control_plane, "/debug/proxy-status")?;
+    let rejections = get_json(&args.control_plane, "/debug/rejections")?
+        .get("rejections")
+        .cloned()
+        .unwrap_or_default();
     if args.output == "json" {
+        if let Some(obj) = answer.as_object_mut() {
+            obj.insert("rejections".into(), rejections);
+        }
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -75,6 +82,21 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s("lastAcked"),
             state
         );
+    }
+    let rejected: Vec<&str> = rejections
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !rejected.is_empty() {
+        println!(
+            "\nREJECTED RESOURCES ({}; the last valid version of each stays in force):",
+            rejected.len()
+        );
+        for r in rejected {
+            println!("  {r}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,12 @@
 //!
 //! Passes, one module each: `scope` (precedence order, `exportTo`, selectors, host
 //! specificity), `services` (identity, visible services), `routes` (VirtualService binding
-//! and rules), `destination_rule` (rule choice, policy merging), `clusters` (endpoints,
+//! and rules), `delegate` (delegated HTTP rules merged into their root), `destination_rule` (rule choice, policy merging), `clusters` (endpoints,
 //! policy, TLS), `mtls` and `inbound` (PeerAuthentication, inbound ports).
 
 pub mod cache;
 mod clusters;
+mod delegate;
 mod destination_rule;
 mod inbound;
 mod mtls;

@@ -4,7 +4,7 @@
 
 use ferry_model::IstioResource;
 use ferry_model::istio::VirtualServiceSpec;
-use ferry_model::istio::virtual_service::{Destination, HttpRoute, TcpRoute, TlsRoute};
+use ferry_model::istio::virtual_service::{Delegate, Destination, HttpRoute, TcpRoute, TlsRoute};
 use ferry_model::resolve_host;
 use ferry_proto::config::{
     ClusterRef, HttpRouteRule, HttpWeightedCluster, Mirror, TcpRouteRule, TlsRouteRule,
@@ -13,6 +13,7 @@ use ferry_proto::config::{
 use ferry_proto::protocol::Protocol;
 
 use super::Context;
+use super::delegate;
 use super::scope::{exported_to, host_rank, id, namespace};
 
 /// A VirtualService.
@@ -80,8 +81,12 @@ pub fn rules(
     let mut tls = Vec::new();
     if p.is_http() || p == Protocol::Unknown {
         for rule in &vs.spec.http {
-            if let Some(r) = http_rule(cx, &ns, rule, port, &id(vs)) {
-                http.push(r);
+            let Some(target) = &rule.delegate else {
+                http.extend(http_rule(cx, &ns, rule, port));
+                continue;
+            };
+            for merged in delegated(cx, vs, rule, target) {
+                http.extend(http_rule(cx, &ns, &merged, port));
             }
         }
     }
@@ -157,20 +162,70 @@ fn weight(w: Option<i32>, count: usize) -> u32 {
     }
 }
 
+/// The rules that replace the root rule `rule` of `vs`, which delegates to `target`: the
+/// delegate VirtualService's HTTP rules merged with it, destination hosts already qualified
+/// in each VirtualService's own namespace. A missing or invisible delegate drops the rule.
+fn delegated(
+    cx: &mut Context<'_>,
+    vs: Vs<'_>,
+    rule: &HttpRoute,
+    target: &Delegate,
+) -> Vec<HttpRoute> {
+    let root_ns = namespace(&vs.metadata);
+    let name = target.name.as_deref().unwrap_or_default();
+    let ns = target.namespace.as_deref().unwrap_or(root_ns);
+    let found = cx
+        .virtual_services
+        .iter()
+        .copied()
+        .find(|d| d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == ns);
+    let Some(delegate) = found.filter(|d| d.spec.hosts.is_empty()) else {
+        cx.warn(format!(
+            "VirtualService {}: delegate {ns}/{name} does not exist or is not a delegate \
+             (it must have no hosts); the rule is skipped",
+            id(vs)
+        ));
+        return Vec::new();
+    };
+    if !exported_to(&delegate.spec.export_to, ns, root_ns) {
+        cx.warn(format!(
+            "VirtualService {}: delegate {ns}/{name} is not exported to namespace {root_ns}; \
+             the rule is skipped",
+            id(vs)
+        ));
+        return Vec::new();
+    }
+    let mut root = rule.clone();
+    delegate::qualify_hosts(&mut root, root_ns, &cx.domain);
+    let subs: Vec<HttpRoute> = delegate
+        .spec
+        .http
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            delegate::qualify_hosts(&mut r, ns, &cx.domain);
+            r
+        })
+        .collect();
+    let merged = delegate::merge_routes(&root, &subs);
+    if merged.len() < subs.len() {
+        cx.warn(format!(
+            "VirtualService {ns}/{name}: {} of its rules conflict with the matches of the \
+             rule of {} that delegates to it and are skipped",
+            subs.len() - merged.len(),
+            id(vs)
+        ));
+    }
+    merged
+}
+
 fn http_rule(
     cx: &mut Context<'_>,
     ns: &str,
     rule: &HttpRoute,
     port: &Port,
-    vs_id: &str,
 ) -> Option<HttpRouteRule> {
     let matches = for_port(&rule.matches, port.number, |m| m.port)?;
-    if rule.delegate.is_some() {
-        cx.warn(format!(
-            "VirtualService {vs_id}: delegate rules are not supported yet; the rule is skipped"
-        ));
-        return None;
-    }
     let count = rule.route.len();
     let route = rule
         .route
