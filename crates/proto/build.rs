@@ -6,10 +6,14 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = "ferry/discovery/v1/discovery.proto";
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile([file], ["proto"])?;
+    let descriptors = protox::compile([file, "ferry/ca/v1/ca.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Chunks are slices of configurations shared between streams: no copy per proxy.
+        .bytes(".ferry.discovery.v1.ConfigChunk.config_json")
+        // prost's codec with buffers sized for thousands of long-lived streams.
+        .codec_path("crate::discovery::Codec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -41,6 +41,14 @@ enum Command {
     Logs(cmd::up::LogsArgs),
     /// Stop the mesh `ferry up` runs and remove everything it made (or a crashed run left).
     Down(cmd::up::DownArgs),
+    /// Print Ferry's Kubernetes installation (or apply it with `--apply`).
+    Install(cmd::install::InstallArgs),
+    /// Print what removing Ferry from a cluster deletes (or delete it with `--apply`).
+    Uninstall(cmd::install::UninstallArgs),
+    /// Show the client's and the control plane's versions.
+    Version(cmd::version::Args),
+    /// Receive OTLP/gRPC traces and print them (a collector for trying tracing locally).
+    TraceCollector(cmd::trace_collector::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,10 @@ fn main() -> ExitCode {
         Command::Exec(args) => cmd::up::exec(args),
         Command::Logs(args) => cmd::up::logs(args),
         Command::Down(args) => cmd::up::down(args),
+        Command::Install(args) => cmd::install::install(args),
+        Command::Uninstall(args) => cmd::install::uninstall(args),
+        Command::Version(args) => cmd::version::run(args),
+        Command::TraceCollector(args) => cmd::trace_collector::run(args),
         Command::ProxyStatus(args) => cmd::proxy_status::status(args),
         Command::ProxyConfig(args) => cmd::proxy_status::config(args),
     };

@@ -129,6 +129,12 @@ fn directory_edits_reach_the_proxies() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(endpoints_of_redis(&config()), 3);
+    let version = ferry(&["version", "--control-plane", &monitoring_addr]);
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains(&format!("control plane: {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
 
     // Scale the StatefulSet: the new endpoints reach the proxies.
     let redis = dir.path().join("redis.yaml");

@@ -1,6 +1,11 @@
 //! The control plane assembled: a manifest directory watched into the store, pod addresses
 //! assigned, the registry compiled per proxy on demand, the configuration stream (15010),
 //! and the monitoring endpoint (15014: health, metrics, proxy status, config dumps).
+//!
+//! [`run`] builds its own [`Mesh`]; an embedder that needs the same store first (the
+//! one-machine runtime, which creates the pods the store describes) builds the [`Mesh`],
+//! loads it, and hands it to [`serve`]. Such an embedder may also report which pods are
+//! ready ([`Mesh::set_readiness`]): the registry's pods and endpoints then follow.
 
 use crate::compiler::Compiled;
 use crate::compiler::cache::Cache;
@@ -18,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -59,10 +64,23 @@ impl Default for PlaneOptions {
     }
 }
 
+/// Pods by (namespace, name).
+pub type PodKey = (String, String);
+
 /// The mesh state every proxy's configuration is compiled from.
 pub struct Mesh {
     store: RwLock<Store>,
+    /// The registry as the store describes it.
+    base: RwLock<Arc<Registry>>,
+    /// The registry in force: `base` with the reported readiness applied.
     registry: RwLock<Arc<Registry>>,
+    /// Pod readiness reported by the embedder; `None` when nobody reports it.
+    readiness: RwLock<Option<BTreeMap<PodKey, bool>>>,
+    /// The errors of the latest read of the source (broken files, rejected resources).
+    errors: RwLock<Vec<String>>,
+    /// The next pod address to try (addresses are handed out in turn, so that a freed
+    /// address is not reused at once).
+    next_ip: std::sync::Mutex<u32>,
     generation: tokio_watch::Sender<u64>,
     options: PlaneOptions,
     loaded: std::sync::atomic::AtomicBool,
@@ -75,9 +93,18 @@ pub struct Mesh {
 impl Mesh {
     /// An empty mesh.
     pub fn new(options: PlaneOptions) -> Self {
+        Self::with_vip_range(options, crate::source::VipRange::default())
+    }
+
+    /// An empty mesh whose services without a `clusterIP` get addresses from `vips`.
+    pub fn with_vip_range(options: PlaneOptions, vips: crate::source::VipRange) -> Self {
         Self {
-            store: RwLock::new(Store::default()),
+            store: RwLock::new(Store::new(vips)),
+            base: RwLock::new(Arc::new(Registry::default())),
             registry: RwLock::new(Arc::new(Registry::default())),
+            readiness: RwLock::new(None),
+            errors: RwLock::new(Vec::new()),
+            next_ip: std::sync::Mutex::new(u32::from(options.pod_network.0).saturating_add(2)),
             generation: tokio_watch::channel(0).0,
             options,
             loaded: false.into(),
@@ -89,10 +116,66 @@ impl Mesh {
 
     /// The registry in force.
     pub fn registry(&self) -> Arc<Registry> {
-        match self.registry.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        read(&self.registry).clone()
+    }
+
+    /// How the control plane runs.
+    pub fn options(&self) -> &PlaneOptions {
+        &self.options
+    }
+
+    /// Reads the store (objects, assigned addresses, pods as created).
+    pub fn with_store<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&read(&self.store))
+    }
+
+    /// Follows every change of the registry in force (the generation).
+    pub fn subscribe(&self) -> tokio_watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The errors of the latest read of the source: files that do not parse and resources
+    /// that fail validation (whose last valid versions stay in force).
+    pub fn errors(&self) -> Vec<String> {
+        read(&self.errors).clone()
+    }
+
+    /// Whether the source has been read at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sets which pods are ready (by namespace and name). From then on a pod missing from
+    /// `ready` counts as not ready, and a service's endpoint is ready only when its pod is;
+    /// the proxies and everything reading the registry follow. Returns whether anything
+    /// changed.
+    pub fn set_readiness(&self, ready: BTreeMap<PodKey, bool>) -> bool {
+        {
+            let mut current = write(&self.readiness);
+            if current.as_ref() == Some(&ready) {
+                return false;
+            }
+            *current = Some(ready);
         }
+        self.publish()
+    }
+
+    /// Rebuilds the registry in force from the store's and the reported readiness; bumps
+    /// the generation when it differs.
+    fn publish(&self) -> bool {
+        let base = read(&self.base).clone();
+        let effective = match read(&self.readiness).as_ref() {
+            Some(ready) => Arc::new(with_readiness(&base, ready)),
+            None => base,
+        };
+        let mut slot = write(&self.registry);
+        if **slot == *effective {
+            return false;
+        }
+        *slot = effective;
+        drop(slot);
+        self.generation.send_modify(|g| *g += 1);
+        true
     }
 
     /// Applies what the manifest directory holds now; returns whether anything changed.
@@ -100,26 +183,25 @@ impl Mesh {
         for d in &loaded.diagnostics {
             warn!("{d}");
         }
-        let mut store = match self.store.write() {
-            Ok(s) => s,
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        let errors_changed = *read(&self.errors) != errors;
+        *write(&self.errors) = errors;
+        let mut store = write(&self.store);
+        let outcome = store.apply(loaded.update);
+        let mut used: BTreeSet<IpAddr> = store.assigned_ips().values().copied().collect();
+        let mut cursor = match self.next_ip.lock() {
+            Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let outcome = store.apply(loaded.update);
-        let (base, prefix) = self.options.pod_network;
-        let used: BTreeSet<IpAddr> = store.assigned_ips().values().copied().collect();
-        let mut next = u32::from(base) + 2;
-        let last = u32::from(base) | (u32::MAX >> prefix.min(32));
+        let network = self.options.pod_network;
         let assigned = !self.options.kube
             && store.assign_ips(|_pod| {
-                while next < last {
-                    let ip = IpAddr::V4(Ipv4Addr::from(next));
-                    next += 1;
-                    if !used.contains(&ip) {
-                        return Some(ip);
-                    }
-                }
-                None
+                let ip = next_free(network, &used, *cursor)?;
+                *cursor = u32::from(ip).saturating_add(1);
+                used.insert(IpAddr::V4(ip));
+                Some(IpAddr::V4(ip))
             });
+        drop(cursor);
         self.rejected
             .set(i64::try_from(store.rejections().count()).unwrap_or(i64::MAX));
         self.reloads.inc();
@@ -128,10 +210,16 @@ impl Mesh {
         if changed {
             let registry =
                 store.registry(&self.options.cluster_domain, &self.options.root_namespace);
-            match self.registry.write() {
-                Ok(mut r) => *r = Arc::new(registry),
-                Err(poisoned) => *poisoned.into_inner() = Arc::new(registry),
+            drop(store);
+            *write(&self.base) = Arc::new(registry);
+            self.loaded
+                .store(true, std::sync::atomic::Ordering::Release);
+            if !self.publish() {
+                // Same registry, but the store changed (the embedder reads it).
+                self.generation.send_modify(|g| *g += 1);
             }
+        } else if errors_changed {
+            // Nothing applies, but the embedder shows the errors.
             self.generation.send_modify(|g| *g += 1);
         }
         self.loaded
@@ -185,6 +273,64 @@ impl ConfigSource for Mesh {
     fn changes(&self) -> tokio_watch::Receiver<u64> {
         self.generation.subscribe()
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The first free pod address of `network` at or after `from` (wrapping around once),
+/// skipping the network address, the gateway (the first host address) and `used`.
+pub fn next_free(network: (Ipv4Addr, u8), used: &BTreeSet<IpAddr>, from: u32) -> Option<Ipv4Addr> {
+    let (base, prefix) = network;
+    let mask = u32::MAX.checked_shr(u32::from(prefix.min(32))).unwrap_or(0);
+    let first = (u32::from(base) & !mask).saturating_add(2);
+    let last = (u32::from(base) | mask).saturating_sub(1);
+    if first > last {
+        return None;
+    }
+    let start = if (first..=last).contains(&from) {
+        from
+    } else {
+        first
+    };
+    (start..=last)
+        .chain(first..start)
+        .map(Ipv4Addr::from)
+        .find(|ip| !used.contains(&IpAddr::V4(*ip)))
+}
+
+/// `registry` with pod readiness from `ready`: a pod it does not name is not ready, and an
+/// endpoint of a known pod is ready only when the pod is.
+pub fn with_readiness(registry: &Registry, ready: &BTreeMap<PodKey, bool>) -> Registry {
+    let mut out = registry.clone();
+    let key = |ns: &str, name: &str| (ns.to_string(), name.to_string());
+    let known: BTreeSet<PodKey> = out
+        .pods
+        .iter()
+        .map(|p| key(&p.namespace, &p.name))
+        .collect();
+    for pod in &mut out.pods {
+        pod.ready = pod.ready
+            && ready
+                .get(&key(&pod.namespace, &pod.name))
+                .copied()
+                .unwrap_or(false);
+    }
+    for svc in &mut out.services {
+        for ep in &mut svc.endpoints {
+            let k = key(&ep.namespace, &ep.pod);
+            if known.contains(&k) {
+                ep.ready = ep.ready && ready.get(&k).copied().unwrap_or(false);
+            }
+        }
+    }
+    out
 }
 
 fn status_json(status: &[ProxyStatus]) -> serde_json::Value {
@@ -287,6 +433,11 @@ fn monitor(
             let body = json!({ "config": compiled.config, "warnings": compiled.warnings });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
+        "/version" => respond(
+            StatusCode::OK,
+            "application/json",
+            json!({ "version": env!("CARGO_PKG_VERSION") }).to_string(),
+        ),
         "/debug/rejections" => {
             let store = match mesh.store.read() {
                 Ok(s) => s,
@@ -341,8 +492,18 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> std::io::Result<()> {
+    serve(Arc::new(Mesh::new(options)), shutdown, on_bound).await
+}
+
+/// Runs the control plane around a mesh the caller built (and may have loaded already:
+/// the watcher's first read then changes nothing) until `shutdown` resolves.
+pub async fn serve(
+    mesh: Arc<Mesh>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> std::io::Result<()> {
+    let options = mesh.options.clone();
     let mut metrics = prometheus_client::registry::Registry::default();
-    let mesh = Arc::new(Mesh::new(options.clone()));
     metrics.register(
         "ferry_control_rejected_resources",
         "Resources whose latest version failed validation (the last valid one stays)",
@@ -398,4 +559,108 @@ pub async fn run(
         t.abort();
     }
     result.map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{EndpointEntry, PodEntry, ServiceEntry};
+
+    #[test]
+    fn addresses_are_handed_out_in_turn() {
+        let net = (Ipv4Addr::new(10, 0, 0, 0), 29); // hosts .1 (gateway) .. .6
+        let used = |ips: &[u8]| -> BTreeSet<IpAddr> {
+            ips.iter()
+                .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, *i)))
+                .collect()
+        };
+        let at = |i: u8| u32::from(Ipv4Addr::new(10, 0, 0, i));
+        let ip = |i: u8| Some(Ipv4Addr::new(10, 0, 0, i));
+        // (used, cursor, expected)
+        let rows: [(&[u8], u32, Option<Ipv4Addr>); 6] = [
+            (&[], at(2), ip(2)),
+            (&[2, 3], at(2), ip(4)),
+            (&[], at(5), ip(5)),
+            (&[6], at(5), ip(5)),
+            (&[2], at(7), ip(3)), // past the last host: wraps around
+            (&[2, 3, 4, 5, 6], at(2), None),
+        ];
+        for (taken, cursor, want) in rows {
+            assert_eq!(
+                next_free(net, &used(taken), cursor),
+                want,
+                "{taken:?} {cursor}"
+            );
+        }
+        assert_eq!(
+            next_free((Ipv4Addr::new(10, 0, 0, 0), 31), &used(&[]), 0),
+            None
+        );
+    }
+
+    fn pod(name: &str, ready: bool) -> PodEntry {
+        PodEntry {
+            name: name.into(),
+            namespace: "default".into(),
+            ip: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+            workload: "w".into(),
+            workload_kind: "StatefulSet".into(),
+            service_account: "default".into(),
+            has_sidecar: true,
+            ready,
+            hostname: None,
+            subdomain: None,
+        }
+    }
+
+    fn endpoint(pod: &str, ready: bool) -> EndpointEntry {
+        EndpointEntry {
+            ip: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+            pod: pod.into(),
+            namespace: "default".into(),
+            workload: "w".into(),
+            service_account: "default".into(),
+            labels: Default::default(),
+            has_sidecar: true,
+            ready,
+            hostname: None,
+        }
+    }
+
+    #[test]
+    fn readiness_reaches_pods_and_endpoints() {
+        let registry = Registry {
+            pods: vec![pod("a", true), pod("b", true), pod("c", false)],
+            services: vec![ServiceEntry {
+                name: "s".into(),
+                namespace: "default".into(),
+                fqdn: "s.default.svc.cluster.local".into(),
+                cluster_ip: None,
+                ports: Vec::new(),
+                endpoints: vec![
+                    endpoint("a", true),
+                    endpoint("b", true),
+                    endpoint("c", false),
+                    endpoint("external", true),
+                ],
+                labels: Default::default(),
+                export_to: vec!["*".into()],
+            }],
+            ..Registry::default()
+        };
+        let ready: BTreeMap<PodKey, bool> = [
+            (("default".to_string(), "a".to_string()), true),
+            (("default".to_string(), "c".to_string()), true),
+        ]
+        .into();
+        let out = with_readiness(&registry, &ready);
+        let pods: Vec<bool> = out.pods.iter().map(|p| p.ready).collect();
+        // a: reported ready; b: not reported; c: reported, but the manifest says not ready.
+        assert_eq!(pods, [true, false, false]);
+        let eps: Vec<bool> = out.services[0].endpoints.iter().map(|e| e.ready).collect();
+        // An endpoint of no known pod keeps its own flag.
+        assert_eq!(eps, [true, false, false, true]);
+    }
 }

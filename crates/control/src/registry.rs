@@ -1,11 +1,16 @@
 //! The mesh as the control plane knows it: namespaces, services with their ports and
 //! endpoints, pods, and the Istio policies in force. Sources (a manifest directory, a
 //! Kubernetes API server) fill it; the compiler reads it. Plain data, no I/O.
+//!
+//! [`testing`] (with `cfg(test)` or the `test-support` feature) builds entries for tests.
 
 use ferry_model::IstioResource;
 use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 /// Labels or annotations.
 pub type Labels = BTreeMap<String, String>;

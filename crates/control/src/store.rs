@@ -1,11 +1,16 @@
 //! The typed store: every object of the mesh that Ferry reads (Namespaces, Pods, Services,
 //! EndpointSlices, workloads, and the three Istio kinds), keyed by (kind, namespace, name).
 //!
-//! Sources (a manifest directory, later a Kubernetes API server) hand the store a complete
+//! Sources (a manifest directory, a Kubernetes API server) hand the store a complete
 //! [`SourceUpdate`] for everything they hold. The store replaces that source's objects with
 //! it, except that a resource that failed validation keeps its last valid version, and so do
 //! all the resources of a file that could not be parsed. Every effective change bumps the
 //! generation. [`Store::registry`] derives the [`Registry`] the compiler reads.
+//!
+//! An update is applied in place (only the objects that differ are replaced), and the pods
+//! each workload stands for, expanded and run through injection, are kept per object and
+//! redone only for the objects that changed or whose namespace's labels changed: a mesh of
+//! ten thousand pods where one pod moved costs one injection, not ten thousand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,8 +20,11 @@ use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualSer
 use ferry_model::{Diagnostic, IstioResource};
 use serde_json::Value;
 
-use crate::registry::{PodEntry, Registry};
-use crate::source::build::{self, MeshPod};
+use ferry_inject::InjectConfig;
+
+use crate::registry::{Labels, PodEntry, Registry};
+use crate::source::build::{self, MeshPod, PodSummary};
+use crate::source::endpoints::string_map;
 use crate::source::vip::{self, VipRange};
 
 /// The kinds the store holds.
@@ -232,6 +240,11 @@ pub struct Store {
     pod_ips: BTreeMap<(String, String), IpAddr>,
     vip_range: VipRange,
     vips: BTreeMap<(String, String), Ipv4Addr>,
+    /// The pods of every object that makes pods, expanded and injected (see
+    /// [`build::summaries`]); follows `objects`.
+    pods: BTreeMap<ObjectKey, Vec<PodSummary>>,
+    /// The namespace labels `pods` were injected with.
+    namespace_labels: BTreeMap<String, Labels>,
 }
 
 impl Default for Store {
@@ -250,6 +263,8 @@ impl Store {
             pod_ips: BTreeMap::new(),
             vip_range,
             vips: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            namespace_labels: BTreeMap::new(),
         }
     }
 
@@ -286,45 +301,79 @@ impl Store {
     /// Replaces everything `update.source` provided before with `update`, keeping the last
     /// valid version of rejected resources and of every object of a broken origin.
     pub fn apply(&mut self, update: SourceUpdate) -> ApplyOutcome {
-        let source = update.source.clone();
-        let mut next: BTreeMap<ObjectKey, Stored> = self
+        let SourceUpdate {
+            source,
+            entries,
+            rejections,
+            broken_origins,
+        } = update;
+        // By key; a later entry for a key replaces an earlier one.
+        let mut incoming = entries;
+        incoming.sort_by(|a, b| a.key.cmp(&b.key));
+        incoming.dedup_by(|later, earlier| {
+            let same = later.key == earlier.key;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        let provided = |key: &ObjectKey| incoming.binary_search_by(|e| e.key.cmp(key)).is_ok();
+        let mut touched = Vec::new();
+        let mut kept = Vec::new();
+        // What this source provided before and provides no more: gone, unless rejected now
+        // or from a broken origin.
+        let gone: Vec<ObjectKey> = self
             .objects
             .iter()
-            .filter(|(_, s)| s.source != source)
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .filter(|(key, old)| old.source == source && !provided(key))
+            .map(|(key, _)| key.clone())
             .collect();
-        for entry in update.entries {
-            next.insert(
-                entry.key,
-                Stored {
-                    source: source.clone(),
-                    origin: entry.origin,
-                    line: entry.line,
-                    object: entry.object,
-                },
-            );
-        }
-        let mut kept = Vec::new();
-        for (key, old) in &self.objects {
-            if old.source != source || next.contains_key(key) {
+        for key in gone {
+            let Some(old) = self.objects.get(&key) else {
                 continue;
-            }
-            let rejected = update
-                .rejections
-                .iter()
-                .any(|r| r.key.as_ref() == Some(key));
-            let broken = update
-                .broken_origins
+            };
+            let rejected = rejections.iter().any(|r| r.key.as_ref() == Some(&key));
+            let broken = broken_origins
                 .iter()
                 .any(|b| old.origin == *b || std::path::Path::new(&old.origin).starts_with(b));
             if rejected || broken {
-                next.insert(key.clone(), old.clone());
-                kept.push(key.clone());
+                kept.push(key);
+            } else {
+                self.objects.remove(&key);
+                touched.push(key);
             }
         }
-        let touched = diff(&self.objects, &next);
-        self.objects = next;
-        self.rejections.insert(source, update.rejections);
+        // Objects replaced by equal ones: a whole mesh's worth of JSON on every update.
+        let mut garbage = Vec::new();
+        for entry in incoming {
+            let key = entry.key;
+            let stored = Stored {
+                source: source.clone(),
+                origin: entry.origin,
+                line: entry.line,
+                object: entry.object,
+            };
+            match self.objects.get_mut(&key) {
+                Some(old) if old.object == stored.object => {
+                    old.source = stored.source;
+                    old.origin = stored.origin;
+                    old.line = stored.line;
+                    garbage.push(stored.object);
+                }
+                Some(old) => {
+                    *old = stored;
+                    touched.push(key);
+                }
+                None => {
+                    self.objects.insert(key.clone(), stored);
+                    touched.push(key);
+                }
+            }
+        }
+        free_in_background(garbage);
+        touched.sort();
+        self.rejections.insert(source, rejections);
+        self.refresh_pods(&touched);
         let vips_changed = self.reallocate_vips();
         let changed = !touched.is_empty() || vips_changed;
         if changed {
@@ -337,24 +386,70 @@ impl Store {
         }
     }
 
+    /// Brings the expanded pods up to date with the objects: redoes the objects in
+    /// `touched` and those of the namespaces whose labels changed, drops those gone.
+    fn refresh_pods(&mut self, touched: &[ObjectKey]) {
+        let labels: BTreeMap<String, Labels> = self
+            .objects
+            .range(ObjectKey::new(Kind::Namespace, "", "")..)
+            .take_while(|(k, _)| k.kind == Kind::Namespace)
+            .filter_map(|(k, s)| {
+                let value = s.object.as_value()?;
+                Some((k.name.clone(), string_map(&value["metadata"]["labels"])))
+            })
+            .collect();
+        let relabelled: BTreeSet<&String> = labels
+            .keys()
+            .chain(self.namespace_labels.keys())
+            .filter(|ns| labels.get(*ns) != self.namespace_labels.get(*ns))
+            .collect();
+        let mut redo: BTreeSet<ObjectKey> = touched
+            .iter()
+            .filter(|k| build::makes_pods(k.kind))
+            .cloned()
+            .collect();
+        if !relabelled.is_empty() {
+            redo.extend(
+                self.objects
+                    .keys()
+                    .filter(|k| build::makes_pods(k.kind) && relabelled.contains(&k.namespace))
+                    .cloned(),
+            );
+        }
+        let cfg = InjectConfig::default();
+        for key in redo {
+            match self.objects.get(&key).and_then(|s| s.object.as_value()) {
+                Some(value) => {
+                    let pods = build::summaries(key.kind, value, &labels, &cfg);
+                    self.pods.insert(key, pods);
+                }
+                None => {
+                    self.pods.remove(&key);
+                }
+            }
+        }
+        self.namespace_labels = labels;
+    }
+
     /// Gives addresses to pods that have none (neither `status.podIP` nor an earlier
     /// assignment) by calling `assign` for each; forgets the addresses of pods that are gone.
     /// Existing assignments are kept. Returns whether anything changed.
     pub fn assign_ips(&mut self, mut assign: impl FnMut(&PodEntry) -> Option<IpAddr>) -> bool {
-        let pods = build::pods(self.kube_objects(), &BTreeMap::new());
+        let mut pods: Vec<&PodEntry> = self.pods.values().flatten().map(|p| &p.entry).collect();
+        build::sort_and_dedup(&mut pods, |p| p);
         let live: BTreeSet<(String, String)> = pods
             .iter()
-            .map(|p| (p.entry.namespace.clone(), p.entry.name.clone()))
+            .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         let before = self.pod_ips.len();
         self.pod_ips.retain(|k, _| live.contains(k));
         let mut changed = before != self.pod_ips.len();
-        for pod in &pods {
-            let key = (pod.entry.namespace.clone(), pod.entry.name.clone());
-            if pod.entry.ip.is_some() || self.pod_ips.contains_key(&key) {
+        for pod in pods {
+            let key = (pod.namespace.clone(), pod.name.clone());
+            if pod.ip.is_some() || self.pod_ips.contains_key(&key) {
                 continue;
             }
-            if let Some(ip) = assign(&pod.entry) {
+            if let Some(ip) = assign(pod) {
                 self.pod_ips.insert(key, ip);
                 changed = true;
             }
@@ -381,6 +476,7 @@ impl Store {
     pub fn registry(&self, cluster_domain: &str, root_namespace: &str) -> Registry {
         let mut registry = build::registry(
             self.kube_objects(),
+            self.pods.values().flatten(),
             &self.pod_ips,
             &self.vips,
             cluster_domain,
@@ -434,16 +530,22 @@ impl Store {
     }
 }
 
-/// Keys whose objects differ between `old` and `new` (content only, not position).
-fn diff(old: &BTreeMap<ObjectKey, Stored>, new: &BTreeMap<ObjectKey, Stored>) -> Vec<ObjectKey> {
-    let mut touched: Vec<ObjectKey> = new
-        .iter()
-        .filter(|(k, s)| old.get(*k).map(|o| &o.object) != Some(&s.object))
-        .map(|(k, _)| k.clone())
-        .collect();
-    touched.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
-    touched.sort();
-    touched
+/// Drops `value` on a thread of its own: freeing large structures (a mesh's worth of
+/// objects or entries) is work that nothing needs to wait for. With glibc, the freed
+/// memory is then handed back to the system (glibc keeps it in its arenas otherwise, and
+/// every change would leave the process larger). When no thread can be started, the
+/// closure, and `value` with it, is dropped here.
+pub(crate) fn free_in_background<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("ferry-free".into())
+        .spawn(move || {
+            drop(value);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
 }
 
 #[cfg(test)]
@@ -524,6 +626,85 @@ mod tests {
         store.apply(update(vec![]));
         let names: Vec<_> = store.objects().map(|(k, _)| k.name.clone()).collect();
         assert_eq!(names, vec!["b"]);
+    }
+
+    #[test]
+    fn kept_pods_follow_their_objects_and_namespace_labels() {
+        let ns = |labels: Value| {
+            let mut e = entry(
+                Kind::Namespace,
+                "default",
+                json!({"kind": "Namespace", "metadata": {"name": "default", "labels": labels}}),
+            );
+            e.key = ObjectKey::new(Kind::Namespace, "", "default");
+            e
+        };
+        let pod = |ip: &str| {
+            entry(
+                Kind::Pod,
+                "solo",
+                json!({"kind": "Pod", "metadata": {"name": "solo", "labels": {"app": "web"}},
+                       "spec": {"containers": [{"name": "c", "image": "x",
+                           "ports": [{"name": "http", "containerPort": 8080}]}]},
+                       "status": {"podIP": ip}}),
+            )
+        };
+        let deployment = entry(
+            Kind::Deployment,
+            "web",
+            json!({"kind": "Deployment", "metadata": {"name": "web"},
+                   "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "web"}},
+                       "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+        );
+        let service = entry(
+            Kind::Service,
+            "web",
+            json!({"kind": "Service", "metadata": {"name": "web"},
+                   "spec": {"selector": {"app": "web"},
+                       "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        );
+        let injected = json!({"istio-injection": "enabled"});
+        // Each step's complete update; the kept pods must give what a new store gives.
+        let steps = [
+            vec![
+                ns(injected.clone()),
+                pod("10.0.0.1"),
+                deployment.clone(),
+                service.clone(),
+            ],
+            vec![
+                ns(injected.clone()),
+                pod("10.0.0.2"),
+                deployment.clone(),
+                service.clone(),
+            ],
+            vec![
+                ns(json!({})),
+                pod("10.0.0.2"),
+                deployment.clone(),
+                service.clone(),
+            ],
+            vec![ns(injected.clone()), pod("10.0.0.2"), service.clone()],
+            vec![pod("10.0.0.3"), deployment, service],
+        ];
+        let mut store = Store::default();
+        let ip = |_: &PodEntry| Some(IpAddr::from([10, 9, 9, 9]));
+        for (i, entries) in steps.into_iter().enumerate() {
+            assert!(store.apply(update(entries.clone())).changed, "step {i}");
+            store.assign_ips(ip);
+            let mut fresh = Store::default();
+            fresh.apply(update(entries));
+            fresh.assign_ips(ip);
+            let registry = store.registry("cluster.local", "istio-system");
+            assert_eq!(
+                registry,
+                fresh.registry("cluster.local", "istio-system"),
+                "step {i}"
+            );
+            assert_eq!(store.pods(), fresh.pods(), "step {i}");
+            let web = &registry.services[0];
+            assert!(!web.endpoints.is_empty(), "step {i}");
+        }
     }
 
     #[test]

@@ -3,108 +3,22 @@
 //! VirtualService conflicts and determinism.
 
 use ferry_control::compiler::{Compiled, compile};
-use ferry_control::registry::{
-    EndpointEntry, Labels, PodEntry, Policies, PortEntry, ProxyIdentity, Registry, ServiceEntry,
+use ferry_control::registry::testing::{
+    endpoint as ep, pod, proxy, resource as res, service as svc,
 };
+use ferry_control::registry::{EndpointEntry, PodEntry, Policies, Registry, ServiceEntry};
 use ferry_model::IstioResource;
 use ferry_model::istio::destination_rule::{SimpleLb, TlsMode};
 use ferry_proto::config::{Cluster, MtlsMode, OutboundPort, ProxyConfig, Resolution};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{Value, json};
 
-// ---- helpers -------------------------------------------------------------------------------
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn ep(ns: &str, pod: &str, ip: &str, l: &[(&str, &str)], sidecar: bool) -> EndpointEntry {
-    EndpointEntry {
-        ip: ip.parse().expect("test ip"),
-        pod: pod.into(),
-        namespace: ns.into(),
-        workload: pod.rsplit_once('-').map_or(pod, |(w, _)| w).into(),
-        service_account: "default".into(),
-        labels: labels(l),
-        has_sidecar: sidecar,
-        ready: true,
-        hostname: None,
-    }
-}
+// ---- helpers (the registry builders are `ferry_control::registry::testing`) -----------------
 
 /// A StatefulSet pod endpoint with its per-pod DNS name.
 fn sts_ep(ns: &str, svc: &str, pod: &str, ip: &str, sidecar: bool) -> EndpointEntry {
     EndpointEntry {
         hostname: Some(format!("{pod}.{svc}.{ns}.svc.cluster.local")),
         ..ep(ns, pod, ip, &[("app", svc)], sidecar)
-    }
-}
-
-fn svc(
-    ns: &str,
-    name: &str,
-    vip: Option<&str>,
-    ports: &[(&str, u16)],
-    eps: Vec<EndpointEntry>,
-) -> ServiceEntry {
-    ServiceEntry {
-        name: name.into(),
-        namespace: ns.into(),
-        fqdn: format!("{name}.{ns}.svc.cluster.local"),
-        cluster_ip: vip.map(|v| v.parse().expect("test vip")),
-        ports: ports
-            .iter()
-            .map(|(n, p)| PortEntry {
-                name: n.to_string(),
-                port: *p,
-                target_port: *p,
-                app_protocol: None,
-            })
-            .collect(),
-        endpoints: eps,
-        labels: Labels::new(),
-        export_to: vec![],
-    }
-}
-
-fn pod(ns: &str, name: &str, ip: &str, l: &[(&str, &str)]) -> PodEntry {
-    PodEntry {
-        name: name.into(),
-        namespace: ns.into(),
-        ip: Some(ip.parse().expect("test ip")),
-        labels: labels(l),
-        annotations: Labels::new(),
-        workload: name.rsplit_once('-').map_or(name, |(w, _)| w).into(),
-        workload_kind: "Deployment".into(),
-        service_account: "default".into(),
-        has_sidecar: true,
-        ready: true,
-        hostname: None,
-        subdomain: None,
-    }
-}
-
-/// An Istio resource created `age` seconds after the epoch (lower is older).
-fn res<S: serde::de::DeserializeOwned>(
-    ns: &str,
-    name: &str,
-    age: i64,
-    spec: Value,
-) -> IstioResource<S> {
-    IstioResource {
-        api_version: "networking.istio.io/v1".into(),
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            creation_timestamp: Some(Time(
-                k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).expect("time"),
-            )),
-            ..Default::default()
-        },
-        spec: serde_json::from_value(spec).expect("test spec"),
     }
 }
 
@@ -115,14 +29,6 @@ fn registry(services: Vec<ServiceEntry>, pods: Vec<PodEntry>, policies: Policies
         policies,
         cluster_domain: "cluster.local".into(),
         root_namespace: "istio-system".into(),
-        ..Default::default()
-    }
-}
-
-fn proxy(ns: &str, pod: &str) -> ProxyIdentity {
-    ProxyIdentity {
-        pod: pod.into(),
-        namespace: ns.into(),
         ..Default::default()
     }
 }

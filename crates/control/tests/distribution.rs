@@ -427,3 +427,63 @@ async fn a_proxy_started_before_the_control_plane_serves_its_static_config_until
     assert_eq!(a.service_name(), "late");
     cp.runtime.shutdown_background();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_of_many_chunks_arrives_whole_and_is_acked_once() {
+    use ferry_proto::config::Endpoint;
+    use ferry_proto::discovery::CHUNK_BYTES;
+    // Enough services and endpoints for a configuration of many chunks.
+    let big = |pod: &str, generation: usize| {
+        let mut c = config(pod, "first", 80);
+        for i in 0..300 {
+            c.services.push(Service {
+                name: format!("svc-{generation}-{i}"),
+                namespace: "default".into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    ..Default::default()
+                }],
+                endpoints: (0..4u8)
+                    .map(|e| Endpoint {
+                        ip: std::net::IpAddr::from([10, 1, (i % 250) as u8, e]),
+                        pod: format!("svc-{i}-{e}"),
+                        workload: format!("svc-{i}"),
+                        namespace: None,
+                        service_account: "default".into(),
+                        labels: [("app".to_string(), format!("svc-{i}"))].into(),
+                        has_sidecar: true,
+                        ready: true,
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+        }
+        c
+    };
+    let source = TestSource::new();
+    let first = big("a-0", 1);
+    let size = serde_json::to_vec(&first).unwrap().len();
+    assert!(size > 8 * CHUNK_BYTES, "{size} bytes is not many chunks");
+    source.set("a-0", first.clone());
+    let server = server(&source).await;
+    let a = proxy(server.addr, "a-0");
+    a.state.ready().await;
+    let held = |p: &Proxy| {
+        let mut c = p.config.load().config.clone();
+        c.version.clear();
+        c
+    };
+    assert_eq!(held(&a), first);
+    let d = &server.distribution;
+    eventually("ACKed", || acked_latest(d, "a-0")).await;
+
+    let second = big("a-0", 2);
+    source.set("a-0", second.clone());
+    source.bump();
+    eventually("the second applied", || held(&a) == second).await;
+    eventually("ACKed again", || acked_latest(d, "a-0")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!((a.state.applied(), a.state.rejected()), (2, 0));
+    assert_eq!(status_of(d, "a-0").unwrap().pushes, 2);
+}

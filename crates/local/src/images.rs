@@ -2,12 +2,10 @@
 //!
 //! | image                          | program                                                     |
 //! |--------------------------------|-------------------------------------------------------------|
-//! | `redis*`                       | `redis-server --bind <pod IP> --port <containerPort or 6379> --save '' --appendonly no --protected-mode no` |
+//! | `redis*`                       | `redis-server --bind 0.0.0.0 --port <containerPort or 6379> --save '' --appendonly no --protected-mode no` |
 //! | `busybox*`, `alpine*`, `debian*`, `ubuntu*` | `sleep infinity`                               |
 //!
 //! A container with `args` but no `command` runs the table's program name with those args.
-
-use std::net::Ipv4Addr;
 
 /// The image's short name: `docker.io/library/redis:7-alpine` -> `redis`.
 pub fn short_name(image: &str) -> &str {
@@ -17,14 +15,14 @@ pub fn short_name(image: &str) -> &str {
 }
 
 /// The program for an image when the container gives neither `command` nor `args`.
-pub fn program(image: &str, ports: &[u16], pod_ip: Ipv4Addr) -> Option<Vec<String>> {
+pub fn program(image: &str, ports: &[u16]) -> Option<Vec<String>> {
     let name = short_name(image);
     if name.starts_with("redis") {
         let port = ports.first().copied().unwrap_or(6379).to_string();
         let argv = [
             "redis-server",
             "--bind",
-            &pod_ip.to_string(),
+            "0.0.0.0",
             "--port",
             &port,
             "--save",
@@ -66,17 +64,16 @@ mod tests {
 
     #[test]
     fn table() {
-        let ip = Ipv4Addr::new(198, 18, 0, 2);
         assert_eq!(short_name("docker.io/library/redis:7-alpine"), "redis");
-        let redis = program("redis:alpine", &[6380], ip).unwrap_or_default();
+        let redis = program("redis:alpine", &[6380]).unwrap_or_default();
         assert_eq!(
             redis[..5],
-            ["redis-server", "--bind", "198.18.0.2", "--port", "6380"]
+            ["redis-server", "--bind", "0.0.0.0", "--port", "6380"]
         );
         assert_eq!(
-            program("busybox", &[], ip),
+            program("busybox", &[]),
             Some(vec!["sleep".to_string(), "infinity".to_string()])
         );
-        assert_eq!(program("nginx", &[], ip), None);
+        assert_eq!(program("nginx", &[]), None);
     }
 }

@@ -1,14 +1,18 @@
 //! What to run for one pod, read from its injected spec: the init containers (the
-//! `ferry-init` redirect rules among them), the proxy (native sidecar: started and ready
-//! before the application), and the application containers, with their environment
-//! (literal values and the Downward-API fields a pod has here).
+//! `ferry-init` redirect rules among them), the sidecars (the proxy as a native sidecar:
+//! started and ready before the application), and the application containers, with their
+//! environment (literal values and the Downward-API fields a pod has here), probes and
+//! restart policy.
 
 use crate::images;
+use crate::probe::ProbeSpec;
 use anyhow::{Context, anyhow, bail};
 use ferry_control::source::MeshPod;
 use serde_json::Value;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::time::Duration;
 
 /// The UID and GID the proxy runs as (the injected `-u 1337`).
 pub const PROXY_UID: u32 = 1337;
@@ -22,8 +26,36 @@ pub struct ContainerPlan {
     pub argv: Vec<String>,
     /// Environment.
     pub env: Vec<(String, String)>,
-    /// Declared container ports (readiness: listening on the first one).
+    /// Declared container ports.
     pub ports: Vec<u16>,
+    /// `readinessProbe`.
+    pub readiness: Option<ProbeSpec>,
+    /// `livenessProbe`.
+    pub liveness: Option<ProbeSpec>,
+    /// `startupProbe`.
+    pub startup: Option<ProbeSpec>,
+}
+
+/// `spec.restartPolicy`: what happens when an application container exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Always restarted (the default).
+    Always,
+    /// Restarted when it failed.
+    OnFailure,
+    /// Never restarted.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `success` is started again.
+    pub fn restarts(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 /// Everything the runtime needs to create and start one pod.
@@ -43,10 +75,21 @@ pub struct PodPlan {
     pub hostname: Option<(String, String)>,
     /// Init containers, run to completion in order.
     pub init: Vec<ContainerPlan>,
-    /// The proxy, when injected.
-    pub proxy: Option<ContainerPlan>,
+    /// Sidecars (init containers with `restartPolicy: Always`, the proxy among them),
+    /// started in order, each started (and its startup or readiness probe passed) before
+    /// the next container.
+    pub sidecars: Vec<ContainerPlan>,
+    /// Whether one of the sidecars is Ferry's proxy.
+    pub has_proxy: bool,
     /// Application containers.
     pub apps: Vec<ContainerPlan>,
+    /// `spec.restartPolicy`.
+    pub restart_policy: RestartPolicy,
+    /// `spec.terminationGracePeriodSeconds` (30 s by default).
+    pub grace: Duration,
+    /// Identifies the pod as created (its spec and address): a pod whose fingerprint
+    /// changed is replaced.
+    pub fingerprint: u64,
 }
 
 /// The network namespace of a pod.
@@ -93,6 +136,57 @@ fn ports(c: &Value) -> Vec<u16> {
         .collect()
 }
 
+fn named_ports(c: &Value) -> Vec<(String, u16)> {
+    c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = p["containerPort"]
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())?;
+            Some((p["name"].as_str()?.to_string(), port))
+        })
+        .collect()
+}
+
+/// The container's probes; the error names the probe field.
+type Probes = (Option<ProbeSpec>, Option<ProbeSpec>, Option<ProbeSpec>);
+
+fn probes(c: &Value) -> anyhow::Result<Probes> {
+    let named = named_ports(c);
+    let read = |field: &str| -> anyhow::Result<Option<ProbeSpec>> {
+        match &c[field] {
+            Value::Null => Ok(None),
+            v => ProbeSpec::parse(v, &named)
+                .map(Some)
+                .map_err(|e| anyhow!("{field}: {e}")),
+        }
+    };
+    Ok((
+        read("readinessProbe")?,
+        read("livenessProbe")?,
+        read("startupProbe")?,
+    ))
+}
+
+fn restart_policy(spec: &Value) -> anyhow::Result<RestartPolicy> {
+    Ok(match spec["restartPolicy"].as_str() {
+        None | Some("Always") => RestartPolicy::Always,
+        Some("OnFailure") => RestartPolicy::OnFailure,
+        Some("Never") => RestartPolicy::Never,
+        Some(other) => bail!("spec.restartPolicy: {other:?} is not Always, OnFailure or Never"),
+    })
+}
+
+/// A stable hash of the pod as created and its address.
+fn fingerprint(pod: &Value, ip: Ipv4Addr) -> u64 {
+    let mut h = DefaultHasher::new();
+    pod.to_string().hash(&mut h);
+    ip.hash(&mut h);
+    h.finish()
+}
+
 /// The value of a Downward-API `fieldPath` for this pod, when it has one here.
 fn field(pod: &Value, path: &str, ip: Ipv4Addr, gateway: Ipv4Addr) -> Option<String> {
     let meta = &pod["metadata"];
@@ -137,7 +231,7 @@ fn env(pod: &Value, c: &Value, ip: Ipv4Addr, gateway: Ipv4Addr) -> Vec<(String, 
 }
 
 /// The program of a non-Ferry container: `command` + `args`, or the image table.
-fn app_argv(c: &Value, ip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
+fn app_argv(c: &Value) -> anyhow::Result<Vec<String>> {
     let image = c["image"].as_str().unwrap_or_default();
     let command = strings(&c["command"]);
     let args = strings(&c["args"]);
@@ -150,7 +244,7 @@ fn app_argv(c: &Value, ip: Ipv4Addr) -> anyhow::Result<Vec<String>> {
         })?;
         return Ok(std::iter::once(entry.to_string()).chain(args).collect());
     }
-    images::program(image, &ports(c), ip).ok_or_else(|| {
+    images::program(image, &ports(c)).ok_or_else(|| {
         anyhow!("image {image:?} is not in the image table; give the container a `command`")
     })
 }
@@ -179,6 +273,16 @@ impl PodPlan {
         let pod = &mesh_pod.pod;
         let spec = &pod["spec"];
         let ferry = ferry.display().to_string();
+        let what = || format!("pod {}/{}", entry.namespace, entry.name);
+        let grace = match &spec["terminationGracePeriodSeconds"] {
+            Value::Null => Duration::from_secs(30),
+            v => Duration::from_secs(v.as_u64().ok_or_else(|| {
+                anyhow!(
+                    "{}: spec.terminationGracePeriodSeconds: {v} is not a whole number",
+                    what()
+                )
+            })?),
+        };
         let mut plan = PodPlan {
             name: entry.name.clone(),
             namespace: entry.namespace.clone(),
@@ -187,8 +291,12 @@ impl PodPlan {
             ip,
             hostname: entry.hostname.clone().zip(entry.subdomain.clone()),
             init: Vec::new(),
-            proxy: None,
+            sidecars: Vec::new(),
+            has_proxy: false,
             apps: Vec::new(),
+            restart_policy: restart_policy(spec).with_context(what)?,
+            grace,
+            fingerprint: fingerprint(pod, ip),
         };
         let containers = spec["initContainers"]
             .as_array()
@@ -206,6 +314,8 @@ impl PodPlan {
             let name = c["name"].as_str().unwrap_or("container").to_string();
             let args = strings(&c["args"]);
             let env = env(pod, c, ip, gateway);
+            let (readiness, liveness, startup) =
+                probes(c).with_context(|| format!("{}, container {name}", what()))?;
             if is_ferry(c) {
                 let mut argv = vec![ferry.clone()];
                 argv.extend(args.iter().cloned());
@@ -232,12 +342,23 @@ impl PodPlan {
                         full.push(flag.into());
                         full.push(value);
                     }
-                    plan.proxy = Some(ContainerPlan {
+                    let proxy = ContainerPlan {
                         name,
                         argv: full,
                         env,
                         ports: vec![15021],
-                    });
+                        readiness,
+                        liveness,
+                        startup,
+                    };
+                    plan.has_proxy = true;
+                    if is_init {
+                        plan.sidecars.push(proxy);
+                    } else {
+                        // A classic sidecar: still started first, as the application
+                        // waits for it (`holdApplicationUntilProxyStarts`).
+                        plan.sidecars.insert(0, proxy);
+                    }
                     continue;
                 }
                 plan.init.push(ContainerPlan {
@@ -245,10 +366,13 @@ impl PodPlan {
                     argv,
                     env,
                     ports: Vec::new(),
+                    readiness: None,
+                    liveness: None,
+                    startup: None,
                 });
                 continue;
             }
-            let argv = app_argv(c, ip).with_context(|| {
+            let argv = app_argv(c).with_context(|| {
                 format!("pod {}/{}, container {name}", entry.namespace, entry.name)
             })?;
             let sidecar = c["restartPolicy"].as_str() == Some("Always");
@@ -257,11 +381,14 @@ impl PodPlan {
                 argv,
                 env,
                 ports: ports(c),
+                readiness,
+                liveness,
+                startup,
             };
-            if is_init && !sidecar {
-                plan.init.push(container);
-            } else {
-                plan.apps.push(container);
+            match (is_init, sidecar) {
+                (true, false) => plan.init.push(container),
+                (true, true) => plan.sidecars.push(container),
+                (false, _) => plan.apps.push(container),
             }
         }
         Ok(plan)
@@ -269,9 +396,13 @@ impl PodPlan {
 
     /// The pod's Prometheus URL (the proxy's merged metrics), when it has a proxy.
     pub fn metrics_url(&self) -> Option<String> {
-        self.proxy
-            .as_ref()
-            .map(|_| format!("http://{}:15090/stats/prometheus", self.ip))
+        self.has_proxy
+            .then(|| format!("http://{}:15090/stats/prometheus", self.ip))
+    }
+
+    /// Every container: init containers, sidecars, then the application's.
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerPlan> {
+        self.init.iter().chain(&self.sidecars).chain(&self.apps)
     }
 }
 

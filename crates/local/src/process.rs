@@ -1,6 +1,7 @@
 //! Processes inside a pod's namespace (`ip netns exec`, which also bind-mounts the pod's
-//! `/etc/netns/<name>/` files), each in its own process group with output to a log file,
-//! and killing them: by group, or every process left in a namespace.
+//! `/etc/netns/<name>/` files), each in its own process group with output appended to a
+//! log file (kept across restarts), and killing them: by group, or every process left in a
+//! namespace.
 
 use crate::pod::ContainerPlan;
 use anyhow::{Context, bail};
@@ -19,14 +20,41 @@ pub struct Proc {
     pub pid: i32,
 }
 
-fn command(netns: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<Command> {
+/// Runs the child in a UTS namespace of its own named `hostname` (as a pod's containers
+/// see the pod's hostname), then `ip netns exec` puts it in the pod's network namespace.
+pub fn set_hostname(cmd: &mut std::process::Command, hostname: &str) {
+    use std::os::unix::process::CommandExt;
+    let name: Vec<u8> = hostname.bytes().take(63).collect();
+    // SAFETY: the closure runs in the forked child before exec and only makes two system
+    // calls (unshare, sethostname) on memory it owns; both are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUTS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn command(netns: &str, hostname: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<Command> {
     let Some((program, args)) = c.argv.split_first() else {
         bail!("container {} has no program", c.name);
     };
-    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let mut cmd = Command::new("ip");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut std_cmd = std::process::Command::new("ip");
+    set_hostname(&mut std_cmd, hostname);
+    let mut cmd = Command::from(std_cmd);
     cmd.args(["netns", "exec", netns, program])
         .args(args)
+        .env("HOSTNAME", hostname)
         .envs(c.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(file.try_clone()?))
@@ -36,9 +64,10 @@ fn command(netns: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<Command
     Ok(cmd)
 }
 
-/// Starts a container's process in the namespace, its output appended to `log`.
-pub fn spawn(netns: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<Proc> {
-    let child = command(netns, c, log)?
+/// Starts a container's process in the namespace with the pod's hostname, its output
+/// appended to `log`.
+pub fn spawn(netns: &str, hostname: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<Proc> {
+    let child = command(netns, hostname, c, log)?
         .spawn()
         .with_context(|| format!("starting {}", c.name))?;
     let pid = child
@@ -53,8 +82,13 @@ pub fn spawn(netns: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<Proc>
 }
 
 /// Runs an init container to completion; fails with the end of its log.
-pub async fn run_to_end(netns: &str, c: &ContainerPlan, log: &Path) -> anyhow::Result<()> {
-    let status = command(netns, c, log)?
+pub async fn run_to_end(
+    netns: &str,
+    hostname: &str,
+    c: &ContainerPlan,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let status = command(netns, hostname, c, log)?
         .status()
         .await
         .with_context(|| format!("running init container {}", c.name))?;
@@ -89,19 +123,4 @@ pub fn kill_netns(netns: &str) {
             }
         }
     }
-}
-
-/// Whether a process listens on a TCP port in its network namespace (`/proc/PID/net/tcp`).
-pub fn listens(pid: i32, port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    ["tcp", "tcp6"].iter().any(|f| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
-            .map(|text| {
-                text.lines().skip(1).any(|l| {
-                    let cols: Vec<&str> = l.split_whitespace().collect();
-                    cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
-                })
-            })
-            .unwrap_or(false)
-    })
 }

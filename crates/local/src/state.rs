@@ -9,15 +9,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DIR: &str = "/run/ferry";
 
 /// One container of a pod.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerState {
-    /// Container name.
-    pub name: String,
-    /// Process id (and process group), while running.
-    pub pid: Option<i32>,
-    /// Its log file.
-    pub log: PathBuf,
-}
+pub use crate::lifecycle::ContainerStatus as ContainerState;
 
 /// One pod.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,14 +26,27 @@ pub struct PodState {
     pub ip: String,
     /// Whether it runs a sidecar.
     pub sidecar: bool,
-    /// Ready (proxy ready and the application listening).
+    /// Ready: every container running and passing its startup and readiness probes.
     pub ready: bool,
+    /// `Pending`, `Init:i/n`, `Running`, `CrashLoopBackOff`, `Terminating`, `Failed`, ...
+    #[serde(default)]
+    pub phase: String,
     /// Why it is not running, when it failed.
     pub error: Option<String>,
     /// The proxy's metrics URL.
     pub metrics_url: Option<String>,
+    /// The owning workload (`StatefulSet/redis`), if any.
+    #[serde(default)]
+    pub workload: String,
     /// Its containers.
     pub containers: Vec<ContainerState>,
+}
+
+impl PodState {
+    /// Restarts of all its containers.
+    pub fn restarts(&self) -> u32 {
+        self.containers.iter().map(|c| c.restarts).sum()
+    }
 }
 
 /// The whole run.
@@ -57,6 +62,12 @@ pub struct State {
     pub control_plane: Option<String>,
     /// The control plane's monitoring address.
     pub monitoring: Option<String>,
+    /// The cluster DNS server's address.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// Resources whose latest version was rejected (the last valid one stays in force).
+    #[serde(default)]
+    pub rejected: Vec<String>,
     /// The pods.
     pub pods: Vec<PodState>,
 }
@@ -125,7 +136,7 @@ pub fn teardown(state: &State, dir: &Path) {
     }
     for pod in &state.pods {
         crate::netns::delete(&pod.netns, &pod.veth);
-        crate::dns::remove(&pod.netns);
+        crate::dns::files::remove(&pod.netns);
     }
     if !state.bridge.is_empty() {
         crate::bridge::delete(&state.bridge);
@@ -135,29 +146,40 @@ pub fn teardown(state: &State, dir: &Path) {
 
 /// The `ferry status` table.
 pub fn table(state: &State) -> String {
-    let mut rows = vec![[
-        "POD".to_string(),
-        "NAMESPACE".into(),
-        "IP".into(),
-        "SIDECAR".into(),
-        "READY".into(),
-        "METRICS".into(),
-    ]];
+    let mut rows = vec![
+        [
+            "POD",
+            "NAMESPACE",
+            "IP",
+            "SIDECAR",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "METRICS",
+        ]
+        .map(String::from),
+    ];
     for p in &state.pods {
-        let ready = match &p.error {
-            Some(_) => "error".to_string(),
-            None => if p.ready { "yes" } else { "no" }.to_string(),
+        let serving: Vec<&ContainerState> =
+            p.containers.iter().filter(|c| c.role != "init").collect();
+        let ready = serving.iter().filter(|c| c.ready).count();
+        let phase = if p.phase.is_empty() {
+            "Pending"
+        } else {
+            &p.phase
         };
         rows.push([
             p.name.clone(),
             p.namespace.clone(),
             p.ip.clone(),
             if p.sidecar { "yes" } else { "no" }.into(),
-            ready,
+            format!("{ready}/{}", serving.len()),
+            phase.to_string(),
+            p.restarts().to_string(),
             p.metrics_url.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 8];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
@@ -178,5 +200,65 @@ pub fn table(state: &State) -> String {
             out.push_str(&format!("{}/{}: {e}\n", p.namespace, p.name));
         }
     }
+    for r in &state.rejected {
+        out.push_str(&format!("rejected (the last valid version stays): {r}\n"));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, role: &str, ready: bool, restarts: u32) -> ContainerState {
+        ContainerState {
+            name: name.into(),
+            role: role.into(),
+            ready,
+            restarts,
+            ..ContainerState::default()
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        let state = State {
+            pods: vec![
+                PodState {
+                    name: "redis-0".into(),
+                    namespace: "default".into(),
+                    ip: "198.18.0.3".into(),
+                    sidecar: true,
+                    ready: true,
+                    phase: "Running".into(),
+                    metrics_url: Some("http://198.18.0.3:15090/stats/prometheus".into()),
+                    containers: vec![
+                        container("ferry-init", "init", false, 0),
+                        container("ferry-proxy", "sidecar", true, 0),
+                        container("redis", "app", true, 2),
+                    ],
+                    ..PodState::default()
+                },
+                PodState {
+                    name: "plain".into(),
+                    namespace: "default".into(),
+                    ip: "198.18.0.6".into(),
+                    error: Some("image \"nginx\" is not in the image table".into()),
+                    phase: "Failed".into(),
+                    containers: vec![container("web", "app", false, 0)],
+                    ..PodState::default()
+                },
+            ],
+            rejected: vec!["redis.yaml:3: Service/default/redis: spec.ports[0].port: ...".into()],
+            ..State::default()
+        };
+        let want = "\
+POD      NAMESPACE  IP          SIDECAR  READY  STATUS   RESTARTS  METRICS
+redis-0  default    198.18.0.3  yes      2/2    Running  2         http://198.18.0.3:15090/stats/prometheus
+plain    default    198.18.0.6  no       0/1    Failed   0         -
+default/plain: image \"nginx\" is not in the image table
+rejected (the last valid version stays): redis.yaml:3: Service/default/redis: spec.ports[0].port: ...
+";
+        assert_eq!(table(&state), want);
+    }
 }

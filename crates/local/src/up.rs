@@ -1,237 +1,389 @@
-//! `ferry up`: the whole run. Leftovers of an earlier run are removed, the manifest
-//! directory is loaded into a store exactly as the control plane loads it (same pod IPs,
-//! same service VIPs), the bridge is created, the control plane starts in process on the
-//! bridge address, then every pod is created and started concurrently: namespace and veth,
-//! names, init containers (the redirect rules), the proxy as UID 1337, readiness of the
-//! proxy, then the application. Until `shutdown` resolves, readiness is tracked in the state
-//! file; then (and on any error or panic, through a drop guard) everything is removed.
+//! `ferry up`: the whole run. Leftovers of an earlier run are removed; the manifest
+//! directory is loaded into the control plane's mesh (which assigns pod and service
+//! addresses, once, for everyone); the bridge, the cluster DNS server and the control plane
+//! (in process, on the bridge address) start; then the pods the mesh describes are
+//! reconciled with the running ones after every change (a manifest edit, a pod's readiness),
+//! each pod run by its own task ([`crate::lifecycle`]). Pod readiness flows back into the
+//! mesh, so endpoints, DNS answers and the service rules follow. Until `shutdown` resolves
+//! the state file says what runs; then (and on any error or panic, through a drop guard)
+//! everything is removed.
 
+use crate::dns::server::DnsServer;
+use crate::lifecycle::{self, PodStatus, Report};
 use crate::pod::PodPlan;
-use crate::process::Proc;
-use crate::state::{ContainerState, PodState, State};
-use crate::{bridge, dns, netns, process};
+use crate::probe::{BasicProber, Prober};
+use crate::progress::Progress;
+use crate::reconcile::{self, Key, Ordered, Running, Wanted};
+use crate::state::{PodState, State};
+use crate::{bridge, process};
 use anyhow::{Context, bail};
-use ferry_control::plane::{self, PlaneOptions};
+use ferry_control::plane::{self, Mesh, PlaneOptions};
 use ferry_control::registry::Registry;
-use ferry_control::source::{FileSource, MeshPod};
-use ferry_control::store::Store;
-use std::collections::BTreeSet;
+use ferry_control::source::build::natural_cmp;
+use ferry_control::source::{FileSource, MeshPod, VipRange};
+use ferry_control::store::{Kind, ObjectKey};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 
 /// How `ferry up` runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// The manifest directory.
     pub dir: PathBuf,
     /// Pod network; the bridge takes the first host address, pods the following ones.
     pub pod_network: (Ipv4Addr, u8),
+    /// Where services without a `clusterIP` get theirs.
+    pub service_network: (Ipv4Addr, u8),
     /// Bridge name.
     pub bridge: String,
     /// Directory of the state file and the logs.
     pub state_dir: PathBuf,
     /// The `ferry` binary Ferry's own containers run.
     pub ferry: PathBuf,
-    /// How long a pod may take to become ready before it is reported as failed.
+    /// Port of the cluster DNS server on the bridge address (53).
+    pub dns_port: u16,
+    /// Runs the network probes.
+    pub prober: Arc<dyn Prober>,
+    /// The longest a deleted pod gets to stop (its `terminationGracePeriodSeconds`, capped).
+    pub max_grace: Duration,
+    /// How long each pod gets to stop when the whole mesh goes down.
+    pub shutdown_grace: Duration,
+    /// After this long the summary is shown even if some pods are not ready.
     pub ready_timeout: Duration,
 }
 
 impl Options {
-    /// Defaults for a manifest directory: 198.18.0.0/16, `ferry0`, `/run/ferry`, this binary.
+    /// Defaults for a manifest directory: pods on 198.18.0.0/16, services on
+    /// 198.19.0.0/16, bridge `ferry0`, `/run/ferry`, DNS on port 53.
     pub fn new(dir: PathBuf, ferry: PathBuf) -> Self {
         Options {
             dir,
             pod_network: (Ipv4Addr::new(198, 18, 0, 0), 16),
+            service_network: (Ipv4Addr::new(198, 19, 0, 0), 16),
             bridge: bridge::DEFAULT_NAME.into(),
             state_dir: PathBuf::from(crate::state::DEFAULT_DIR),
             ferry,
-            ready_timeout: Duration::from_secs(30),
+            dns_port: 53,
+            prober: Arc::new(BasicProber),
+            max_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(60),
         }
     }
 
-    fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.pod_network.0) + 1)
+    /// The bridge address: the first host address of the pod network.
+    pub fn gateway(&self) -> Ipv4Addr {
+        let (base, prefix) = self.pod_network;
+        let mask = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+        Ipv4Addr::from((u32::from(base) & !mask) + 1)
     }
 }
 
-/// The store as the control plane builds it: the same pod addresses (first free address
-/// from network + 2, in pod order) and service VIPs.
-pub fn load_store(dir: &Path, network: (Ipv4Addr, u8)) -> (Store, Vec<String>) {
-    let loaded = FileSource::load(dir);
-    let diagnostics = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
-    let mut store = Store::default();
-    store.apply(loaded.update);
-    let (base, prefix) = network;
-    let used: BTreeSet<IpAddr> = store.assigned_ips().values().copied().collect();
-    let mut next = u32::from(base) + 2;
-    let last = u32::from(base) | (u32::MAX >> prefix.min(32));
-    store.assign_ips(|_pod| {
-        while next < last {
-            let ip = IpAddr::V4(Ipv4Addr::from(next));
-            next += 1;
-            if !used.contains(&ip) {
-                return Some(ip);
-            }
-        }
-        None
-    });
-    (store, diagnostics)
-}
-
-/// Everything made so far; removed on drop.
-struct Made {
+/// Removes what the state file records when dropped while armed (errors and panics).
+struct Guard {
     dir: PathBuf,
-    state: State,
-    procs: Vec<Vec<Proc>>,
+    armed: bool,
 }
 
-impl Made {
-    fn save(&self) {
-        if let Err(e) = self.state.save(&self.dir) {
-            eprintln!("warning: cannot write the state file: {e:#}");
-        }
-    }
-}
-
-impl Drop for Made {
+impl Drop for Guard {
     fn drop(&mut self) {
-        for procs in &mut self.procs {
-            for p in procs.iter_mut() {
-                process::signal_group(p.pid, libc::SIGKILL);
-                let _ = p.child.start_kill();
-            }
-        }
-        crate::state::teardown(&self.state, &self.dir);
-    }
-}
-
-fn log_path(dir: &Path, plan: &PodPlan, container: &str) -> PathBuf {
-    dir.join("logs")
-        .join(format!("{}_{}_{container}.log", plan.namespace, plan.name))
-}
-
-async fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 16];
-        let n = s.read(&mut buf).await.ok()?;
-        Some(buf[..n].starts_with(b"HTTP/1.1 200") || buf[..n].starts_with(b"HTTP/1.0 200"))
-    };
-    tokio::time::timeout(Duration::from_millis(500), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-}
-
-async fn proxy_ready(ip: Ipv4Addr) -> bool {
-    http_ok(SocketAddr::from((ip, 15021)), "/healthz/ready").await
-}
-
-/// Creates one pod and starts its processes in native-sidecar order.
-async fn start_pod(
-    plan: &PodPlan,
-    options: &Options,
-    registry: &Registry,
-    procs: &mut Vec<Proc>,
-) -> anyhow::Result<()> {
-    let (_, prefix) = options.pod_network;
-    netns::create(&netns::Attachment {
-        netns: &plan.netns,
-        veth: &plan.veth,
-        bridge: &options.bridge,
-        ip: plan.ip,
-        prefix,
-        gateway: options.gateway(),
-    })
-    .await?;
-    let hosts = dns::hosts(registry, &plan.namespace, &plan.name, IpAddr::V4(plan.ip));
-    let resolv = dns::resolv_conf(&plan.namespace, &registry.cluster_domain);
-    dns::write(&plan.netns, &hosts, &resolv).context("writing the pod's /etc/netns files")?;
-    for c in &plan.init {
-        process::run_to_end(&plan.netns, c, &log_path(&options.state_dir, plan, &c.name)).await?;
-    }
-    if let Some(proxy) = &plan.proxy {
-        let log = log_path(&options.state_dir, plan, &proxy.name);
-        let mut p = process::spawn(&plan.netns, proxy, &log)?;
-        let deadline = Instant::now() + options.ready_timeout;
-        loop {
-            if proxy_ready(plan.ip).await {
-                break;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                bail!("the proxy exited ({status}): {}", text.trim());
-            }
-            if Instant::now() > deadline {
-                let _ = p.child.start_kill();
-                bail!("the proxy was not ready within {:?}", options.ready_timeout);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        procs.push(p);
-    }
-    for c in &plan.apps {
-        let log = log_path(&options.state_dir, plan, &c.name);
-        procs.push(process::spawn(&plan.netns, c, &log)?);
-    }
-    Ok(())
-}
-
-/// Whether a started pod is ready: every process running, the proxy ready, and every app
-/// container that declares ports listening on the first one.
-async fn pod_ready(plan: &PodPlan, procs: &mut [Proc]) -> bool {
-    if procs.is_empty() {
-        return false;
-    }
-    for p in procs.iter_mut() {
-        if !matches!(p.child.try_wait(), Ok(None)) {
-            return false;
-        }
-    }
-    for (c, p) in plan
-        .apps
-        .iter()
-        .zip(procs.iter().skip(usize::from(plan.proxy.is_some())))
-    {
-        if let Some(port) = c.ports.first()
-            && !process::listens(p.pid, *port)
+        if self.armed
+            && let Ok(Some(state)) = State::load(&self.dir)
         {
-            return false;
+            crate::state::teardown(&state, &self.dir);
         }
     }
-    plan.proxy.is_none() || proxy_ready(plan.ip).await
 }
 
-fn pod_state(plan: &PodPlan, options: &Options) -> PodState {
-    let names = plan
-        .init
-        .iter()
-        .chain(plan.proxy.iter())
-        .chain(plan.apps.iter());
+/// A pod the runtime has.
+struct Handle {
+    plan: PodPlan,
+    stop: watch::Sender<Option<Duration>>,
+    status: PodStatus,
+    terminating: bool,
+    ordered: Option<Ordered>,
+    workload: String,
+}
+
+/// The runtime's view of the mesh while it runs.
+struct Runtime {
+    options: Options,
+    mesh: Arc<Mesh>,
+    control_plane: String,
+    ctx: lifecycle::Context,
+    reports: mpsc::UnboundedSender<(String, String, Report)>,
+    pods: BTreeMap<Key, Handle>,
+    /// Pods that cannot be created, with why (they show in `ferry status`).
+    unplannable: BTreeMap<Key, (String, String)>,
+    state: State,
+    progress: Progress,
+    rejected: BTreeSet<String>,
+    /// How many pods the mesh wants (as of the last reconcile).
+    wanted: usize,
+}
+
+fn key_of(mp: &MeshPod) -> Key {
+    (mp.entry.namespace.clone(), mp.entry.name.clone())
+}
+
+impl Runtime {
+    fn save(&mut self) {
+        let mut pods: Vec<PodState> = self
+            .pods
+            .values()
+            .map(|h| pod_state(&h.plan, &h.status, &h.workload, &self.options))
+            .collect();
+        for ((ns, name), (ip, error)) in &self.unplannable {
+            if !self.pods.contains_key(&(ns.clone(), name.clone())) {
+                pods.push(PodState {
+                    name: name.clone(),
+                    namespace: ns.clone(),
+                    ip: ip.clone(),
+                    phase: "Failed".into(),
+                    error: Some(error.clone()),
+                    ..PodState::default()
+                });
+            }
+        }
+        pods.sort_by(|a, b| {
+            a.namespace
+                .cmp(&b.namespace)
+                .then_with(|| natural_cmp(&a.name, &b.name))
+        });
+        self.state.pods = pods;
+        self.state.rejected = self.rejected.iter().cloned().collect();
+        if let Err(e) = self.state.save(&self.options.state_dir) {
+            self.progress
+                .line(&format!("warning: cannot write the state file: {e:#}"));
+        }
+    }
+
+    /// Whether the pod's StatefulSet creates and deletes its pods one at a time.
+    fn ordered(&self, mp: &MeshPod) -> Option<Ordered> {
+        if mp.entry.workload_kind != "StatefulSet" {
+            return None;
+        }
+        let key = ObjectKey::new(Kind::StatefulSet, &mp.entry.namespace, &mp.entry.workload);
+        let parallel = self.mesh.with_store(|s| {
+            s.get(&key)
+                .and_then(|o| o.as_value())
+                .is_some_and(|v| v["spec"]["podManagementPolicy"].as_str() == Some("Parallel"))
+        });
+        if parallel {
+            return None;
+        }
+        Some(Ordered {
+            set: mp.entry.workload.clone(),
+            ordinal: reconcile::ordinal(&mp.entry.workload, &mp.entry.name)?,
+        })
+    }
+
+    /// Creates and deletes pods toward what the mesh wants.
+    fn reconcile(&mut self) {
+        let mesh_pods = self.mesh.with_store(|s| s.pods());
+        self.wanted = mesh_pods.len();
+        let gateway = self.options.gateway();
+        let mut wanted = Vec::new();
+        let mut plans: BTreeMap<Key, (PodPlan, Option<Ordered>, String)> = BTreeMap::new();
+        let mut unplannable = BTreeMap::new();
+        for mp in &mesh_pods {
+            let key = key_of(mp);
+            let ip = mp.entry.ip.map(|ip| ip.to_string()).unwrap_or_default();
+            match PodPlan::new(mp, &self.options.ferry, &self.control_plane, gateway) {
+                Ok(plan) => {
+                    let ordered = self.ordered(mp);
+                    wanted.push(Wanted {
+                        key: key.clone(),
+                        fingerprint: plan.fingerprint,
+                        ip: plan.ip,
+                        ordered: ordered.clone(),
+                    });
+                    let workload = if mp.entry.workload_kind.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}/{}", mp.entry.workload_kind, mp.entry.workload)
+                    };
+                    plans.insert(key, (plan, ordered, workload));
+                }
+                Err(e) => {
+                    // A running pod of that name stays as it is.
+                    if let Some(h) = self.pods.get(&key) {
+                        wanted.push(Wanted {
+                            key: key.clone(),
+                            fingerprint: h.plan.fingerprint,
+                            ip: h.plan.ip,
+                            ordered: h.ordered.clone(),
+                        });
+                    }
+                    unplannable.insert(key, (ip, format!("{e:#}")));
+                }
+            }
+        }
+        for (key, (_, error)) in &unplannable {
+            if self.unplannable.get(key).map(|u| &u.1) != Some(error) {
+                self.progress
+                    .line(&format!("{}/{}: cannot run: {error}", key.0, key.1));
+            }
+        }
+        self.unplannable = unplannable;
+        let running: Vec<Running> = self
+            .pods
+            .iter()
+            .map(|(key, h)| Running {
+                key: key.clone(),
+                fingerprint: h.plan.fingerprint,
+                ip: h.plan.ip,
+                ready: h.status.ready,
+                terminating: h.terminating,
+                ordered: h.ordered.clone(),
+            })
+            .collect();
+        let actions = reconcile::plan(&wanted, &running);
+        for key in &actions.delete {
+            if let Some(h) = self.pods.get_mut(key) {
+                h.terminating = true;
+                let grace = h.plan.grace.min(self.options.max_grace);
+                let _ = h.stop.send(Some(grace));
+                if !self.progress.is_live() {
+                    self.progress
+                        .line(&format!("{}/{}: deleting", key.0, key.1));
+                }
+            }
+        }
+        let mut new = Vec::new();
+        for key in &actions.create {
+            let Some((plan, ordered, workload)) = plans.remove(key) else {
+                continue;
+            };
+            let (stop, stop_rx) = watch::channel(None);
+            self.pods.insert(
+                key.clone(),
+                Handle {
+                    plan: plan.clone(),
+                    stop,
+                    status: PodStatus {
+                        phase: "Pending".into(),
+                        ..PodStatus::default()
+                    },
+                    terminating: false,
+                    ordered,
+                    workload,
+                },
+            );
+            new.push((plan, stop_rx));
+        }
+        if !actions.delete.is_empty() || !new.is_empty() {
+            self.publish_readiness();
+        }
+        // Recorded before anything is made, so that a crash leaves nothing unknown.
+        self.save();
+        for (plan, stop_rx) in new {
+            if !self.progress.is_live() {
+                self.progress.line(&format!(
+                    "{}/{}: creating ({})",
+                    plan.namespace, plan.name, plan.ip
+                ));
+            }
+            tokio::spawn(lifecycle::run(
+                plan,
+                self.ctx.clone(),
+                self.reports.clone(),
+                stop_rx,
+            ));
+        }
+    }
+
+    /// Tells the mesh which pods are ready (terminating ones are not).
+    fn publish_readiness(&self) {
+        let ready = self
+            .pods
+            .iter()
+            .map(|(k, h)| (k.clone(), h.status.ready && !h.terminating))
+            .collect();
+        self.mesh.set_readiness(ready);
+    }
+
+    /// The source's errors now (broken files, rejected resources); new ones are printed.
+    fn check_rejections(&mut self) {
+        let now: BTreeSet<String> = self.mesh.errors().into_iter().collect();
+        for r in now.difference(&self.rejected) {
+            self.progress.line(&if r.contains("last valid version") {
+                format!("manifest error: {r}")
+            } else {
+                format!("manifest error: {r} (the last valid version stays in force)")
+            });
+        }
+        self.rejected = now;
+    }
+
+    /// Every pod ready (or failed for good) and nothing left to create.
+    fn settled(&self) -> bool {
+        let failed = self.unplannable.len();
+        self.pods.len() + failed >= self.wanted
+            && self
+                .pods
+                .values()
+                .all(|h| h.status.ready || h.status.error.is_some())
+    }
+
+    fn show(&mut self, key: &Key) {
+        if !self.progress.is_live() {
+            return;
+        }
+        if let Some(h) = self.pods.get(key) {
+            let state = pod_state(&h.plan, &h.status, &h.workload, &self.options);
+            self.progress.pod(&state);
+        }
+    }
+}
+
+fn pod_state(plan: &PodPlan, status: &PodStatus, workload: &str, options: &Options) -> PodState {
+    let mut containers = status.containers.clone();
+    if containers.is_empty() {
+        containers = plan
+            .containers()
+            .map(|c| crate::state::ContainerState {
+                name: c.name.clone(),
+                role: if plan.init.iter().any(|i| i.name == c.name) {
+                    "init"
+                } else if plan.sidecars.iter().any(|i| i.name == c.name) {
+                    "sidecar"
+                } else {
+                    "app"
+                }
+                .into(),
+                state: "waiting".into(),
+                log: lifecycle::log_path(&options.state_dir, &plan.namespace, &plan.name, &c.name),
+                ..Default::default()
+            })
+            .collect();
+    }
     PodState {
         name: plan.name.clone(),
         namespace: plan.namespace.clone(),
         netns: plan.netns.clone(),
         veth: plan.veth.clone(),
         ip: plan.ip.to_string(),
-        sidecar: plan.proxy.is_some(),
-        ready: false,
-        error: None,
+        sidecar: plan.has_proxy,
+        ready: status.ready,
+        phase: status.phase.clone(),
+        error: status.error.clone(),
         metrics_url: plan.metrics_url(),
-        containers: names
-            .map(|c| ContainerState {
-                name: c.name.clone(),
-                pid: None,
-                log: log_path(&options.state_dir, plan, &c.name),
-            })
-            .collect(),
+        workload: workload.to_string(),
+        containers,
     }
+}
+
+async fn load(dir: &Path) -> ferry_control::source::Loaded {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || FileSource::load(dir))
+        .await
+        .unwrap_or_default()
 }
 
 /// Runs the mesh until `shutdown` resolves, then removes everything it made.
@@ -244,6 +396,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     if !options.dir.is_dir() {
         bail!("{} is not a directory of manifests", options.dir.display());
     }
+    let started = Instant::now();
     if let Some(old) = State::load(&options.state_dir)? {
         if crate::state::owner_alive(&old) {
             bail!(
@@ -261,30 +414,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             options.bridge
         );
     }
-    std::fs::create_dir_all(options.state_dir.join("logs"))?;
-    let started = Instant::now();
-    let (store, diagnostics) = load_store(&options.dir, options.pod_network);
-    for d in diagnostics {
-        eprintln!("{d}");
-    }
-    let registry = store.registry("cluster.local", "istio-system");
-    let mesh_pods: Vec<MeshPod> = store.pods();
+    std::fs::create_dir_all(options.state_dir.join("logs"))
+        .with_context(|| format!("creating {}", options.state_dir.display()))?;
     let gateway = options.gateway();
-    let mut made = Made {
-        dir: options.state_dir.clone(),
-        state: State {
-            pid: std::process::id(),
-            dir: options.dir.clone(),
-            bridge: options.bridge.clone(),
-            ..State::default()
-        },
-        procs: Vec::new(),
-    };
-    made.save();
-    bridge::create(&options.bridge, gateway, options.pod_network.1).await?;
 
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The mesh, loaded once here; the control plane serves this same one.
     let plane_options = PlaneOptions {
         config_dir: options.dir.clone(),
         grpc: SocketAddr::from((gateway, 0)),
@@ -292,8 +426,56 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         pod_network: options.pod_network,
         ..PlaneOptions::default()
     };
-    let plane_task = tokio::spawn(plane::run(
-        plane_options,
+    let vips = VipRange {
+        base: options.service_network.0,
+        prefix: options.service_network.1,
+    };
+    let mesh = Arc::new(Mesh::with_vip_range(plane_options, vips));
+    let loaded = load(&options.dir).await;
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    mesh.apply(loaded);
+    mesh.set_readiness(BTreeMap::new());
+
+    let mut guard = Guard {
+        dir: options.state_dir.clone(),
+        armed: true,
+    };
+    let mut state = State {
+        pid: std::process::id(),
+        dir: options.dir.clone(),
+        bridge: options.bridge.clone(),
+        ..State::default()
+    };
+    state.save(&options.state_dir)?;
+    let progress = Progress::new();
+    progress.line(&format!(
+        "bridge {} ({gateway}/{}), pods from {}/{}, services from {}/{}",
+        options.bridge,
+        options.pod_network.1,
+        options.pod_network.0,
+        options.pod_network.1,
+        options.service_network.0,
+        options.service_network.1
+    ));
+    bridge::create(&options.bridge, gateway, options.pod_network.1).await?;
+
+    let registry_source = {
+        let mesh = mesh.clone();
+        Arc::new(move || mesh.registry()) as crate::dns::server::RegistrySource
+    };
+    let dns = DnsServer::start(
+        SocketAddr::from((gateway, options.dns_port)),
+        registry_source,
+    )
+    .await?;
+    state.dns = Some(dns.addr.to_string());
+
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let plane_task = tokio::spawn(plane::serve(
+        mesh.clone(),
         async {
             let _ = stop_rx.await;
         },
@@ -301,84 +483,148 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             let _ = bound_tx.send(bound);
         },
     ));
-    let bound = bound_rx.await.context("the control plane did not start")?;
+    let bound = match bound_rx.await {
+        Ok(b) => b,
+        Err(_) => match plane_task.await {
+            Ok(Err(e)) => bail!("the control plane did not start: {e}"),
+            _ => bail!("the control plane did not start"),
+        },
+    };
     let control_plane = bound.grpc.to_string();
-    made.state.control_plane = Some(control_plane.clone());
-    made.state.monitoring = bound.monitoring.map(|a| a.to_string());
-    println!("control plane on {control_plane}");
+    state.control_plane = Some(control_plane.clone());
+    state.monitoring = bound.monitoring.map(|a| a.to_string());
+    progress.line(&format!(
+        "control plane on {control_plane} (monitoring http://{}), cluster DNS on {}",
+        state.monitoring.as_deref().unwrap_or("-"),
+        dns.addr
+    ));
 
-    let mut plans = Vec::new();
-    for mp in &mesh_pods {
-        match PodPlan::new(mp, &options.ferry, &control_plane, gateway) {
-            Ok(plan) => plans.push(plan),
-            Err(e) => eprintln!("skipping a pod: {e:#}"),
-        }
-    }
-    made.state.pods = plans.iter().map(|p| pod_state(p, &options)).collect();
-    made.save();
-
-    let starts = plans.iter().map(|plan| {
-        let (options, registry) = (&options, &registry);
-        async move {
-            let mut procs = Vec::new();
-            let result = start_pod(plan, options, registry, &mut procs).await;
-            (procs, result)
-        }
-    });
-    let results = futures_util::future::join_all(starts).await;
-    for (i, (procs, result)) in results.into_iter().enumerate() {
-        let pod = &mut made.state.pods[i];
-        if let Err(e) = result {
-            eprintln!("pod {}/{} failed: {e:#}", pod.namespace, pod.name);
-            pod.error = Some(format!("{e:#}"));
-        }
-        for c in &mut pod.containers {
-            c.pid = procs.iter().find(|p| p.name == c.name).map(|p| p.pid);
-        }
-        made.procs.push(procs);
-    }
-    made.save();
+    let (registry_tx, registry_rx) = watch::channel::<Arc<Registry>>(mesh.registry());
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let ctx = lifecycle::Context {
+        bridge: options.bridge.clone(),
+        gateway,
+        prefix: options.pod_network.1,
+        state_dir: options.state_dir.clone(),
+        cluster_domain: mesh.options().cluster_domain.clone(),
+        prober: options.prober.clone(),
+        registry: registry_rx,
+    };
+    let mut rt = Runtime {
+        options: options.clone(),
+        mesh: mesh.clone(),
+        control_plane,
+        ctx,
+        reports: reports_tx,
+        pods: BTreeMap::new(),
+        unplannable: BTreeMap::new(),
+        state,
+        progress,
+        rejected: BTreeSet::new(),
+        wanted: 0,
+    };
+    let mut generations = mesh.subscribe();
+    rt.check_rejections();
+    rt.reconcile();
 
     tokio::pin!(shutdown);
-    let mut summary_shown = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let deadline = tokio::time::sleep(options.ready_timeout);
+    tokio::pin!(deadline);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = tick.tick() => {}
-        }
-        let mut changed = false;
-        for (i, plan) in plans.iter().enumerate() {
-            let ready = pod_ready(plan, &mut made.procs[i]).await;
-            let pod = &mut made.state.pods[i];
-            if pod.ready != ready {
-                pod.ready = ready;
-                changed = true;
-                println!(
-                    "{}/{} {} ({})",
-                    pod.namespace,
-                    pod.name,
-                    if ready { "ready" } else { "not ready" },
-                    pod.ip
-                );
+            () = &mut deadline, if rt.progress.is_live() => {
+                rt.progress.line("not every pod became ready in time:");
+                let elapsed = started.elapsed();
+                rt.progress.summary(&rt.state, elapsed);
+            }
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let registry = mesh.registry();
+                registry_tx.send_if_modified(|r| {
+                    let differs = **r != *registry;
+                    if differs {
+                        *r = registry.clone();
+                    }
+                    differs
+                });
+                rt.check_rejections();
+                rt.reconcile();
+            }
+            Some((namespace, name, report)) = reports.recv() => {
+                let key = (namespace, name);
+                match report {
+                    Report::Status(status) => {
+                        let Some(h) = rt.pods.get_mut(&key) else { continue };
+                        let readiness_changed = h.status.ready != status.ready;
+                        if !rt.progress.is_live() && readiness_changed && !h.terminating {
+                            let text = if status.ready { "ready" } else { "not ready" };
+                            rt.progress.line(&format!("{}/{}: {text}", key.0, key.1));
+                        }
+                        h.status = status;
+                        rt.show(&key);
+                        if readiness_changed {
+                            rt.publish_readiness();
+                        }
+                        rt.save();
+                        if readiness_changed {
+                            rt.reconcile();
+                        }
+                    }
+                    Report::Note(text) => rt.progress.line(&text),
+                    Report::Gone => {
+                        rt.pods.remove(&key);
+                        rt.progress.forget(&key.0, &key.1);
+                        if !rt.progress.is_live() {
+                            rt.progress.line(&format!("{}/{}: deleted", key.0, key.1));
+                        }
+                        rt.publish_readiness();
+                        rt.save();
+                        rt.reconcile();
+                    }
+                }
+                if rt.progress.is_live() && rt.settled() && !rt.pods.is_empty() {
+                    rt.save();
+                    let elapsed = started.elapsed();
+                    rt.progress.summary(&rt.state, elapsed);
+                }
             }
         }
-        if changed {
-            made.save();
-        }
-        if !summary_shown && made.state.pods.iter().all(|p| p.ready) {
-            summary_shown = true;
-            println!(
-                "all {} pods ready in {:.2?}\n{}",
-                made.state.pods.len(),
-                started.elapsed(),
-                crate::state::table(&made.state)
-            );
-        }
     }
+
+    rt.progress.stop();
     println!("tearing down");
+    let grace = options.shutdown_grace;
+    for h in rt.pods.values_mut() {
+        h.terminating = true;
+        let _ = h.stop.send(Some(grace));
+    }
+    let wait_all = async {
+        while !rt.pods.is_empty() {
+            match reports.recv().await {
+                Some((ns, name, Report::Gone)) => {
+                    rt.pods.remove(&(ns, name));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(grace + Duration::from_secs(10), wait_all).await;
+    // Anything still recorded (a pod that did not finish in time) goes the hard way.
+    for h in rt.pods.values() {
+        process::kill_netns(&h.plan.netns);
+        crate::netns::delete(&h.plan.netns, &h.plan.veth);
+        crate::dns::files::remove(&h.plan.netns);
+    }
+    dns.stop().await;
     let _ = stop_tx.send(());
-    drop(made);
     let _ = tokio::time::timeout(Duration::from_secs(2), plane_task).await;
+    rt.state.pods.clear();
+    crate::state::teardown(&rt.state, &options.state_dir);
+    guard.armed = false;
+    println!("mesh removed");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Ferry's resource model: manifest loading with file/line positions, Istio traffic and security
-//! resource types, host resolution, and validation with Istio's rules.
+//! resource types, Ferry's own resource types ([`ferry`], `ferry.dev`), host resolution, and
+//! validation with Istio's rules.
 
 pub mod duration;
+pub mod ferry;
 pub mod host;
 pub mod istio;
 pub mod load;

@@ -9,6 +9,8 @@
 pub mod cluster;
 pub mod inbound;
 pub mod outbound;
+pub mod redis_policy;
+pub mod spiffe;
 
 pub use cluster::{Cluster, ClusterEndpoint, ClusterTls, Resolution};
 pub use inbound::{Inbound, InboundPort, MtlsMode};
@@ -16,6 +18,8 @@ pub use outbound::{
     ClusterRef, HttpRouteRule, HttpWeightedCluster, Mirror, OutboundPort, OutboundTrafficPolicy,
     TcpRouteRule, TlsRouteRule, WeightedCluster, cluster_name,
 };
+pub use redis_policy::{RedisMirrorTarget, RedisPortPolicy};
+pub use spiffe::SpiffeId;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! Protocol detection from a connection's first bytes: TLS (with its SNI), HTTP/2's
 //! preface, HTTP/1.x, Redis RESP, or else opaque TCP. Pure: the caller peeks at the socket
-//! and asks again while the answer is [`Detected::NeedMore`].
+//! and asks again while the answer is [`Detected::NeedMore`]. [`tls_hello`] also reads the
+//! ClientHello's ALPN offer, which tells a mesh client (Istio ALPN) from plain TLS on a
+//! PERMISSIVE port.
 
 use crate::config::Protocol;
 
@@ -87,6 +89,44 @@ enum Hello {
     NotTls,
 }
 
+/// What the start of a TLS connection says, for the server side of mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsHello {
+    /// Not a TLS handshake.
+    NotTls,
+    /// A ClientHello, not complete yet.
+    Partial,
+    /// A complete ClientHello: its server name, and whether it offers an Istio ALPN value
+    /// (`istio`, `istio-peer-exchange`, ...), which marks a mesh client.
+    Hello {
+        /// Server name (SNI).
+        sni: Option<String>,
+        /// An ALPN value starting with `istio` is offered.
+        mesh: bool,
+    },
+}
+
+/// Reads a ClientHello far enough to tell a mesh client (Istio ALPN) from anything else.
+pub fn tls_hello(data: &[u8]) -> TlsHello {
+    if data.is_empty() {
+        return TlsHello::Partial;
+    }
+    if data[0] != 0x16 {
+        return TlsHello::NotTls;
+    }
+    match client_hello_fields(data) {
+        Parsed::Partial => TlsHello::Partial,
+        Parsed::NotTls => TlsHello::NotTls,
+        Parsed::Hello { sni, mesh } => TlsHello::Hello { sni, mesh },
+    }
+}
+
+enum Parsed {
+    Partial,
+    NotTls,
+    Hello { sni: Option<String>, mesh: bool },
+}
+
 /// A bounds-checked reader over a byte slice.
 struct Reader<'a>(&'a [u8]);
 
@@ -113,27 +153,38 @@ impl<'a> Reader<'a> {
 
 /// Reads a TLS ClientHello record far enough to find its server name.
 fn tls_client_hello(data: &[u8]) -> Hello {
+    match client_hello_fields(data) {
+        Parsed::Partial => Hello::Partial,
+        Parsed::NotTls => Hello::NotTls,
+        Parsed::Hello { sni, .. } => Hello::Complete(sni),
+    }
+}
+
+/// Reads a TLS ClientHello record: server name and whether an Istio ALPN value is offered.
+fn client_hello_fields(data: &[u8]) -> Parsed {
     let mut rec = Reader(data);
     let header = match rec.take(5) {
         Some(h) => h,
         None => {
             // Check what there is of the header.
             return if data.len() >= 2 && data[1] != 0x03 {
-                Hello::NotTls
+                Parsed::NotTls
             } else {
-                Hello::Partial
+                Parsed::Partial
             };
         }
     };
     if header[1] != 0x03 || header[2] > 0x04 {
-        return Hello::NotTls;
+        return Parsed::NotTls;
     }
     let len = (header[3] as usize) << 8 | header[4] as usize;
     let Some(body) = rec.take(len) else {
-        return Hello::Partial;
+        return Parsed::Partial;
     };
     let mut r = Reader(body);
-    let parsed = (|| -> Option<Option<String>> {
+    let mut sni = None;
+    let mut mesh = false;
+    let _ = (|| -> Option<()> {
         if r.u8()? != 1 {
             return None; // not a ClientHello
         }
@@ -146,7 +197,7 @@ fn tls_client_hello(data: &[u8]) -> Hello {
         let comp = r.u8()?;
         r.take(comp)?;
         if r.0.is_empty() {
-            return Some(None);
+            return Some(());
         }
         let ext_len = r.u16()?;
         let mut exts = Reader(r.take(ext_len)?);
@@ -154,23 +205,32 @@ fn tls_client_hello(data: &[u8]) -> Hello {
             let kind = exts.u16()?;
             let len = exts.u16()?;
             let mut ext = Reader(exts.take(len)?);
-            if kind == 0 {
-                let _list_len = ext.u16()?;
-                let name_type = ext.u8()?;
-                let name_len = ext.u16()?;
-                let name = ext.take(name_len)?;
-                if name_type == 0 {
-                    return Some(std::str::from_utf8(name).ok().map(str::to_string));
+            match kind {
+                0 if sni.is_none() => {
+                    let _list_len = ext.u16()?;
+                    let name_type = ext.u8()?;
+                    let name_len = ext.u16()?;
+                    let name = ext.take(name_len)?;
+                    if name_type == 0 {
+                        sni = std::str::from_utf8(name).ok().map(str::to_string);
+                    }
                 }
+                16 => {
+                    let list_len = ext.u16()?;
+                    let mut list = Reader(ext.take(list_len)?);
+                    while !list.0.is_empty() {
+                        let n = list.u8()?;
+                        let proto = list.take(n)?;
+                        mesh |= proto.starts_with(b"istio");
+                    }
+                }
+                _ => {}
             }
         }
-        Some(None)
+        Some(())
     })();
-    match parsed {
-        Some(sni) => Hello::Complete(sni),
-        // A handshake record that is not a well-formed ClientHello: still TLS on the wire.
-        None => Hello::Complete(None),
-    }
+    // A handshake record that is not a well-formed ClientHello is still TLS on the wire.
+    Parsed::Hello { sni, mesh }
 }
 
 #[cfg(test)]
@@ -248,6 +308,84 @@ mod tests {
         assert_eq!(
             detect(&hello),
             Detected::Protocol(Tls, Some("redis-0.redis.default.svc.cluster.local".into()))
+        );
+    }
+
+    /// A ClientHello with an SNI and an ALPN extension.
+    fn client_hello_alpn(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
+        let mut record = client_hello(sni);
+        let mut list = Vec::new();
+        for p in alpn {
+            list.push(p.len() as u8);
+            list.extend_from_slice(p);
+        }
+        let mut ext = vec![0, 16];
+        ext.extend([((list.len() + 2) >> 8) as u8, (list.len() + 2) as u8]);
+        ext.extend([(list.len() >> 8) as u8, list.len() as u8]);
+        ext.extend(&list);
+        // Grow the extensions block, the handshake and the record by the new extension.
+        let grow = |hi: usize, lo: usize, rec: &mut Vec<u8>, by: usize| {
+            let v = ((rec[hi] as usize) << 8 | rec[lo] as usize) + by;
+            rec[hi] = (v >> 8) as u8;
+            rec[lo] = v as u8;
+        };
+        let ext_len_at = 5 + 4 + 2 + 32 + 1 + 2 + 2 + 1 + 1;
+        grow(ext_len_at, ext_len_at + 1, &mut record, ext.len());
+        grow(7, 8, &mut record, ext.len());
+        grow(3, 4, &mut record, ext.len());
+        record.extend(&ext);
+        record
+    }
+
+    #[test]
+    fn mesh_clients_by_alpn() {
+        let cases: Vec<(Vec<u8>, TlsHello)> = vec![
+            (
+                client_hello_alpn(
+                    "outbound_.6379_._.redis",
+                    &[b"istio-peer-exchange", b"istio"],
+                ),
+                TlsHello::Hello {
+                    sni: Some("outbound_.6379_._.redis".into()),
+                    mesh: true,
+                },
+            ),
+            (
+                client_hello_alpn("x", &[b"h2", b"istio-h2"]),
+                TlsHello::Hello {
+                    sni: Some("x".into()),
+                    mesh: true,
+                },
+            ),
+            (
+                client_hello_alpn("redis.example", &[b"h2", b"http/1.1"]),
+                TlsHello::Hello {
+                    sni: Some("redis.example".into()),
+                    mesh: false,
+                },
+            ),
+            (
+                client_hello("plain-tls"),
+                TlsHello::Hello {
+                    sni: Some("plain-tls".into()),
+                    mesh: false,
+                },
+            ),
+            (b"*1\r\n$4\r\nPING\r\n".to_vec(), TlsHello::NotTls),
+            (vec![0x16, 0x03], TlsHello::Partial),
+            (vec![], TlsHello::Partial),
+        ];
+        for (data, want) in cases {
+            assert_eq!(tls_hello(&data), want);
+        }
+        let hello = client_hello_alpn("s", &[b"istio"]);
+        for cut in 0..hello.len() {
+            assert_eq!(tls_hello(&hello[..cut]), TlsHello::Partial, "cut {cut}");
+        }
+        assert_eq!(
+            detect(&hello),
+            Detected::Protocol(Tls, Some("s".into())),
+            "detect() still sees TLS with its SNI"
         );
     }
 

@@ -1,12 +1,16 @@
 //! Starting and stopping a whole proxy: traffic listeners on their own runtime (one thread
 //! by default), side doors on another, configuration reloads that keep the last good
 //! configuration, and the drain on shutdown. The side doors (metrics 15090, readiness
-//! 15021, status 15020, admin 15000) all run on the admin runtime.
+//! 15021, status 15020, admin 15000) all run on the admin runtime, and so does the
+//! certificate renewal of a proxy with a workload identity.
 
 use crate::admin::status::StatusConfig;
 use crate::admin::{AdminState, LogLevelSetter, http};
 use crate::config::{Snapshot, file};
 use crate::conn::Ctx;
+use crate::identity::manager::{Manager, SystemClock};
+use crate::identity::source::{CaClient, CertificateSource};
+use crate::identity::{IdentityOptions, IdentityState};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::listener::orig_dst::OriginalDst;
 use crate::listener::{self, Direction};
@@ -45,6 +49,10 @@ pub struct Options {
     pub log_level: Option<String>,
     /// The control plane to follow (its gRPC address) and who this proxy is.
     pub control_plane: Option<(String, crate::discovery::ProxyInfo)>,
+    /// The workload identity to get from the CA; `None` runs without mutual TLS.
+    pub identity: Option<IdentityOptions>,
+    /// Where certificates come from instead of the CA client of `identity` (tests).
+    pub certificate_source: Option<Arc<dyn CertificateSource>>,
 }
 
 impl Default for Options {
@@ -61,6 +69,8 @@ impl Default for Options {
             set_log_level: None,
             log_level: None,
             control_plane: None,
+            identity: None,
+            certificate_source: None,
         }
     }
 }
@@ -83,6 +93,8 @@ pub struct Running {
     pub config: Arc<ArcSwap<Snapshot>>,
     /// The metrics registry.
     pub metrics_registry: Arc<Metrics>,
+    /// The workload certificate, when the proxy has an identity.
+    pub identity: Option<Arc<IdentityState>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -173,6 +185,15 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         .map(|l| l.local_addr())
         .transpose()?;
 
+    let identity = match &options.identity {
+        Some(opts) => Some(identity_manager(
+            opts,
+            options.certificate_source.clone(),
+            &metrics,
+        )?),
+        None => None,
+    };
+    let identity_state = identity.as_ref().map(|m| m.state.clone());
     let ctx = Arc::new(Ctx {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -180,6 +201,9 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         orig_dst,
         active: Default::default(),
         http: crate::http::client::Clients::new(Duration::from_secs(10)),
+        tls: identity_state
+            .clone()
+            .map(|s| Arc::new(crate::tls::policy::MeshTls::new(s))),
     });
     let idle_ctx = ctx.clone();
     let mut admin_state = AdminState::new(
@@ -262,6 +286,13 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                             Err(e) => warn!("side door {door:?}: {e}"),
                         }
                     }
+                    // Certificate renewal runs here, off the traffic thread.
+                    if let Some(manager) = identity {
+                        let stop = admin_state.lifecycle.clone();
+                        tokio::spawn(async move {
+                            manager.run(stop.reached(Phase::Closed)).await;
+                        });
+                    }
                     // The configuration stream runs here too, off the traffic thread.
                     if let (Some((addr, info)), Some(state)) =
                         (control_plane, admin_state.discovery.clone())
@@ -294,7 +325,36 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         lifecycle,
         config,
         metrics_registry: metrics,
+        identity: identity_state,
         threads,
+    })
+}
+
+/// The certificate manager of `opts`: the CA client (or `source`), the identity asked for.
+fn identity_manager(
+    opts: &IdentityOptions,
+    source: Option<Arc<dyn CertificateSource>>,
+    metrics: &Metrics,
+) -> io::Result<Manager> {
+    let id = opts
+        .spiffe()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let source = source.unwrap_or_else(|| {
+        Arc::new(CaClient {
+            addr: opts.ca_addr.clone(),
+            server_name: opts.ca_server_name.clone(),
+            root_cert: opts.root_cert.clone(),
+            token_file: opts.token_file.clone(),
+        })
+    });
+    Ok(Manager {
+        id,
+        ttl: opts.ttl,
+        root_cert: Some(opts.root_cert.clone()).filter(|p| !p.as_os_str().is_empty()),
+        source,
+        state: Arc::new(IdentityState::new()),
+        metrics: metrics.identity.clone(),
+        clock: Arc::new(SystemClock),
     })
 }
 

@@ -1,6 +1,9 @@
 //! `ferry control-plane`: watches a directory of manifests (workloads, Services, Istio
 //! resources), or with `--kube` a Kubernetes API server, compiles each proxy's configuration
-//! and streams it to the proxies.
+//! and streams it to the proxies; with `--ca-dir`, `--ca-cert` or `--ca-secret` it is also the
+//! mesh's CA (certificate API on 15012, gRPC over TLS); in a cluster (`--kube` with the CA)
+//! it also serves the injection webhook (15017) and, as the elected leader, keeps the
+//! webhook's `caBundle` and the root-certificate ConfigMaps current.
 
 use anyhow::Context;
 use ferry_control::plane::{self, PlaneOptions};
@@ -34,6 +37,293 @@ pub struct Args {
     /// Network pod addresses come from when manifests do not give them.
     #[arg(long, default_value = "198.18.0.0/16")]
     pod_cidr: String,
+    /// With `--kube` and the CA on: address of the injection webhook (HTTPS, certificate from
+    /// the mesh CA); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_addr: String,
+    #[command(flatten)]
+    ca: CaArgs,
+}
+
+/// The certificate authority (off unless `--ca-dir`, `--ca-cert` or `--ca-secret` is given).
+#[derive(clap::Args, Debug)]
+struct CaArgs {
+    /// Directory of the CA's files (Istio's `cacerts` names: `ca-cert.pem`, `ca-key.pem`,
+    /// `cert-chain.pem`, `root-cert.pem`): read if present, else a self-signed root is made
+    /// there on first start. Also holds `token.key`, the key of local per-pod tokens.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// A user-provided signing certificate (root or intermediate, PEM) instead of `--ca-dir`'s.
+    #[arg(long, value_name = "FILE", requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The key of `--ca-cert` (PEM, PKCS#8).
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// Certificates from `--ca-cert` up to the root (PEM, root last).
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    ca_chain: Option<PathBuf>,
+    /// With `--kube`: keep the CA in this Secret (`namespace/name`, Istio's
+    /// `istio-system/istio-ca-secret`), made on first start.
+    #[arg(long, value_name = "NS/NAME")]
+    ca_secret: Option<String>,
+    /// Extra roots published to proxies beside the CA's own (PEM): the other root of a
+    /// rollover in progress.
+    #[arg(long, value_name = "FILE")]
+    ca_trust_bundle: Option<PathBuf>,
+    /// Address of the certificate API (gRPC over TLS).
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    ca_addr: SocketAddr,
+    /// Trust domain of the identities issued.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Default workload certificate lifetime, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    cert_ttl_secs: u64,
+    /// Longest lifetime a workload may ask for, in seconds.
+    #[arg(long, default_value_t = 90 * 24 * 3600)]
+    max_cert_ttl_secs: u64,
+    /// Extra DNS names of the control plane's serving certificate (beside
+    /// `istiod.istio-system.svc`, `ferry-control.<ns>.svc` and `localhost`).
+    #[arg(long, value_name = "NAME")]
+    ca_serving_name: Vec<String>,
+    /// Key file of local per-pod tokens (default: `<ca-dir>/token.key`), made if missing.
+    #[arg(long, value_name = "FILE")]
+    token_key: Option<PathBuf>,
+}
+
+fn read(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The running CA: the authority, the API client it was made with (`--kube`), and the task
+/// serving the certificate API.
+struct RunningCa {
+    ca: std::sync::Arc<ferry_control::ca::CertificateAuthority>,
+    client: Option<kube::Client>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Loads (or creates) the CA and starts serving the certificate API; `None` when off.
+async fn start_ca(
+    args: &CaArgs,
+    kube: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<RunningCa>> {
+    use ferry_control::ca::authn::{AnyOf, Authenticator};
+    use ferry_control::ca::store::SecretStore;
+    use ferry_control::ca::token_review::TokenReviewAuthenticator;
+    use ferry_control::ca::{
+        CaMaterial, CaService, CertificateAuthority, FileStore, LocalTokens, RootStore,
+        SecureServer,
+    };
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    if args.ca_dir.is_none() && args.ca_cert.is_none() && args.ca_secret.is_none() {
+        return Ok(None);
+    }
+    let now = SystemTime::now();
+    let td = &args.trust_domain;
+    let client = if kube {
+        Some(ferry_control::ca::kube_client().await?)
+    } else {
+        None
+    };
+    let ca = if let (Some(cert), Some(key)) = (&args.ca_cert, &args.ca_key) {
+        let cert_pem = read(cert)?;
+        let chain_pem = args
+            .ca_chain
+            .as_deref()
+            .map(read)
+            .transpose()?
+            .unwrap_or_default();
+        // The root: the chain's last certificate, or the signing certificate itself.
+        let root_pem = chain_pem
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|b| b.contains("BEGIN CERTIFICATE"))
+            .last()
+            .map(|b| format!("{}\n", b.trim_start()))
+            .unwrap_or_else(|| cert_pem.clone());
+        let material = CaMaterial {
+            cert_pem,
+            key_pem: read(key)?,
+            chain_pem,
+            root_pem,
+        };
+        tracing::info!("CA: signing with {}", cert.display());
+        CertificateAuthority::from_material(&material, td, now)?
+    } else {
+        let store: Box<dyn RootStore> = match (&args.ca_secret, &client, &args.ca_dir) {
+            (Some(secret), Some(client), _) => {
+                let (ns, name) = secret
+                    .split_once('/')
+                    .with_context(|| format!("--ca-secret {secret}: expected namespace/name"))?;
+                Box::new(SecretStore::new(client.clone(), ns, name))
+            }
+            (Some(_), None, _) => anyhow::bail!("--ca-secret needs --kube"),
+            (None, _, Some(dir)) => Box::new(FileStore::new(dir)),
+            (None, _, None) => anyhow::bail!("the CA needs --ca-dir, --ca-cert or --ca-secret"),
+        };
+        let (ca, created) = CertificateAuthority::load_or_create(store.as_ref(), td, now).await?;
+        tracing::info!(
+            "CA: {} root in {}",
+            if created {
+                "new self-signed"
+            } else {
+                "existing"
+            },
+            store.describe()
+        );
+        ca
+    };
+    let mut ca = ca.with_ttl(
+        Duration::from_secs(args.cert_ttl_secs),
+        Duration::from_secs(args.max_cert_ttl_secs),
+    );
+    if let Some(bundle) = &args.ca_trust_bundle {
+        ca = ca.with_extra_roots(&read(bundle)?)?;
+    }
+    let ca = Arc::new(ca);
+    let mut authenticators: Vec<Arc<dyn Authenticator>> = Vec::new();
+    let key_path = args
+        .token_key
+        .clone()
+        .or_else(|| args.ca_dir.as_ref().map(|d| d.join("token.key")));
+    if let Some(path) = key_path {
+        let tokens = LocalTokens::load_or_create(&path)
+            .with_context(|| format!("token key {}", path.display()))?;
+        authenticators.push(Arc::new(tokens));
+    }
+    if let Some(client) = &client {
+        authenticators.push(Arc::new(TokenReviewAuthenticator::new(client.clone())));
+    }
+    let service = CaService::new(ca.clone(), Arc::new(AnyOf(authenticators)));
+    let mut names = ferry_control::ca::server::default_serving_names();
+    names.extend(args.ca_serving_name.iter().cloned());
+    let ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    let server = SecureServer::new(ca.clone(), names, ips)?;
+    let listener = tokio::net::TcpListener::bind(args.ca_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.ca_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "certificate API (gRPC over TLS) listening");
+    let task = tokio::spawn(async move {
+        if let Err(e) = server
+            .serve(listener, service.routes(), stopped(stop))
+            .await
+        {
+            tracing::error!("certificate API: {e}");
+        }
+    });
+    Ok(Some(RunningCa { ca, client, task }))
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// In a cluster (`--kube` with the CA on): the injection webhook on `webhook_addr`, served with
+/// a certificate from the mesh CA (renewed at half-life), the injector settings read from the
+/// `ferry-mesh` ConfigMap, and the leader-only duties (the webhook's `caBundle`, the root
+/// certificate ConfigMaps).
+async fn start_cluster_duties(
+    running: &RunningCa,
+    client: kube::Client,
+    webhook_addr: SocketAddr,
+    work_dir: PathBuf,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use ferry_control::bootstrap::{self, duties, leader::LeaseConfig, mesh};
+    use ferry_control::webhook::{WebhookServer, WebhookSettings, registration};
+    use std::time::Duration;
+
+    let ns = bootstrap::own_namespace();
+    let settings = mesh::load(&client, &ns, bootstrap::MESH_CONFIGMAP)
+        .await
+        .context("mesh settings")?;
+    let mut names = vec![
+        format!("{}.{ns}.svc", bootstrap::CONTROL_PLANE),
+        format!("{}.{ns}.svc.cluster.local", bootstrap::CONTROL_PLANE),
+    ];
+    names.extend(ferry_control::ca::server::default_serving_names());
+    let dir = work_dir.join("webhook");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let ttl = Duration::from_secs(24 * 3600);
+    let lifetime = write_serving_cert(&running.ca, &names, &dir, ttl)?;
+    let mut webhook = WebhookSettings::new(webhook_addr, &cert, &key);
+    webhook.inject = settings.inject_config(webhook.inject);
+    let server = WebhookServer::bind(webhook)
+        .await
+        .with_context(|| format!("webhook on {webhook_addr}"))?;
+    tracing::info!(addr = %server.local_addr(), "injection webhook (HTTPS) listening");
+    let mut tasks = vec![tokio::spawn(server.serve(stopped(stop.clone())))];
+
+    // Renew the serving certificate at half-life; the server reloads the files.
+    let (ca, renew_stop) = (running.ca.clone(), stop.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut wait = lifetime / 2;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopped(renew_stop.clone()) => return,
+            }
+            wait = match write_serving_cert(&ca, &names, &dir, ttl) {
+                Ok(lifetime) => lifetime / 2,
+                Err(e) => {
+                    tracing::warn!("renewing the webhook certificate: {e:#}");
+                    Duration::from_secs(30)
+                }
+            };
+        }
+    }));
+
+    let root = running.ca.root_pem().to_string();
+    let work = duties::Duties {
+        client,
+        lease: LeaseConfig::new(&ns, &bootstrap::own_identity()),
+        webhook_config: registration::DEFAULT_CONFIG_NAME.to_string(),
+        ca_bundle_pem: root.clone(),
+        root_pem: root,
+        resync: Duration::from_secs(60),
+    };
+    let (leading, _) = tokio::sync::watch::channel(false);
+    tasks.push(tokio::spawn(duties::run(work, leading, stopped(stop))));
+    Ok(tasks)
+}
+
+/// Issues a serving certificate for `names` and writes `tls.crt` (chain) and `tls.key`
+/// (mode 0600) into `dir` atomically; returns its lifetime.
+fn write_serving_cert(
+    ca: &ferry_control::ca::CertificateAuthority,
+    names: &[String],
+    dir: &std::path::Path,
+    ttl: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let now = std::time::SystemTime::now();
+    let (issued, key_pem) = ca.issue_serving(names, &[], ttl, now)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let put = |name: &str, text: &str, mode: u32| -> anyhow::Result<()> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        std::fs::rename(&tmp, dir.join(name))
+            .with_context(|| format!("writing {}", dir.join(name).display()))
+    };
+    // Key first: the server reloads when the certificate changes.
+    put("tls.key", &key_pem, 0o600)?;
+    put("tls.crt", &issued.chain.concat(), 0o644)?;
+    Ok(issued
+        .not_after
+        .duration_since(now)
+        .unwrap_or(std::time::Duration::from_secs(60)))
 }
 
 fn cidr(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -64,6 +354,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} is not a directory",
         config_dir.display()
     );
+    let webhook_addr = match args.webhook_addr.as_str() {
+        "off" => None,
+        addr => Some(
+            addr.parse::<SocketAddr>()
+                .with_context(|| format!("--webhook-addr {addr}"))?,
+        ),
+    };
     let monitoring = match args.monitoring_addr.as_str() {
         "off" => None,
         addr => Some(
@@ -88,16 +385,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ca = start_ca(&args.ca, args.kube, stop_rx.clone()).await?;
+        let mut tasks = Vec::new();
+        if let (Some(running), Some(addr)) = (&ca, webhook_addr)
+            && let Some(client) = running.client.clone()
+        {
+            let work_dir = args
+                .ca
+                .ca_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("ferry-control"));
+            tasks = start_cluster_duties(running, client, addr, work_dir, stop_rx).await?;
+        }
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+            stop_tx.send_replace(true);
         };
         plane::run(options, shutdown, |bound| {
             tracing::info!(grpc = %bound.grpc, monitoring = ?bound.monitoring, "control plane listening");
         })
-        .await
+        .await?;
+        let grace = std::time::Duration::from_secs(5);
+        for task in ca.map(|c| c.task).into_iter().chain(tasks) {
+            let _ = tokio::time::timeout(grace, task).await;
+        }
+        Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use ferry_proxy::admin::status::{StatusConfig, StatusEnv};
+use ferry_proxy::identity::IdentityOptions;
 use ferry_proxy::listener::Direction;
 use ferry_proxy::listener::orig_dst::{FixedDst, OriginalDst, SocketOriginalDst};
 use ferry_proxy::server::{self, Options};
@@ -83,6 +84,48 @@ struct CommonArgs {
     /// This proxy's pod IP.
     #[arg(long, env = "INSTANCE_IP")]
     pod_ip: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+/// Workload identity and mutual TLS.
+#[derive(clap::Args, Debug, Clone)]
+struct IdentityArgs {
+    /// The CA's certificate API (`host:port`, gRPC over TLS, 15012). With it the proxy gets a
+    /// certificate for `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, renews
+    /// it at half its lifetime, originates mutual TLS toward sidecars and enforces
+    /// PeerAuthentication on inbound ports; without it everything stays plaintext.
+    /// (`CA_ADDR`, which injection sets, is not read: identity is opt-in until the local
+    /// runtime and the install serve the CA.)
+    #[arg(long, value_name = "ADDR", env = "FERRY_CA_ADDR")]
+    ca_addr: Option<String>,
+    /// File with the token proving the service account (a projected token with audience
+    /// `istio-ca`, or the per-pod token `ferry up` writes); re-read at every renewal.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FERRY_CA_TOKEN_FILE",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    ca_token_file: PathBuf,
+    /// PEM file of the mesh root(s): verifies the CA and is trusted for peers.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FERRY_CA_ROOT_CERT",
+        default_value = "/var/run/secrets/ferry/root-cert.pem"
+    )]
+    ca_root_cert: PathBuf,
+    /// The name the CA's serving certificate must carry; default: the host of `--ca-addr`
+    /// (`istiod.istio-system.svc` when that is an IP address).
+    #[arg(long, default_value = "")]
+    ca_server_name: String,
+    /// Trust domain of the mesh.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Certificate lifetime to ask for, in seconds (0: the CA's default, 24 h).
+    #[arg(long, default_value_t = 0)]
+    cert_ttl_secs: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -222,8 +265,15 @@ fn serve(
             };
             (addr, info)
         }),
+        identity: identity_options(&common),
+        certificate_source: None,
     };
     let running = server::start(options, orig_dst).context("cannot start the proxy")?;
+    if let Some(id) = &running.identity {
+        tracing::info!(
+            "workload identity on; mutual TLS once the first certificate arrives ({id:?})"
+        );
+    }
     for addr in &running.listeners {
         tracing::info!("listening on {addr}");
     }
@@ -255,6 +305,33 @@ fn serve(
     tracing::info!("draining for up to {period:?}");
     running.drain(period);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity options of `--ca-addr`, if given.
+fn identity_options(common: &CommonArgs) -> Option<IdentityOptions> {
+    let id = &common.identity;
+    let ca_addr = id.ca_addr.clone().filter(|a| !a.is_empty())?;
+    let host = ca_addr
+        .rsplit_once(':')
+        .map_or(ca_addr.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let ca_server_name = if !id.ca_server_name.is_empty() {
+        id.ca_server_name.clone()
+    } else if host.parse::<std::net::IpAddr>().is_ok() || host.is_empty() {
+        ferry_proxy::identity::DEFAULT_CA_SERVER_NAME.to_string()
+    } else {
+        host.to_string()
+    };
+    Some(IdentityOptions {
+        ca_server_name,
+        ca_addr,
+        root_cert: id.ca_root_cert.clone(),
+        token_file: Some(id.ca_token_file.clone()),
+        trust_domain: id.trust_domain.clone(),
+        namespace: common.namespace.clone(),
+        service_account: common.service_account.clone(),
+        ttl: Some(std::time::Duration::from_secs(id.cert_ttl_secs)).filter(|d| !d.is_zero()),
+    })
 }
 
 /// A request to a local endpoint; returns the status code.

@@ -2,11 +2,15 @@
 //! terminal, `ferry status`, `ferry exec POD -- CMD`, `ferry logs POD` and `ferry down`.
 
 use anyhow::{Context, bail};
+use ferry_local::probe::{ProbeResult, Prober};
 use ferry_local::state::{self, State};
+use std::future::Future;
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the state file and logs are.
@@ -25,6 +29,12 @@ pub struct UpArgs {
     /// Network of pod addresses; the bridge takes the first address.
     #[arg(long, default_value = "198.18.0.0/16")]
     pod_cidr: String,
+    /// Network of service addresses (for Services that declare no `clusterIP`).
+    #[arg(long, default_value = "198.19.0.0/16")]
+    service_cidr: String,
+    /// Port of the cluster DNS server on the bridge address.
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
     /// Name of the bridge.
     #[arg(long, default_value = "ferry0")]
     bridge: String,
@@ -60,6 +70,23 @@ async fn shutdown_signal() {
     }
 }
 
+/// The proxy's prober (httpGet with HTTPS and headers, tcpSocket, grpc health), for the
+/// probes of sidecar-less pods and the rewritten ones of injected pods.
+struct ProxyProber;
+
+impl Prober for ProxyProber {
+    fn run(
+        &self,
+        probe: serde_json::Value,
+        pod_ip: IpAddr,
+    ) -> Pin<Box<dyn Future<Output = ProbeResult> + Send>> {
+        Box::pin(async move {
+            let probe = ferry_proxy::admin::probes::parse_probe(&probe)?;
+            ferry_proxy::admin::probes::run(&probe, pod_ip).await
+        })
+    }
+}
+
 /// Runs `ferry up`.
 pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if !ferry_local::is_root() {
@@ -68,10 +95,19 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let ferry = std::env::current_exe().context("cannot find the ferry binary")?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut options = ferry_local::Options::new(args.dir, ferry);
-    options.pod_network = cidr(&args.pod_cidr)?;
+    options.pod_network = cidr(&args.pod_cidr).context("--pod-cidr")?;
+    options.service_network = cidr(&args.service_cidr).context("--service-cidr")?;
     options.bridge = args.bridge;
     options.state_dir = args.state.state_dir;
+    options.dns_port = args.dns_port;
+    options.prober = Arc::new(ProxyProber);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -98,7 +134,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = load(&args.state.state_dir)?;
     match args.output.as_str() {
         "json" => println!("{}", serde_json::to_string_pretty(&state)?),
-        "table" => print!("{}", state::table(&state)),
+        "table" => {
+            print!("{}", state::table(&state));
+            if !state::owner_alive(&state) && state.pid != std::process::id() {
+                println!(
+                    "ferry up (pid {}) is not running: this is what it left; `ferry down` removes it",
+                    state.pid
+                );
+            }
+        }
         other => bail!("unknown output format {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
@@ -122,7 +166,9 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let pod = state
         .find_pod(&args.pod)
         .with_context(|| format!("no pod {:?} in the mesh (see `ferry status`)", args.pod))?;
-    let status = std::process::Command::new("ip")
+    let mut command = std::process::Command::new("ip");
+    ferry_local::process::set_hostname(&mut command, &pod.name);
+    let status = command
         .args(["netns", "exec", &pod.netns])
         .args(&args.command)
         .status()

@@ -1,29 +1,39 @@
-//! Sharing the compiler's work between proxies.
+//! Sharing the compiler's work between proxies, and between registries.
 //!
 //! Most of a proxy's configuration — the services it sees, its outbound ports and clusters —
 //! depends only on its namespace and on which workload-selecting DestinationRules of that
 //! namespace select it (its *class*); only its identity and inbound ports are its own. A
-//! [`Cache`] compiles each class once per registry (and serializes it once), then per proxy
-//! compiles the own part against indexes of pods and endpoints, and gives a
-//! [`Fingerprint`] of the whole: a stream whose proxy's fingerprint did not change skips
-//! it without compiling or serializing anything.
+//! [`Cache`] compiles each class once (and serializes it once, into bytes that every
+//! proxy's snapshot of the class shares), then per proxy compiles the own part against
+//! indexes of pods and endpoints, and gives a [`Fingerprint`] of the whole: a stream whose
+//! proxy's fingerprint did not change skips it without compiling or serializing anything.
+//!
+//! A class's part depends only on the policies, the cluster domain and root namespace, and
+//! the services visible from its namespace; a proxy's own part on those policies and
+//! settings, its pod, and the services that have it as an endpoint. When a new registry
+//! arrives, the parts whose inputs did not change are carried over from the previous one,
+//! so that a change in one namespace recompiles only the classes that can see it, and the
+//! proxies it does not concern cost a lookup.
 //!
 //! The result is exactly [`super::compile`]'s (the tests compare both, and the JSON with
 //! [`push::render`]'s, byte for byte).
 
-use super::scope::{namespace, selects};
-use super::{Compiled, Shared, own, services, shared};
+use super::scope::{exported_to, namespace, selects};
+use super::{Compiled, own, services, shared};
 use crate::distribution::push::{self, Fingerprint, Prepared};
 use crate::registry::{Labels, PodEntry, ProxyIdentity, Registry, ServiceEntry};
-use ferry_proto::config::ProxyConfig;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// A proxy's class: its namespace and the workload-selecting DestinationRules of that
 /// namespace (indexes into the registry's list) that select it.
 type Class = (String, Vec<usize>);
+
+/// A class's part, computed once by whichever stream asks first.
+type Slot = Arc<OnceLock<Arc<Part>>>;
 
 /// Compiles proxies' configurations sharing the work between proxies of one class; holds
 /// the latest registry's results only.
@@ -45,16 +55,30 @@ struct State {
     by_ip: HashMap<IpAddr, Vec<usize>>,
     /// DestinationRules with a workload selector, by namespace.
     selecting: HashMap<String, Vec<usize>>,
-    classes: Mutex<HashMap<Class, Arc<OnceLock<Arc<Part>>>>>,
+    classes: Mutex<HashMap<Class, Slot>>,
+    /// Own parts by the proxy's (namespace, pod name).
+    owns: Mutex<HashMap<(String, String), Arc<OwnPart>>>,
 }
 
-/// A class's shared configuration, and its JSON pieces.
+/// A proxy's own part as JSON: the pieces of its snapshot before and after its class's part.
+struct OwnPart {
+    /// The proxy as it said who it is (its own part is compiled from that and its pod).
+    said: ProxyIdentity,
+    /// `{"version":"","identity":{..},"services":`
+    head: Bytes,
+    /// `,"inbound":{..}}`, or `}` when the inbound part is the default.
+    tail: Bytes,
+    /// SHA-256 of `head`, 0xff, `tail`.
+    digest: [u8; 32],
+}
+
+/// A class's shared configuration, as JSON (the typed form is not kept: it would take
+/// more memory than the bytes, and only the rare [`Cache::compile`] would read it).
 struct Part {
-    shared: Shared,
-    services: Vec<u8>,
-    settings: Vec<u8>,
-    outbound: Vec<u8>,
-    clusters: Vec<u8>,
+    /// The JSON of everything from the services to the clusters: `[services],"settings":
+    /// {..}[,"outbound":[..]][,"clusters":[..]]`, shared by the snapshots of the class.
+    middle: Bytes,
+    /// SHA-256 of `middle`.
     digest: [u8; 32],
 }
 
@@ -73,8 +97,11 @@ impl Cache {
         if let Some(state) = slot.as_ref().filter(|s| Arc::ptr_eq(&s.registry, registry)) {
             return state.clone();
         }
-        let state = Arc::new(State::new(registry.clone()));
-        *slot = Some(state.clone());
+        let state = Arc::new(State::new(registry.clone(), slot.as_deref()));
+        let previous = slot.replace(state.clone());
+        drop(slot);
+        // Freeing the previous registry's entries is work no stream needs to wait for.
+        crate::store::free_in_background(previous);
         state
     }
 
@@ -98,37 +125,17 @@ impl Cache {
         registry.pods.get(i)
     }
 
-    /// The same as [`super::compile`]`(registry, proxy)`.
+    /// [`super::compile`]`(registry, proxy)`: typed configurations are not kept (they
+    /// would take more memory than their JSON), so this compiles anew; it is for the
+    /// occasional configuration dump, not for every push.
     pub fn compile(&self, registry: &Arc<Registry>, proxy: &ProxyIdentity) -> Compiled {
-        let state = self.state(registry);
-        let (part, own) = match state.parts(proxy) {
-            Ok(parts) => parts,
-            // Serializing plain data does not fail; should it, compile without the cache.
-            Err(_) => return super::compile(registry, proxy),
-        };
-        let shared = &part.shared;
-        let mut warnings = shared.warnings.clone();
-        warnings.extend(own.warnings);
-        warnings.sort();
-        warnings.dedup();
-        Compiled {
-            config: ProxyConfig {
-                version: String::new(),
-                identity: own.identity,
-                services: shared.services.clone(),
-                settings: shared.settings.clone(),
-                outbound: shared.outbound.clone(),
-                clusters: shared.clusters.clone(),
-                inbound: own.inbound,
-                outbound_traffic_policy: Default::default(),
-            },
-            warnings,
-        }
+        super::compile(registry, proxy)
     }
 
     /// The configuration of `proxy` rendered as [`push::render`] renders
-    /// [`super::compile`]'s, with its fingerprint; [`Prepared::Unchanged`] when the
-    /// fingerprint is `held`.
+    /// [`super::compile`]'s (the class's part shared, not copied), with its fingerprint;
+    /// [`Prepared::Unchanged`] when the fingerprint is `held`. The hash is the fingerprint's
+    /// hex: it too is a digest of the whole JSON (of its pieces).
     pub fn prepare(
         &self,
         registry: &Arc<Registry>,
@@ -136,61 +143,31 @@ impl Cache {
         held: Option<&Fingerprint>,
     ) -> Result<Prepared, serde_json::Error> {
         let state = self.state(registry);
-        let (part, own) = state.parts(proxy)?;
-        let identity = serde_json::to_vec(&own.identity)?;
-        let inbound = if own.inbound.is_default() {
-            None
-        } else {
-            Some(serde_json::to_vec(&own.inbound)?)
-        };
+        let pod = state.pod(proxy);
+        let no_labels = Labels::new();
+        let labels = pod.map_or(&no_labels, |p| &p.labels);
+        let part = state.part(&proxy.namespace, labels)?;
+        let own = state.own_part(proxy, pod, labels)?;
         let mut hasher = Sha256::new();
         hasher.update(part.digest);
-        hasher.update(&identity);
-        // 0xff never occurs in JSON text (UTF-8), so the pieces cannot run into each other.
-        hasher.update([0xff]);
-        hasher.update(inbound.as_deref().unwrap_or_default());
+        hasher.update(own.digest);
         let fingerprint: Fingerprint = hasher.finalize().into();
         if held == Some(&fingerprint) {
             return Ok(Prepared::Unchanged);
         }
-        // ProxyConfig's fields in declaration order, with its `skip_serializing_if` rules
-        // (`version` is empty and `outbound_traffic_policy` the default here).
-        let mut json = Vec::with_capacity(
-            64 + identity.len()
-                + part.services.len()
-                + part.settings.len()
-                + part.outbound.len()
-                + part.clusters.len()
-                + inbound.as_ref().map_or(0, Vec::len),
-        );
-        json.extend_from_slice(b"{\"version\":\"\",\"identity\":");
-        json.extend_from_slice(&identity);
-        json.extend_from_slice(b",\"services\":");
-        json.extend_from_slice(&part.services);
-        json.extend_from_slice(b",\"settings\":");
-        json.extend_from_slice(&part.settings);
-        if !part.shared.outbound.is_empty() {
-            json.extend_from_slice(b",\"outbound\":");
-            json.extend_from_slice(&part.outbound);
-        }
-        if !part.shared.clusters.is_empty() {
-            json.extend_from_slice(b",\"clusters\":");
-            json.extend_from_slice(&part.clusters);
-        }
-        if let Some(inbound) = &inbound {
-            json.extend_from_slice(b",\"inbound\":");
-            json.extend_from_slice(inbound);
-        }
-        json.push(b'}');
         Ok(Prepared::Rendered {
-            rendered: push::rendered(json),
+            rendered: push::Rendered {
+                json: vec![own.head.clone(), part.middle.clone(), own.tail.clone()],
+                hash: push::hex(&fingerprint),
+            },
             fingerprint: Some(fingerprint),
         })
     }
 }
 
 impl State {
-    fn new(registry: Arc<Registry>) -> Self {
+    /// The indexes of `registry`, with the class parts of `previous` that still hold.
+    fn new(registry: Arc<Registry>, previous: Option<&State>) -> Self {
         let mut pods = HashMap::new();
         let mut pod_ips = HashMap::new();
         for (i, p) in registry.pods.iter().enumerate() {
@@ -220,7 +197,7 @@ impl State {
                     .push(i);
             }
         }
-        Self {
+        let mut state = Self {
             registry,
             pods,
             pod_ips,
@@ -228,7 +205,66 @@ impl State {
             by_ip,
             selecting,
             classes: Mutex::default(),
+            owns: Mutex::default(),
+        };
+        if let Some(previous) = previous {
+            previous.carry_over(&mut state);
         }
+        state
+    }
+
+    /// Hands `next` the parts of this state that hold for its registry too (none when the
+    /// policies, domain or root namespace differ): the class parts of the namespaces that
+    /// see none of the services that differ between the two registries, and the own parts
+    /// of the proxies whose pod is the same and is an endpoint of none of those services.
+    fn carry_over(&self, next: &mut State) {
+        let (old, new) = (&self.registry, &next.registry);
+        if old.policies != new.policies
+            || old.cluster_domain != new.cluster_domain
+            || old.root_namespace != new.root_namespace
+        {
+            return;
+        }
+        let changed = changed_services(old, new);
+        let classes: HashMap<Class, Slot> = lock(&self.classes)
+            .iter()
+            .filter(|(_, slot)| slot.get().is_some())
+            .filter(|((ns, _), _)| {
+                !changed
+                    .iter()
+                    .any(|s| exported_to(&s.export_to, &s.namespace, ns))
+            })
+            .map(|(class, slot)| (class.clone(), slot.clone()))
+            .collect();
+        let endpoints: BTreeSet<(&str, &str)> = changed
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .map(|e| (e.namespace.as_str(), e.pod.as_str()))
+            .collect();
+        let addresses: BTreeSet<IpAddr> = changed
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .map(|e| e.ip)
+            .collect();
+        let owns: HashMap<(String, String), Arc<OwnPart>> = lock(&self.owns)
+            .iter()
+            .filter(|((ns, name), _)| {
+                let key = (ns.clone(), name.clone());
+                let before = self.pods.get(&key).and_then(|&i| old.pods.get(i));
+                let after = next.pods.get(&key).and_then(|&i| new.pods.get(i));
+                match (before, after) {
+                    (Some(a), Some(b)) => {
+                        a == b
+                            && !endpoints.contains(&(ns.as_str(), name.as_str()))
+                            && !a.ip.is_some_and(|ip| addresses.contains(&ip))
+                    }
+                    _ => false,
+                }
+            })
+            .map(|(key, own)| (key.clone(), own.clone()))
+            .collect();
+        *lock(&next.classes) = classes;
+        *lock(&next.owns) = owns;
     }
 
     fn pod(&self, proxy: &ProxyIdentity) -> Option<&PodEntry> {
@@ -267,32 +303,65 @@ impl State {
             return Ok(part.clone());
         }
         let shared = shared(&self.registry, ns, labels);
-        let services = serde_json::to_vec(&shared.services)?;
-        let settings = serde_json::to_vec(&shared.settings)?;
-        let outbound = serde_json::to_vec(&shared.outbound)?;
-        let clusters = serde_json::to_vec(&shared.clusters)?;
-        let mut hasher = Sha256::new();
-        for piece in [&services, &settings, &outbound, &clusters] {
-            hasher.update(piece);
-            hasher.update([0xff]);
+        let mut middle = serde_json::to_vec(&shared.services)?;
+        middle.extend_from_slice(b",\"settings\":");
+        serde_json::to_writer(&mut middle, &shared.settings)?;
+        if !shared.outbound.is_empty() {
+            middle.extend_from_slice(b",\"outbound\":");
+            serde_json::to_writer(&mut middle, &shared.outbound)?;
+        }
+        if !shared.clusters.is_empty() {
+            middle.extend_from_slice(b",\"clusters\":");
+            serde_json::to_writer(&mut middle, &shared.clusters)?;
         }
         let part = Arc::new(Part {
-            shared,
-            services,
-            settings,
-            outbound,
-            clusters,
-            digest: hasher.finalize().into(),
+            digest: Sha256::digest(&middle).into(),
+            middle: Bytes::from(middle),
         });
         // Another stream may have finished first; both computed the same.
         Ok(cell.get_or_init(|| part).clone())
     }
 
-    fn parts(&self, proxy: &ProxyIdentity) -> Result<(Arc<Part>, super::Own), serde_json::Error> {
-        let pod = self.pod(proxy);
-        let no_labels = Labels::new();
-        let labels = pod.map_or(&no_labels, |p| &p.labels);
-        let part = self.part(&proxy.namespace, labels)?;
+    /// The proxy's own part as JSON: kept from before, or compiled now.
+    fn own_part(
+        &self,
+        proxy: &ProxyIdentity,
+        pod: Option<&PodEntry>,
+        labels: &Labels,
+    ) -> Result<Arc<OwnPart>, serde_json::Error> {
+        let key = (proxy.namespace.clone(), proxy.pod.clone());
+        if let Some(own) = lock(&self.owns).get(&key).filter(|o| o.said == *proxy) {
+            return Ok(own.clone());
+        }
+        let own = self.own(proxy, pod, labels);
+        // ProxyConfig's fields in declaration order, with its `skip_serializing_if` rules
+        // (`version` is empty and `outbound_traffic_policy` the default here).
+        let mut head = b"{\"version\":\"\",\"identity\":".to_vec();
+        serde_json::to_writer(&mut head, &own.identity)?;
+        head.extend_from_slice(b",\"services\":");
+        let mut tail = Vec::new();
+        if !own.inbound.is_default() {
+            tail.extend_from_slice(b",\"inbound\":");
+            serde_json::to_writer(&mut tail, &own.inbound)?;
+        }
+        tail.push(b'}');
+        let mut hasher = Sha256::new();
+        hasher.update(&head);
+        // 0xff never occurs in JSON text (UTF-8), so the pieces cannot run into each other.
+        hasher.update([0xff]);
+        hasher.update(&tail);
+        let own = Arc::new(OwnPart {
+            said: proxy.clone(),
+            head: Bytes::from(head),
+            tail: Bytes::from(tail),
+            digest: hasher.finalize().into(),
+        });
+        lock(&self.owns).insert(key, own.clone());
+        Ok(own)
+    }
+
+    /// The proxy's own part, compiled against the services that may have it as an endpoint.
+    fn own(&self, proxy: &ProxyIdentity, pod: Option<&PodEntry>, labels: &Labels) -> super::Own {
         // The services that may have the proxy as an endpoint, in registry order.
         let ip = pod.and_then(|p| p.ip).or(proxy.ip);
         let mut indexes: Vec<usize> = self
@@ -309,63 +378,96 @@ impl State {
             .into_iter()
             .map(|i| &self.registry.services[i])
             .collect();
-        let own = own(&self.registry, proxy, pod, labels, &candidates);
         debug_assert_eq!(pod, services::pod(&self.registry, proxy));
-        Ok((part, own))
+        own(&self.registry, proxy, pod, labels, &candidates)
     }
+}
+
+/// The services (old and new versions) that differ between two registries, by namespace
+/// and name: added, removed or changed.
+fn changed_services<'a>(old: &'a Registry, next: &'a Registry) -> Vec<&'a ServiceEntry> {
+    type Index<'a> = HashMap<(&'a str, &'a str), Vec<&'a ServiceEntry>>;
+    let index = |registry: &'a Registry| {
+        let mut map: Index<'a> = HashMap::new();
+        for s in &registry.services {
+            map.entry((s.namespace.as_str(), s.name.as_str()))
+                .or_default()
+                .push(s);
+        }
+        map
+    };
+    let (before, after) = (index(old), index(next));
+    let keys: BTreeSet<&(&str, &str)> = before.keys().chain(after.keys()).collect();
+    let mut out = Vec::new();
+    for key in keys {
+        let (a, b) = (before.get(key), after.get(key));
+        if a != b {
+            out.extend(a.into_iter().flatten());
+            out.extend(b.into_iter().flatten());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{EndpointEntry, Policies, PortEntry};
-    use ferry_model::IstioResource;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    use serde_json::{Value, json};
+    use crate::registry::testing::{endpoint_of, labels, pod, resource as res, service};
+    use crate::registry::{EndpointEntry, Policies};
+    use serde_json::json;
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    /// (namespace, pod, IP, app, version, sidecar, per-pod DNS name of a StatefulSet pod)
+    type PodRow = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+        Option<&'static str>,
+    );
 
-    fn res<S: serde::de::DeserializeOwned>(
-        ns: &str,
-        name: &str,
-        age: i64,
-        spec: Value,
-    ) -> IstioResource<S> {
-        IstioResource {
-            api_version: "networking.istio.io/v1".into(),
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some(ns.into()),
-                creation_timestamp: Some(Time(
-                    k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).unwrap(),
-                )),
-                ..Default::default()
-            },
-            spec: serde_json::from_value(spec).unwrap(),
+    const PODS: [PodRow; 8] = [
+        ("default", "web-0", "10.0.0.1", "web", "v1", true, None),
+        ("default", "web-1", "10.0.0.2", "web", "v2", true, None),
+        ("default", "api-0", "10.0.0.3", "api", "v1", false, None),
+        (
+            "default",
+            "redis-0",
+            "10.0.0.4",
+            "redis",
+            "v1",
+            true,
+            Some("redis-0.redis.default.svc.cluster.local"),
+        ),
+        (
+            "default",
+            "redis-1",
+            "10.0.0.5",
+            "redis",
+            "v1",
+            false,
+            Some("redis-1.redis.default.svc.cluster.local"),
+        ),
+        ("prod", "db-0", "10.0.1.1", "db", "v1", true, None),
+        ("prod", "db-1", "10.0.1.2", "db", "v1", true, None),
+        ("prod", "web-0", "10.0.1.3", "web", "v1", true, None),
+    ];
+
+    fn pod_of(&(ns, name, ip, app, version, sidecar, hostname): &PodRow) -> PodEntry {
+        let mut p = pod(ns, name, ip, &[("app", app), ("version", version)]);
+        if sidecar {
+            p.labels
+                .insert("security.istio.io/tlsMode".into(), "istio".into());
         }
-    }
-
-    struct Pod {
-        ns: &'static str,
-        name: &'static str,
-        ip: &'static str,
-        app: &'static str,
-        version: &'static str,
-        sidecar: bool,
-        hostname: Option<&'static str>,
-    }
-
-    fn pod_labels(p: &Pod) -> Labels {
-        let mut l = labels(&[("app", p.app), ("version", p.version)]);
-        if p.sidecar {
-            l.insert("security.istio.io/tlsMode".into(), "istio".into());
-        }
-        l
+        p.has_sidecar = sidecar;
+        p.workload = app.into();
+        p.service_account = app.into();
+        p.workload_kind = "StatefulSet".into();
+        p.hostname = hostname
+            .and_then(|h| h.split('.').next())
+            .map(str::to_string);
+        p
     }
 
     /// A mesh with something of everything: cluster-IP and headless services, StatefulSet
@@ -373,119 +475,29 @@ mod tests {
     /// name, two for one host), DestinationRules at every scope (one selecting workloads),
     /// PeerAuthentications with port-level modes.
     fn registry() -> Registry {
-        let pods = [
-            Pod {
-                ns: "default",
-                name: "web-0",
-                ip: "10.0.0.1",
-                app: "web",
-                version: "v1",
-                sidecar: true,
-                hostname: None,
-            },
-            Pod {
-                ns: "default",
-                name: "web-1",
-                ip: "10.0.0.2",
-                app: "web",
-                version: "v2",
-                sidecar: true,
-                hostname: None,
-            },
-            Pod {
-                ns: "default",
-                name: "api-0",
-                ip: "10.0.0.3",
-                app: "api",
-                version: "v1",
-                sidecar: false,
-                hostname: None,
-            },
-            Pod {
-                ns: "default",
-                name: "redis-0",
-                ip: "10.0.0.4",
-                app: "redis",
-                version: "v1",
-                sidecar: true,
-                hostname: Some("redis-0.redis.default.svc.cluster.local"),
-            },
-            Pod {
-                ns: "default",
-                name: "redis-1",
-                ip: "10.0.0.5",
-                app: "redis",
-                version: "v1",
-                sidecar: false,
-                hostname: Some("redis-1.redis.default.svc.cluster.local"),
-            },
-            Pod {
-                ns: "prod",
-                name: "db-0",
-                ip: "10.0.1.1",
-                app: "db",
-                version: "v1",
-                sidecar: true,
-                hostname: None,
-            },
-            Pod {
-                ns: "prod",
-                name: "db-1",
-                ip: "10.0.1.2",
-                app: "db",
-                version: "v1",
-                sidecar: true,
-                hostname: None,
-            },
-            Pod {
-                ns: "prod",
-                name: "web-0",
-                ip: "10.0.1.3",
-                app: "web",
-                version: "v1",
-                sidecar: true,
-                hostname: None,
-            },
-        ];
-        let service = |ns: &str,
-                       name: &str,
-                       ip: Option<&str>,
-                       ports: &[(&str, u16, u16)],
-                       export: &[&str]| {
-            let app = name;
-            ServiceEntry {
-                name: name.into(),
-                namespace: ns.into(),
-                fqdn: format!("{name}.{ns}.svc.cluster.local"),
-                cluster_ip: ip.map(|i| i.parse().unwrap()),
-                ports: ports
+        // The service `app` of `ns` selects the pods of that app; ports (name, port, target).
+        let service =
+            |ns: &str, app: &str, ip: Option<&str>, ports: &[(&str, u16, u16)], export: &[&str]| {
+                let endpoints: Vec<EndpointEntry> = PODS
                     .iter()
-                    .map(|(n, p, t)| PortEntry {
-                        name: n.to_string(),
-                        port: *p,
-                        target_port: *t,
-                        app_protocol: None,
+                    .filter(|row| row.0 == ns && row.3 == app)
+                    .filter_map(|row| {
+                        let ep = endpoint_of(&pod_of(row))?;
+                        Some(EndpointEntry {
+                            hostname: row.6.map(str::to_string),
+                            ..ep
+                        })
                     })
-                    .collect(),
-                endpoints: pods
-                    .iter()
-                    .filter(|p| p.ns == ns && p.app == app)
-                    .map(|p| EndpointEntry {
-                        ip: p.ip.parse().unwrap(),
-                        pod: p.name.into(),
-                        namespace: p.ns.into(),
-                        workload: p.app.into(),
-                        service_account: p.app.into(),
-                        labels: pod_labels(p),
-                        has_sidecar: p.sidecar,
-                        ready: true,
-                        hostname: p.hostname.map(str::to_string),
-                    })
-                    .collect(),
-                labels: labels(&[("app", app)]),
-                export_to: export.iter().map(|s| s.to_string()).collect(),
-            }
-        };
+                    .collect();
+                let named: Vec<(&str, u16)> = ports.iter().map(|(n, p, _)| (*n, *p)).collect();
+                let mut s = service(ns, app, ip, &named, endpoints);
+                for (port, (_, _, target)) in s.ports.iter_mut().zip(ports) {
+                    port.target_port = *target;
+                }
+                s.labels = labels(&[("app", app)]);
+                s.export_to = export.iter().map(|s| s.to_string()).collect();
+                s
+            };
         let services = vec![
             service(
                 "default",
@@ -608,23 +620,7 @@ mod tests {
                 .map(|(n, l)| (n.to_string(), l))
                 .collect(),
             services,
-            pods: pods
-                .iter()
-                .map(|p| PodEntry {
-                    name: p.name.into(),
-                    namespace: p.ns.into(),
-                    ip: Some(p.ip.parse().unwrap()),
-                    labels: pod_labels(p),
-                    annotations: Labels::new(),
-                    workload: p.app.into(),
-                    workload_kind: "StatefulSet".into(),
-                    service_account: p.app.into(),
-                    has_sidecar: p.sidecar,
-                    ready: true,
-                    hostname: p.hostname.map(|h| h.split('.').next().unwrap().to_string()),
-                    subdomain: None,
-                })
-                .collect(),
+            pods: PODS.iter().map(pod_of).collect(),
             policies,
             cluster_domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),
@@ -677,11 +673,11 @@ mod tests {
             let (got, fp) = rendered(cache.prepare(&registry, &proxy, None).unwrap());
             let want = push::render(&want.config).unwrap();
             assert_eq!(
-                String::from_utf8(got.json.clone()).unwrap(),
-                String::from_utf8(want.json.clone()).unwrap(),
+                String::from_utf8(got.to_vec()).unwrap(),
+                String::from_utf8(want.to_vec()).unwrap(),
                 "{proxy:?}"
             );
-            assert_eq!(got, want);
+            assert_eq!(got.hash, push::hex(&fp));
             assert_eq!(
                 cache.prepare(&registry, &proxy, Some(&fp)).unwrap(),
                 Prepared::Unchanged
@@ -719,27 +715,95 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_follow_the_registry() {
-        let before = Arc::new(registry());
+    fn fingerprints_and_shared_parts_follow_the_registry() {
+        // Each step changes the registry of the step before; (what, change, namespaces
+        // whose classes may be recompiled).
+        type Change = fn(&mut Registry);
+        let steps: [(&str, Change, &[&str]); 8] = [
+            (
+                "the labels of default/web-0 (its own part only)",
+                |r| {
+                    r.pods[0].labels.insert("team".into(), "a".into());
+                },
+                &[],
+            ),
+            (
+                "the target port of default/api (api-0's inbound ports)",
+                |r| {
+                    let api = r.services.iter_mut().find(|s| s.name == "api");
+                    api.expect("api").ports[0].target_port = 9999;
+                },
+                &["default"],
+            ),
+            (
+                "an endpoint of prod/web (exportTo prod)",
+                |r| r.services[4].endpoints[0].ip = "10.0.1.9".parse().unwrap(),
+                &["prod"],
+            ),
+            (
+                "an endpoint of prod/db (exportTo *)",
+                |r| r.services[3].endpoints[1].ready = false,
+                &["default", "prod", "elsewhere"],
+            ),
+            (
+                "default/api exported to every namespace",
+                |r| r.services[1].export_to = vec!["*".into()],
+                &["default", "prod", "elsewhere"],
+            ),
+            (
+                "a new service in default, seen by default only",
+                |r| {
+                    let mut extra = r.services[1].clone();
+                    extra.name = "extra".into();
+                    extra.fqdn = "extra.default.svc.cluster.local".into();
+                    extra.export_to = vec![".".into()];
+                    r.services.insert(0, extra);
+                },
+                &["default"],
+            ),
+            (
+                "a policy",
+                |r| r.policies.peer_authentications.truncate(1),
+                &["default", "prod", "elsewhere"],
+            ),
+            ("nothing", |_| {}, &[]),
+        ];
         let cache = Cache::new();
+        let mut before = Arc::new(registry());
         let all = proxies(&before);
-        let fps: Vec<Fingerprint> = all
+        let mut held: Vec<(Fingerprint, push::Rendered)> = all
             .iter()
-            .map(|p| rendered(cache.prepare(&before, p, None).unwrap()).1)
+            .map(|p| {
+                let (r, f) = rendered(cache.prepare(&before, p, None).unwrap());
+                (f, r)
+            })
             .collect();
-        // Move an endpoint of prod/web, which only prod sees.
-        let mut next = (*before).clone();
-        next.services[4].endpoints[0].ip = "10.0.1.9".parse().unwrap();
-        let after = Arc::new(next);
-        for (proxy, fp) in all.iter().zip(&fps) {
-            let prepared = cache.prepare(&after, proxy, Some(fp)).unwrap();
-            let want = push::render(&super::super::compile(&after, proxy).config).unwrap();
-            let old = push::render(&super::super::compile(&before, proxy).config).unwrap();
-            if want == old {
-                assert_eq!(prepared, Prepared::Unchanged, "{proxy:?}");
-            } else {
-                assert_eq!(rendered(prepared).0, want, "{proxy:?}");
+        for (what, change, recompiled) in steps {
+            let mut next = (*before).clone();
+            change(&mut next);
+            let after = Arc::new(next);
+            for (proxy, (fp, old)) in all.iter().zip(held.iter_mut()) {
+                let want = push::render(&super::super::compile(&after, proxy).config).unwrap();
+                match cache.prepare(&after, proxy, Some(fp)).unwrap() {
+                    Prepared::Unchanged => {
+                        assert_eq!(old.to_vec(), want.to_vec(), "{what}: {proxy:?}")
+                    }
+                    other => {
+                        let (new, new_fp) = rendered(other);
+                        assert_eq!(new.to_vec(), want.to_vec(), "{what}: {proxy:?}");
+                        assert_ne!(new.to_vec(), old.to_vec(), "{what}: {proxy:?}");
+                        *fp = new_fp;
+                    }
+                }
+                let (now, _) = rendered(cache.prepare(&after, proxy, None).unwrap());
+                let shared = now.json[1].as_ptr() == old.json[1].as_ptr();
+                assert!(
+                    shared || recompiled.contains(&proxy.namespace.as_str()),
+                    "{what}: {proxy:?} recompiled"
+                );
+                *old = now;
             }
+            before = after;
         }
     }
 }

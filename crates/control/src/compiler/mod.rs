@@ -7,7 +7,8 @@
 //! Passes, one module each: `scope` (precedence order, `exportTo`, selectors, host
 //! specificity), `services` (identity, visible services), `routes` (VirtualService binding
 //! and rules), `delegate` (delegated HTTP rules merged into their root), `destination_rule` (rule choice, policy merging), `clusters` (endpoints,
-//! policy, TLS), `mtls` and `inbound` (PeerAuthentication, inbound ports).
+//! policy, TLS), `mtls` and `inbound` (PeerAuthentication, inbound ports), `redis_policy`
+//! (Ferry's RedisPolicies on outbound ports).
 
 pub mod cache;
 mod clusters;
@@ -15,6 +16,7 @@ mod delegate;
 mod destination_rule;
 mod inbound;
 mod mtls;
+mod redis_policy;
 mod routes;
 mod scope;
 mod services;
@@ -239,9 +241,13 @@ pub(crate) fn shared(registry: &Registry, client_ns: &str, client_labels: &Label
                 tcp,
                 tls,
                 default_cluster: cluster_name(p.port, None, &host),
+                redis_policies: Vec::new(),
             });
         }
     }
+
+    let redis_policies = redis_policy::of(registry);
+    redis_policy::attach(&mut cx, &redis_policies, &mut outbound);
 
     let mut clusters = Vec::new();
     let needed = std::mem::take(&mut cx.needed);

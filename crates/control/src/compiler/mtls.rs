@@ -106,3 +106,158 @@ impl PeerPolicy<'_> {
             .unwrap_or_else(|| self.mode().0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_model::istio::peer_authentication::MutualTls;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    const ROOT: &str = "istio-system";
+
+    fn pa(
+        ns: &str,
+        name: &str,
+        selector: Option<(&str, &str)>,
+        mode: Option<IstioMode>,
+        ports: &[(u32, IstioMode)],
+    ) -> IstioResource<PeerAuthenticationSpec> {
+        IstioResource {
+            api_version: "security.istio.io/v1".into(),
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: PeerAuthenticationSpec {
+                selector: selector.map(|(k, v)| ferry_model::istio::WorkloadSelector {
+                    match_labels: [(k.to_string(), v.to_string())].into(),
+                }),
+                mtls: mode.map(|m| MutualTls { mode: Some(m) }),
+                port_level_mtls: ports
+                    .iter()
+                    .map(|(p, m)| (*p, MutualTls { mode: Some(*m) }))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Workload > namespace > mesh; UNSET inherits; port-level modes only from a workload
+    /// policy; a selector in the root namespace is ignored; PERMISSIVE by default.
+    #[test]
+    fn scope_table() {
+        use IstioMode::*;
+        let labels: BTreeMap<String, String> = [("app".to_string(), "redis".to_string())].into();
+        type Case = (
+            &'static str,
+            Vec<IstioResource<PeerAuthenticationSpec>>,
+            MtlsMode,
+            Vec<(u16, MtlsMode)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no policy",
+                vec![],
+                MtlsMode::Permissive,
+                vec![(6379, MtlsMode::Permissive)],
+            ),
+            (
+                "mesh STRICT",
+                vec![pa(ROOT, "mesh", None, Some(Strict), &[])],
+                MtlsMode::Strict,
+                vec![],
+            ),
+            (
+                "namespace beats mesh",
+                vec![
+                    pa(ROOT, "mesh", None, Some(Strict), &[]),
+                    pa("default", "ns", None, Some(Disable), &[]),
+                ],
+                MtlsMode::Disable,
+                vec![],
+            ),
+            (
+                "workload beats namespace",
+                vec![
+                    pa("default", "ns", None, Some(Disable), &[]),
+                    pa("default", "w", Some(("app", "redis")), Some(Strict), &[]),
+                ],
+                MtlsMode::Strict,
+                vec![],
+            ),
+            (
+                "UNSET workload inherits the namespace",
+                vec![
+                    pa("default", "ns", None, Some(Strict), &[]),
+                    pa("default", "w", Some(("app", "redis")), Some(Unset), &[]),
+                ],
+                MtlsMode::Strict,
+                vec![],
+            ),
+            (
+                "a selector that does not match",
+                vec![pa(
+                    "default",
+                    "w",
+                    Some(("app", "other")),
+                    Some(Disable),
+                    &[],
+                )],
+                MtlsMode::Permissive,
+                vec![],
+            ),
+            (
+                "another namespace's policy",
+                vec![pa("prod", "ns", None, Some(Strict), &[])],
+                MtlsMode::Permissive,
+                vec![],
+            ),
+            (
+                "a selector in the root namespace is ignored (mesh-wide)",
+                vec![pa(ROOT, "m", Some(("app", "other")), Some(Strict), &[])],
+                MtlsMode::Strict,
+                vec![],
+            ),
+            (
+                "portLevelMtls from a workload policy",
+                vec![pa(
+                    "default",
+                    "w",
+                    Some(("app", "redis")),
+                    Some(Strict),
+                    &[(6379, Disable), (16379, Unset)],
+                )],
+                MtlsMode::Strict,
+                vec![
+                    (6379, MtlsMode::Disable),
+                    (16379, MtlsMode::Strict),
+                    (26379, MtlsMode::Strict),
+                ],
+            ),
+            (
+                "portLevelMtls without a selector does nothing",
+                vec![pa("default", "ns", None, Some(Strict), &[(6379, Disable)])],
+                MtlsMode::Strict,
+                vec![(6379, MtlsMode::Strict)],
+            ),
+        ];
+        for (what, policies, mode, ports) in cases {
+            let refs: Vec<_> = policies.iter().collect();
+            let p = policies_for(&refs, ROOT, "default", &labels);
+            assert_eq!(p.mode().0, mode, "{what}");
+            for (port, want) in ports {
+                assert_eq!(p.port_mode(port), want, "{what}: port {port}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_oldest_policy_of_a_scope_wins_and_the_other_is_reported() {
+        let a = pa("default", "a", None, Some(IstioMode::Strict), &[]);
+        let b = pa("default", "b", None, Some(IstioMode::Disable), &[]);
+        let refs = vec![&a, &b];
+        let p = policies_for(&refs, ROOT, "default", &BTreeMap::new());
+        assert_eq!(p.mode(), (MtlsMode::Strict, Some("default/a".into())));
+        assert_eq!(p.shadowed.len(), 1);
+    }
+}

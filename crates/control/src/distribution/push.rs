@@ -1,7 +1,9 @@
-//! What a push is made of: the configuration serialized once as JSON, its SHA-256 (a push
-//! happens only when it changed), a version label, and the debounce window that turns a
-//! burst of changes into one push.
+//! What a push is made of: the configuration serialized once as JSON (as pieces that many
+//! proxies' configurations may share), a hash of its content (a push happens only when it
+//! changed), a version label, and the debounce window that turns a burst of changes into
+//! one push.
 
+use bytes::Bytes;
 use ferry_proto::config::ProxyConfig;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,24 +16,60 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 const VERSION_HASH_DIGITS: usize = 12;
 
 /// A configuration ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Rendered {
-    /// `ProxyConfig` as JSON. Serialization is deterministic (struct fields in declaration
-    /// order, maps are `BTreeMap`s), so equal configurations give equal bytes.
-    pub json: Vec<u8>,
-    /// SHA-256 of `json`, lowercase hex.
+    /// `ProxyConfig` as JSON, in consecutive pieces. Serialization is deterministic (struct
+    /// fields in declaration order, maps are `BTreeMap`s), so equal configurations give
+    /// equal bytes. Pieces are reference-counted: proxies whose configurations share a
+    /// part share its bytes.
+    pub json: Vec<Bytes>,
+    /// Identifies the content (lowercase hex SHA-256): of the JSON for [`render`], of the
+    /// pieces' digests for sources that assemble configurations from shared parts.
     pub hash: String,
 }
+
+impl Rendered {
+    /// Length of the JSON in bytes.
+    pub fn len(&self) -> usize {
+        self.json.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the JSON is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The JSON in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        for piece in &self.json {
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+}
+
+/// Equal JSON text and hash, however the text is cut into pieces.
+impl PartialEq for Rendered {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.len() == other.len() && self.to_vec() == other.to_vec()
+    }
+}
+
+impl Eq for Rendered {}
 
 /// Serializes and hashes a configuration.
 pub fn render(config: &ProxyConfig) -> Result<Rendered, serde_json::Error> {
     Ok(rendered(serde_json::to_vec(config)?))
 }
 
-/// A configuration already serialized as [`render`] would, with its hash.
+/// A configuration already serialized as [`render`] would, hashed as [`render`] does.
 pub fn rendered(json: Vec<u8>) -> Rendered {
     let hash = hex(&Sha256::digest(&json));
-    Rendered { json, hash }
+    Rendered {
+        json: vec![Bytes::from(json)],
+        hash,
+    }
 }
 
 /// A digest of everything a proxy's configuration was compiled from (equal fingerprints,
@@ -54,7 +92,8 @@ pub enum Prepared {
     },
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,14 +1,16 @@
-//! The tonic service: one task per proxy stream that sends the proxy its configuration,
-//! follows the source's changes (debounced, pushed only when the hash changed) and records
-//! ACKs and NACKs; and the plaintext listener with a graceful shutdown that ends every
-//! stream first.
+//! The tonic service: one task per proxy stream that sends the proxy its configuration
+//! (in chunks of [`CHUNK_BYTES`], fed to gRPC as it drains them, so a stream never holds
+//! more than a few chunks in its buffers), follows the source's changes (debounced, pushed
+//! only when the hash changed) and records ACKs and NACKs; and the plaintext listener with
+//! a graceful shutdown that ends every stream first.
 
 use super::ConfigSource;
 use super::push::{self, DEBOUNCE, Prepared, Versions};
 use super::status::{Connection, DistributionMetrics, ProxyStatus, Table};
 use crate::registry::ProxyIdentity;
 use ferry_proto::discovery::v1::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
-use ferry_proto::discovery::v1::{ConfigSnapshot, Hello, ProxyMessage, proxy_message};
+use ferry_proto::discovery::v1::{ConfigChunk, Hello, ProxyMessage, proxy_message};
+use ferry_proto::discovery::{CHUNK_BYTES, chunks};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,8 +25,12 @@ use tracing::{debug, info, warn};
 /// The port proxies connect to (plaintext), as Istio's 15010.
 pub const DEFAULT_PORT: u16 = 15010;
 
-/// Largest message accepted or sent: a configuration of a big mesh is several megabytes.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest message accepted or sent. Snapshots travel in chunks of [`CHUNK_BYTES`]; this
+/// bounds what a misbehaving peer can make us buffer.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Chunks queued per stream ahead of what gRPC has taken.
+const QUEUED_CHUNKS: usize = 2;
 
 /// Bytes of snapshots sent and not yet answered (ACK or NACK), over all proxies, beyond
 /// which further pushes wait: pushes to a thousand proxies at once must not hold a
@@ -124,7 +130,7 @@ impl Distribution {
 
 #[tonic::async_trait]
 impl ConfigDiscovery for Distribution {
-    type StreamStream = ReceiverStream<Result<ConfigSnapshot, Status>>;
+    type StreamStream = ReceiverStream<Result<ConfigChunk, Status>>;
 
     async fn stream(
         &self,
@@ -150,7 +156,7 @@ impl ConfigDiscovery for Distribution {
             peer = ?peer,
             "proxy connected"
         );
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
         let connection = self
             .shared
             .table
@@ -195,7 +201,7 @@ struct ProxyStream {
     shared: Arc<Shared>,
     identity: ProxyIdentity,
     connection: Connection,
-    tx: mpsc::Sender<Result<ConfigSnapshot, Status>>,
+    tx: mpsc::Sender<Result<ConfigChunk, Status>>,
     /// Hash of the configuration the proxy was last sent (or held when it connected).
     last_hash: Option<String>,
     /// The source's fingerprint of that configuration, when it gives them.
@@ -300,7 +306,7 @@ impl ProxyStream {
         }
         // Wait for room in the in-flight budget (giving back this stream's own share first).
         self.unanswered = None;
-        let kib = u32::try_from(rendered.json.len() >> 10)
+        let kib = u32::try_from(rendered.len() >> 10)
             .unwrap_or(u32::MAX)
             .saturating_add(1)
             .min(u32::try_from(INFLIGHT_BUDGET_BYTES >> 10).unwrap_or(u32::MAX));
@@ -313,13 +319,14 @@ impl ProxyStream {
             _ = shutdown.wait_for(|closed| *closed) => return false,
         };
         let version = self.shared.versions.next(&rendered.hash);
-        let snapshot = ConfigSnapshot {
-            version: version.clone(),
-            hash: rendered.hash.clone(),
-            config_json: rendered.json,
-        };
-        if self.tx.send(Ok(snapshot)).await.is_err() {
-            return false;
+        for chunk in chunks(&version, &rendered.hash, &rendered.json, CHUNK_BYTES) {
+            let sent = tokio::select! {
+                sent = self.tx.send(Ok(chunk)) => sent.is_ok(),
+                _ = shutdown.wait_for(|closed| *closed) => false,
+            };
+            if !sent {
+                return false;
+            }
         }
         debug!(pod = %self.identity.pod, %version, "pushed");
         self.connection.pushed(&version, since.elapsed());

@@ -17,18 +17,38 @@ pub const EXPORT_TO: &str = "networking.istio.io/exportTo";
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// A pod as endpoint derivation sees it: its registry entry and its manifest (for the
-/// container ports that named target ports refer to).
+/// A pod's named container ports, `(name, containerPort)` in the pod's order (containers,
+/// then init containers): what a Service's named `targetPort` refers to.
+pub type NamedPorts = Vec<(String, u16)>;
+
+/// A pod as endpoint derivation sees it: its registry entry and its named container ports.
 #[derive(Debug, Clone, Copy)]
 pub struct PodRef<'a> {
     /// The registry entry.
     pub entry: &'a PodEntry,
-    /// The pod as created (after injection).
-    pub pod: &'a Value,
+    /// Its named container ports (see [`named_ports`]).
+    pub ports: &'a [(String, u16)],
+}
+
+/// The named container ports of a pod manifest, containers first, then init containers.
+pub fn named_ports(pod: &Value) -> NamedPorts {
+    let spec = &pod["spec"];
+    let containers = spec["containers"].as_array().into_iter().flatten();
+    let init = spec["initContainers"].as_array().into_iter().flatten();
+    containers
+        .chain(init)
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .filter_map(|port| {
+            let name = port["name"].as_str().filter(|n| !n.is_empty())?;
+            let number = u16::try_from(port["containerPort"].as_u64()?).ok()?;
+            Some((name.to_string(), number))
+        })
+        .collect()
 }
 
 /// The registry entry of `service`. `pods` are the pods of the service's namespace in
-/// registry order, `slices` the EndpointSlice manifests of that namespace, `vip` the address
+/// registry order (those its selector may select are enough when it has one; all of them
+/// when it has none), `slices` the EndpointSlice manifests of that namespace, `vip` the address
 /// allocated when the service declares no `clusterIP`. Pods without an IP are not endpoints
 /// (as in Kubernetes, where a pod joins its EndpointSlice once it has one).
 pub fn service_entry(
@@ -149,7 +169,8 @@ pub fn service_entry(
     }
 }
 
-fn endpoint_of(pod: &PodEntry, ip: IpAddr, hostname: Option<String>) -> EndpointEntry {
+/// The endpoint pod `pod` makes at `ip`, with its per-pod DNS name if it has one.
+pub fn endpoint_of(pod: &PodEntry, ip: IpAddr, hostname: Option<String>) -> EndpointEntry {
     EndpointEntry {
         ip,
         pod: pod.name.clone(),
@@ -192,14 +213,10 @@ fn port_entry(port: &Value, pods: &[PodRef<'_>], slices: &[&Value]) -> Option<Po
 /// The container port named `name` in the first pod that has one.
 fn named_port(name: &str, pods: &[PodRef<'_>]) -> Option<u16> {
     pods.iter().find_map(|p| {
-        let spec = &p.pod["spec"];
-        let containers = spec["containers"].as_array().into_iter().flatten();
-        let init = spec["initContainers"].as_array().into_iter().flatten();
-        containers
-            .chain(init)
-            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
-            .find(|port| port["name"].as_str() == Some(name))
-            .and_then(|port| u16::try_from(port["containerPort"].as_u64()?).ok())
+        p.ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, port)| *port)
     })
 }
 
@@ -233,49 +250,27 @@ pub fn string_map(value: &Value) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::testing::pod;
     use serde_json::json;
-
-    fn pod(name: &str, ip: Option<&str>, labels: &[(&str, &str)]) -> PodEntry {
-        PodEntry {
-            name: name.into(),
-            namespace: "default".into(),
-            ip: ip.and_then(|i| i.parse().ok()),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            annotations: Labels::new(),
-            workload: "w".into(),
-            workload_kind: "Deployment".into(),
-            service_account: "default".into(),
-            has_sidecar: true,
-            ready: true,
-            hostname: None,
-            subdomain: None,
-        }
-    }
 
     #[test]
     fn selector_named_target_port_and_vip() {
-        let a = pod("a", Some("10.0.0.1"), &[("app", "web"), ("v", "1")]);
-        let b = pod("b", Some("10.0.0.2"), &[("app", "other")]);
-        let c = pod("c", None, &[("app", "web")]);
+        let a = pod("default", "a", "10.0.0.1", &[("app", "web"), ("v", "1")]);
+        let b = pod("default", "b", "10.0.0.2", &[("app", "other")]);
+        let c = pod("default", "c", "", &[("app", "web")]);
         let manifest = json!({"spec": {"containers": [{"name": "x",
-            "ports": [{"name": "http", "containerPort": 8080}]}]}});
-        let pods = [
-            PodRef {
-                entry: &a,
-                pod: &manifest,
-            },
-            PodRef {
-                entry: &b,
-                pod: &manifest,
-            },
-            PodRef {
-                entry: &c,
-                pod: &manifest,
-            },
-        ];
+            "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9},
+                      {"name": "big", "containerPort": 70000}]}],
+            "initContainers": [{"name": "y", "ports": [{"name": "admin", "containerPort": 15000}]}]}});
+        let ports = named_ports(&manifest);
+        assert_eq!(
+            ports,
+            [("http".to_string(), 8080), ("admin".to_string(), 15000)]
+        );
+        let pods = [&a, &b, &c].map(|entry| PodRef {
+            entry,
+            ports: &ports,
+        });
         let svc = json!({"metadata": {"name": "web", "namespace": "default",
                 "annotations": {EXPORT_TO: "., istio-system"}},
             "spec": {"selector": {"app": "web"}, "ports": [

@@ -89,14 +89,6 @@ pub fn pods_of(kind: Kind, object: &Value) -> Vec<Value> {
             pods
         }
         Kind::DaemonSet => {
-            let prefix = format!("{name}-");
-            let mut pod = from_template(
-                template,
-                namespace,
-                &format!("{prefix}{}", suffix(name, 0)),
-                &prefix,
-                owner("apps/v1", "DaemonSet", name),
-            );
             let labels = [
                 (
                     "controller-revision-hash",
@@ -104,27 +96,50 @@ pub fn pods_of(kind: Kind, object: &Value) -> Vec<Value> {
                 ),
                 ("pod-template-generation", "1".to_string()),
             ];
-            set_labels(&mut pod, &labels);
-            vec![pod]
-        }
-        Kind::Job => {
-            let prefix = format!("{name}-");
-            let mut pod = from_template(
+            single_pod(
                 template,
                 namespace,
-                &format!("{prefix}{}", suffix(name, 0)),
-                &prefix,
-                owner("batch/v1", "Job", name),
-            );
+                name,
+                owner("apps/v1", "DaemonSet", name),
+                &labels,
+            )
+        }
+        Kind::Job => {
             let labels = [
                 ("batch.kubernetes.io/job-name", name.to_string()),
                 ("job-name", name.to_string()),
             ];
-            set_labels(&mut pod, &labels);
-            vec![pod]
+            single_pod(
+                template,
+                namespace,
+                name,
+                owner("batch/v1", "Job", name),
+                &labels,
+            )
         }
         _ => Vec::new(),
     }
+}
+
+/// The one pod `<name>-<suffix>` a controller of one pod (a DaemonSet on one node, a Job)
+/// creates from its template, with the controller's labels.
+fn single_pod(
+    template: &Value,
+    namespace: &str,
+    name: &str,
+    owner: Value,
+    labels: &[(&str, String)],
+) -> Vec<Value> {
+    let prefix = format!("{name}-");
+    let mut pod = from_template(
+        template,
+        namespace,
+        &format!("{prefix}{}", suffix(name, 0)),
+        &prefix,
+        owner,
+    );
+    set_labels(&mut pod, labels);
+    vec![pod]
 }
 
 /// A pod after the injection decision.

@@ -120,13 +120,23 @@ impl Registration {
         ca_path: &Path,
     ) -> Result<MutatingWebhookConfiguration, RegistrationError> {
         check_ca_bundle(ca_pem, ca_path)?;
+        Ok(self.build(Some(ByteString(ca_pem.to_vec()))))
+    }
+
+    /// Renders the configuration without `caBundle`, for an installation whose control plane
+    /// patches the bundle in at start ([`crate::bootstrap::webhook_ca`]).
+    pub fn render_without_ca_bundle(&self) -> MutatingWebhookConfiguration {
+        self.build(None)
+    }
+
+    fn build(&self, ca_bundle: Option<ByteString>) -> MutatingWebhookConfiguration {
         let revision = if self.revision.is_empty() {
             "default"
         } else {
             &self.revision
         };
         let client_config = WebhookClientConfig {
-            ca_bundle: Some(ByteString(ca_pem.to_vec())),
+            ca_bundle,
             service: Some(ServiceReference {
                 name: self.service.clone(),
                 namespace: self.namespace.clone(),
@@ -163,14 +173,14 @@ impl Registration {
             ("app".to_string(), "sidecar-injector".to_string()),
             ("istio.io/rev".to_string(), revision.to_string()),
         ]);
-        Ok(MutatingWebhookConfiguration {
+        MutatingWebhookConfiguration {
             metadata: ObjectMeta {
                 name: Some(self.config_name()),
                 labels: Some(labels),
                 ..ObjectMeta::default()
             },
             webhooks: Some(webhooks),
-        })
+        }
     }
 }
 

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{PortSelector, WorkloadSelector};
 use crate::duration::Duration;
 
 /// `spec` of a DestinationRule.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
     /// The service host (required).
@@ -27,7 +28,7 @@ pub struct DestinationRuleSpec {
 }
 
 /// Traffic policy of a host, subset or port.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     /// Load balancing.
@@ -50,7 +51,7 @@ pub struct TrafficPolicy {
 }
 
 /// Traffic policy of one port.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
     /// The port (required).
@@ -66,7 +67,7 @@ pub struct PortTrafficPolicy {
 }
 
 /// A named subset of a service's endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     /// Name (required, unique in the rule).
@@ -79,7 +80,7 @@ pub struct Subset {
 }
 
 /// Load balancing: a simple algorithm or consistent hashing, plus locality and warm-up settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     /// Simple algorithm.
@@ -89,13 +90,14 @@ pub struct LoadBalancerSettings {
     /// Locality-aware balancing.
     pub locality_lb_setting: Option<LocalityLbSetting>,
     /// Deprecated warm-up window for new endpoints.
+    #[schemars(with = "Option<String>")]
     pub warmup_duration_secs: Option<Duration>,
     /// Warm-up of new endpoints.
     pub warmup: Option<WarmupConfiguration>,
 }
 
 /// Simple load-balancing algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     /// Istio's default (least request).
@@ -113,7 +115,7 @@ pub enum SimpleLb {
 }
 
 /// Consistent hashing on one request attribute.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
     /// Hash on this header.
@@ -133,7 +135,7 @@ pub struct ConsistentHashLb {
 }
 
 /// A hashing cookie.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
     /// Cookie name (required).
@@ -141,6 +143,7 @@ pub struct HttpCookie {
     /// Cookie path.
     pub path: Option<String>,
     /// Cookie lifetime.
+    #[schemars(with = "Option<String>")]
     pub ttl: Option<Duration>,
     /// Extra cookie attributes.
     #[serde(default)]
@@ -148,7 +151,7 @@ pub struct HttpCookie {
 }
 
 /// A cookie attribute.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieAttribute {
     /// Attribute name.
@@ -158,7 +161,7 @@ pub struct CookieAttribute {
 }
 
 /// Ring hash settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
     /// Minimum ring size (default 1024).
@@ -166,7 +169,7 @@ pub struct RingHash {
 }
 
 /// Maglev settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MagLev {
     /// Table size, a prime (default 65537).
@@ -174,7 +177,7 @@ pub struct MagLev {
 }
 
 /// Locality-aware load balancing.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
     /// Weighted distribution per origin locality.
@@ -191,7 +194,7 @@ pub struct LocalityLbSetting {
 }
 
 /// Distribution of traffic from one locality.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityDistribute {
     /// Origin locality (`region/zone/subzone`, trailing `*` allowed).
@@ -202,7 +205,7 @@ pub struct LocalityDistribute {
 }
 
 /// Failover from one region to another.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityFailover {
     /// Origin region.
@@ -212,10 +215,11 @@ pub struct LocalityFailover {
 }
 
 /// Warm-up of new endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WarmupConfiguration {
     /// Warm-up window (required).
+    #[schemars(with = "Option<String>")]
     pub duration: Option<Duration>,
     /// Starting share of traffic, percent.
     pub minimum_percent: Option<f64>,
@@ -224,7 +228,7 @@ pub struct WarmupConfiguration {
 }
 
 /// Connection pool limits.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     /// TCP-level settings.
@@ -234,35 +238,40 @@ pub struct ConnectionPoolSettings {
 }
 
 /// TCP connection pool settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     /// Most connections to a host.
     pub max_connections: Option<i32>,
     /// Connect timeout.
+    #[schemars(with = "Option<String>")]
     pub connect_timeout: Option<Duration>,
     /// TCP keepalive.
     pub tcp_keepalive: Option<TcpKeepalive>,
     /// Longest life of a connection.
+    #[schemars(with = "Option<String>")]
     pub max_connection_duration: Option<Duration>,
     /// Idle timeout of TCP connections.
+    #[schemars(with = "Option<String>")]
     pub idle_timeout: Option<Duration>,
 }
 
 /// TCP keepalive settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
     /// Unanswered probes before the connection is dead.
     pub probes: Option<u32>,
     /// Idle time before probing.
+    #[schemars(with = "Option<String>")]
     pub time: Option<Duration>,
     /// Time between probes.
+    #[schemars(with = "Option<String>")]
     pub interval: Option<Duration>,
 }
 
 /// HTTP connection pool settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     /// Most pending HTTP requests.
@@ -274,6 +283,7 @@ pub struct HttpSettings {
     /// Most outstanding retries.
     pub max_retries: Option<i32>,
     /// Idle timeout of pooled connections.
+    #[schemars(with = "Option<String>")]
     pub idle_timeout: Option<Duration>,
     /// Whether to upgrade HTTP/1.1 to HTTP/2.
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
@@ -286,7 +296,7 @@ pub struct HttpSettings {
 }
 
 /// HTTP/2 upgrade policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
     /// Mesh default.
@@ -298,7 +308,7 @@ pub enum H2UpgradePolicy {
 }
 
 /// Outlier detection (passive health checking).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Deprecated: consecutive gateway errors.
@@ -312,8 +322,10 @@ pub struct OutlierDetection {
     /// 5xx errors before ejection (0 disables).
     pub consecutive_5xx_errors: Option<u32>,
     /// Time between sweeps.
+    #[schemars(with = "Option<String>")]
     pub interval: Option<Duration>,
     /// Base ejection time.
+    #[schemars(with = "Option<String>")]
     pub base_ejection_time: Option<Duration>,
     /// Most hosts ejected, percent.
     pub max_ejection_percent: Option<i32>,
@@ -322,7 +334,7 @@ pub struct OutlierDetection {
 }
 
 /// Client-side TLS toward the upstream.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     /// TLS mode.
@@ -347,7 +359,7 @@ pub struct ClientTlsSettings {
 }
 
 /// Client TLS modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TlsMode {
     /// Plaintext.
@@ -361,7 +373,7 @@ pub enum TlsMode {
 }
 
 /// Tunnelling settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelSettings {
     /// `CONNECT` or `POST`.
@@ -373,7 +385,7 @@ pub struct TunnelSettings {
 }
 
 /// PROXY protocol settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
     /// Protocol version.
@@ -381,7 +393,7 @@ pub struct ProxyProtocol {
 }
 
 /// PROXY protocol versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum ProxyProtocolVersion {
     /// Text version.
     V1,
@@ -390,7 +402,7 @@ pub enum ProxyProtocolVersion {
 }
 
 /// Retry budget: share of active requests that may be retries.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     /// Share of active requests, percent (a number or `{value: N}`).
@@ -400,7 +412,7 @@ pub struct RetryBudget {
 }
 
 /// A percentage written either as a number or as `{value: N}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum PercentValue {
     /// `25`

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Percent, PortSelector, StringMatch};
 use crate::duration::Duration;
 
 /// `spec` of a VirtualService.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
     /// Destination hosts the rules apply to; empty for a delegate VirtualService.
@@ -32,7 +33,7 @@ pub struct VirtualServiceSpec {
 }
 
 /// Where traffic goes: a service host, optionally a subset and a port.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     /// The service host.
@@ -44,7 +45,7 @@ pub struct Destination {
 }
 
 /// One HTTP routing rule.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
     /// Name of the rule, for logs and stats.
@@ -64,6 +65,7 @@ pub struct HttpRoute {
     /// Rewrite the request before forwarding.
     pub rewrite: Option<HttpRewrite>,
     /// Request timeout.
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
     /// Retry policy.
     pub retries: Option<HttpRetry>,
@@ -85,7 +87,7 @@ pub struct HttpRoute {
 }
 
 /// Conditions on an HTTP request, AND-ed.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     /// Name of the match, appended to the rule name.
@@ -124,7 +126,7 @@ pub struct HttpMatchRequest {
 }
 
 /// A weighted HTTP destination.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
     /// Where to send.
@@ -136,7 +138,7 @@ pub struct HttpRouteDestination {
 }
 
 /// A weighted TCP or TLS destination.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
     /// Where to send.
@@ -146,7 +148,7 @@ pub struct RouteDestination {
 }
 
 /// Names the VirtualService an HTTP rule is delegated to.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
     /// Name of the delegate VirtualService.
@@ -156,7 +158,7 @@ pub struct Delegate {
 }
 
 /// Request and response header changes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
     /// Changes to the request.
@@ -166,7 +168,7 @@ pub struct Headers {
 }
 
 /// Header operations.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     /// Overwrite these headers.
@@ -181,7 +183,7 @@ pub struct HeaderOperations {
 }
 
 /// One TLS (SNI) routing rule.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
     /// Match conditions, OR-ed.
@@ -193,7 +195,7 @@ pub struct TlsRoute {
 }
 
 /// One TCP routing rule.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     /// Match conditions, OR-ed.
@@ -205,7 +207,7 @@ pub struct TcpRoute {
 }
 
 /// Conditions on a TLS connection.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
     /// SNI names to match (required).
@@ -227,7 +229,7 @@ pub struct TlsMatchAttributes {
 }
 
 /// Conditions on a TCP connection.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
     /// Destination IPs or CIDRs.
@@ -248,7 +250,7 @@ pub struct L4MatchAttributes {
 }
 
 /// An HTTP redirect answer.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     /// Replacement path.
@@ -266,7 +268,7 @@ pub struct HttpRedirect {
 }
 
 /// How a redirect derives its port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RedirectPortSelection {
     /// 80 for http, 443 for https.
@@ -276,7 +278,7 @@ pub enum RedirectPortSelection {
 }
 
 /// A direct answer.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
     /// Status code.
@@ -286,7 +288,7 @@ pub struct HttpDirectResponse {
 }
 
 /// A body: text or base64 bytes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
     /// Text body.
@@ -296,7 +298,7 @@ pub struct HttpBody {
 }
 
 /// Request rewriting.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
     /// Replaces the matched path prefix (or the whole path).
@@ -308,7 +310,7 @@ pub struct HttpRewrite {
 }
 
 /// A regex replacement.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
     /// RE2 pattern.
@@ -319,12 +321,13 @@ pub struct RegexRewrite {
 }
 
 /// Retry policy.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     /// Retries allowed; 0 disables.
     pub attempts: Option<i32>,
     /// Timeout of each try.
+    #[schemars(with = "Option<String>")]
     pub per_try_timeout: Option<Duration>,
     /// Comma-separated Envoy retry conditions or status codes.
     pub retry_on: Option<String>,
@@ -333,11 +336,12 @@ pub struct HttpRetry {
     /// Avoid previously tried hosts.
     pub retry_ignore_previous_hosts: Option<bool>,
     /// Base interval of the retry back-off.
+    #[schemars(with = "Option<String>")]
     pub backoff: Option<Duration>,
 }
 
 /// CORS policy.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Deprecated exact origins.
@@ -356,6 +360,7 @@ pub struct CorsPolicy {
     #[serde(default)]
     pub expose_headers: Vec<String>,
     /// How long preflight results may be cached.
+    #[schemars(with = "Option<String>")]
     pub max_age: Option<Duration>,
     /// Whether credentials are allowed.
     pub allow_credentials: Option<bool>,
@@ -364,7 +369,7 @@ pub struct CorsPolicy {
 }
 
 /// Handling of unmatched CORS preflight requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
     /// Default (forward).
@@ -376,7 +381,7 @@ pub enum UnmatchedPreflights {
 }
 
 /// Fault injection.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpFaultInjection {
     /// Delay requests.
@@ -386,12 +391,14 @@ pub struct HttpFaultInjection {
 }
 
 /// An injected delay.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     /// Fixed delay.
+    #[schemars(with = "Option<String>")]
     pub fixed_delay: Option<Duration>,
     /// Exponential delay (not supported by Istio's proxy).
+    #[schemars(with = "Option<String>")]
     pub exponential_delay: Option<Duration>,
     /// Share of requests delayed.
     pub percentage: Option<Percent>,
@@ -400,7 +407,7 @@ pub struct FaultDelay {
 }
 
 /// An injected abort.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     /// HTTP status to answer with.
@@ -416,7 +423,7 @@ pub struct FaultAbort {
 }
 
 /// One mirror destination.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
     /// Where to mirror.

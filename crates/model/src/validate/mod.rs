@@ -1,12 +1,13 @@
 //! Validation of loaded documents: the resource envelope (apiVersion, kind, metadata), typed
-//! Istio specs with Istio's rules, type checks of Kubernetes kinds, and diagnostics that name
-//! file, line, resource and field.
+//! Istio specs with Istio's rules, Ferry's own kinds (`ferry.dev`: RedisPolicy), type checks
+//! of Kubernetes kinds, and diagnostics that name file, line, resource and field.
 
 mod checks;
 mod destination_rule;
 mod kubernetes;
 mod path;
 mod peer_authentication;
+mod redis_policy;
 mod structural;
 mod virtual_service;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 pub use path::{FieldPath, Segment};
 pub use structural::{Problem, deserialize_all, did_you_mean};
 
+use crate::ferry::RedisPolicySpec;
 use crate::load::{Document, LoadError, expand_lists};
 use crate::names;
 use crate::resource::{IstioResource, Resource, ResourceId};
@@ -106,6 +108,9 @@ pub struct Report {
     pub warnings: Vec<Diagnostic>,
     /// Resources without errors, typed.
     pub resources: Vec<Resource>,
+    /// RedisPolicies (`ferry.dev/v1alpha1`) without errors, typed. Kept apart from
+    /// `resources` until the control plane's store holds Ferry's kinds.
+    pub redis_policies: Vec<IstioResource<RedisPolicySpec>>,
 }
 
 /// Validates `docs` with default options.
@@ -275,6 +280,7 @@ fn validate_resource(
     let version = api_version.rsplit('/').next().unwrap_or_default();
     let mut checker = Checker::new(&namespace, &options.cluster_domain);
     let meta = metadata.clone().unwrap_or_default();
+    let mut redis = None;
     let resource = match (group, kind.as_str()) {
         ("networking.istio.io", "VirtualService") => istio(
             obj,
@@ -309,11 +315,28 @@ fn validate_resource(
             peer_authentication::check,
         )
         .map(|r| Resource::PeerAuthentication(Box::new(r))),
+        (crate::ferry::GROUP, "RedisPolicy") => {
+            redis = istio(
+                obj,
+                &mut f,
+                &mut checker,
+                &api_version,
+                version,
+                crate::ferry::VERSIONS,
+                meta,
+                redis_policy::check,
+            );
+            None
+        }
         _ => other_kind(value, &mut f, &api_version, group, &kind, &id),
     };
     f.errors.append(&mut checker.errors);
     f.warnings.append(&mut checker.warnings);
+    let valid = f.errors.is_empty();
     finish(doc, prefix, &id.to_string(), f, resource, report);
+    if let Some(r) = redis.filter(|_| valid) {
+        report.redis_policies.push(r);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

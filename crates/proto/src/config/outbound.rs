@@ -47,6 +47,10 @@ pub struct OutboundPort {
     pub tls: Vec<TlsRouteRule>,
     /// The cluster used when no VirtualService binds the host (`outbound|<port>||<host>`).
     pub default_cluster: String,
+    /// RedisPolicies (`ferry.dev/v1alpha1`) in force, the first that matches a connection's
+    /// subset and pod applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redis_policies: Vec<crate::config::RedisPortPolicy>,
 }
 
 /// A resolved destination: host, subset, port and the cluster that serves them.

@@ -1,8 +1,11 @@
 //! A configuration compiled for the data path: lookups from a destination address to the
-//! service port and endpoints behind it, and from a peer address to its workload. A
-//! snapshot is immutable; a new configuration is a new snapshot, swapped in atomically.
+//! service port and endpoints behind it, and from a peer address to its workload, and the
+//! routing table ([`crate::route::Table`]: VirtualService rules and clusters with their
+//! policies). A snapshot is immutable; a new configuration is a new snapshot, swapped in
+//! atomically ([`Snapshot::compile_after`] carries the clusters' live state over).
 
 use super::{Endpoint, Protocol, ProxyConfig, Service};
+use crate::route;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -121,6 +124,8 @@ pub struct Target {
     pub protocol: Protocol,
     /// Whether the service is headless (traffic goes to the address the client dialled).
     pub headless: bool,
+    /// The cluster IP and service port, when the service has one.
+    pub vip: Option<SocketAddr>,
     /// Ready endpoints.
     pub endpoints: Vec<Upstream>,
     next: AtomicUsize,
@@ -156,6 +161,8 @@ pub struct Snapshot {
     pub config: ProxyConfig,
     /// The proxy's own workload.
     pub me: Arc<Workload>,
+    /// Routes and clusters.
+    pub routes: route::Table,
     by_vip: HashMap<SocketAddr, Arc<Target>>,
     by_endpoint: HashMap<SocketAddr, Arc<Target>>,
     workloads: HashMap<IpAddr, Arc<Workload>>,
@@ -180,6 +187,12 @@ fn endpoint_workload(ep: &Endpoint, service: &Service) -> Workload {
 impl Snapshot {
     /// Compiles a configuration.
     pub fn compile(config: ProxyConfig) -> Snapshot {
+        Snapshot::compile_after(config, None)
+    }
+
+    /// Compiles a configuration that replaces `previous`: clusters keep their live state
+    /// (ejected endpoints, connections and requests in flight, pool counters).
+    pub fn compile_after(config: ProxyConfig, previous: Option<&Snapshot>) -> Snapshot {
         let id = &config.identity;
         let mut me = Workload::from_labels(
             &id.pod,
@@ -192,6 +205,7 @@ impl Snapshot {
         let mut by_vip = HashMap::new();
         let mut by_endpoint = HashMap::new();
         let mut workloads: HashMap<IpAddr, Arc<Workload>> = HashMap::new();
+        let mut services: HashMap<String, Arc<ServiceName>> = HashMap::new();
         for svc in &config.services {
             let name = Arc::new(ServiceName {
                 name: svc.name.clone(),
@@ -201,6 +215,9 @@ impl Snapshot {
                     svc.name, svc.namespace, config.settings.cluster_domain
                 ),
             });
+            services
+                .entry(name.fqdn.clone())
+                .or_insert_with(|| name.clone());
             for ep in &svc.endpoints {
                 workloads
                     .entry(ep.ip)
@@ -232,6 +249,7 @@ impl Snapshot {
                     target_port: port.target(),
                     protocol: Protocol::of_port(&port.name, port.app_protocol.as_deref()),
                     headless: svc.cluster_ip.is_none(),
+                    vip: svc.cluster_ip.map(|ip| SocketAddr::new(ip, port.port)),
                     endpoints,
                     next: AtomicUsize::new(0),
                 });
@@ -245,8 +263,17 @@ impl Snapshot {
                 }
             }
         }
+        let routes = route::Table::build(
+            &config,
+            &route::Inputs {
+                workloads: &workloads,
+                services: &services,
+                previous: previous.map(|p| &p.routes),
+            },
+        );
         Snapshot {
             me: Arc::new(me),
+            routes,
             by_vip,
             by_endpoint,
             workloads,

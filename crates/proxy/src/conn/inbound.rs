@@ -2,9 +2,13 @@
 //! to the proxy. Deliver it to the application on the address the peer dialled (the pod
 //! IP, as Istio has done since 1.10) from source 127.0.0.6, and report with
 //! `reporter="destination"`; the peer's workload comes from the endpoint it connects from.
+//! The port's PeerAuthentication mode decides whether mutual TLS is required (STRICT),
+//! accepted beside plaintext (PERMISSIVE) or not used (DISABLE); mutual TLS is terminated by
+//! [`super::secure`], where the peer's identity and metadata come from the handshake.
 
 use super::connect::connect;
-use super::{Ctx, sniff};
+use super::{Ctx, secure, sniff};
+use crate::config::MtlsMode;
 use crate::config::Protocol;
 use crate::http::{self, Upstream};
 use crate::telemetry::labels::{Parties, Reporter, Value};
@@ -46,7 +50,45 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
         trust_domain: snapshot.config.identity.trust_domain.clone(),
         // Plaintext until mutual TLS arrives.
         security: Value(Arc::from("none")),
+        principals: None,
     };
+    // PeerAuthentication of the port: DISABLE is plaintext as dialled; STRICT requires a
+    // mesh client's TLS; PERMISSIVE takes either (peeking only when the proxy has an
+    // identity, so a proxy without one pays nothing).
+    let mode = snapshot.config.inbound.mode_of(dst.port());
+    match (&ctx.tls, mode) {
+        (_, MtlsMode::Disable) | (None, MtlsMode::Permissive) => {}
+        (None, MtlsMode::Strict) => {
+            debug!(
+                "inbound: {peer} to STRICT port {}: this proxy has no certificate",
+                dst.port()
+            );
+            ctx.metrics.identity.refuse("no_certificate");
+            return;
+        }
+        (Some(tls), MtlsMode::Strict | MtlsMode::Permissive) => {
+            let wait = if mode == MtlsMode::Strict {
+                Ctx::connect_timeout(&snapshot)
+            } else {
+                Ctx::detect_timeout(&snapshot)
+            };
+            if sniff::mesh_tls(&downstream, wait).await {
+                let tls = tls.clone();
+                return secure::inbound(
+                    ctx, snapshot, downstream, dst, peer, parties, declared, &tls,
+                )
+                .await;
+            }
+            if mode == MtlsMode::Strict {
+                debug!(
+                    "inbound: {peer} to STRICT port {}: not mutual TLS, refused",
+                    dst.port()
+                );
+                ctx.metrics.identity.refuse("plaintext");
+                return;
+            }
+        }
+    }
     let http_conn = |protocol| http::Connection {
         upstream: Upstream::Fixed(dst, Some(snapshot.me.clone())),
         inbound: true,

@@ -1,17 +1,19 @@
 //! Handling one accepted connection: outbound (the application calling out) and inbound
-//! (a peer calling the application), from routing to forwarding and metrics.
+//! (a peer calling the application), from routing to forwarding and metrics; [`secure`]
+//! for the connections that carry mutual TLS on one side.
 
 pub mod connect;
 pub mod inbound;
 pub mod observe;
 pub mod outbound;
 pub mod redis_tap;
+pub mod secure;
 pub mod sniff;
 
 use crate::config::{Protocol, Snapshot};
 use crate::lifecycle::Lifecycle;
 use crate::listener::orig_dst::OriginalDst;
-use crate::tcp::forward::forward;
+use crate::tcp::route::PipePolicy;
 use crate::telemetry::Metrics;
 use crate::telemetry::labels::TcpLabels;
 use arc_swap::ArcSwap;
@@ -38,6 +40,9 @@ pub struct Ctx {
     pub active: AtomicUsize,
     /// Pooled upstream HTTP clients.
     pub http: crate::http::client::Clients,
+    /// Mutual TLS, when the proxy has a workload identity; `None` keeps every connection
+    /// plaintext (and PERMISSIVE ports unpeeked), STRICT ports refused.
+    pub tls: Option<Arc<crate::tls::policy::MeshTls>>,
 }
 
 /// Counts a connection as active while it lives.
@@ -94,6 +99,23 @@ async fn pipe(
     labels: &TcpLabels,
     protocol: Protocol,
 ) {
+    let policy = PipePolicy::default();
+    pipe_with(
+        ctx, snapshot, downstream, upstream, labels, protocol, &policy,
+    )
+    .await
+}
+
+/// [`pipe`] within a cluster's bounds (`crate::tcp::route::PipePolicy`).
+async fn pipe_with(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    downstream: &TcpStream,
+    upstream: &TcpStream,
+    labels: &TcpLabels,
+    protocol: Protocol,
+    policy: &PipePolicy,
+) {
     let handles = ctx.metrics.tcp(labels);
     handles.opened.inc();
     let redis = match protocol {
@@ -108,12 +130,13 @@ async fn pipe(
         metrics: &ctx.metrics,
         labels,
     };
-    let (_, ending) = forward(
+    let (_, ending) = crate::tcp::route::forward(
         downstream,
         upstream,
         &mut observer,
-        Ctx::idle_timeout(snapshot),
+        policy.idle(Ctx::idle_timeout(snapshot)),
         &ctx.lifecycle,
+        policy,
     )
     .await;
     if let Some(tap) = observer.tap() {

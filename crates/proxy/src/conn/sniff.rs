@@ -1,8 +1,10 @@
 //! Waiting for a client's first bytes to detect its protocol, without ever stalling a
-//! server-first protocol: after the detection timeout the connection is opaque TCP.
+//! server-first protocol: after the detection timeout the connection is opaque TCP. For the
+//! server side of mutual TLS, [`mesh_tls`] tells a mesh client's ClientHello (Istio ALPN)
+//! from anything else.
 
 use crate::config::Protocol;
-use crate::detect::{Detected, detect};
+use crate::detect::{Detected, TlsHello, detect, tls_hello};
 use std::io;
 use std::time::Duration;
 use tokio::io::Interest;
@@ -46,4 +48,30 @@ async fn sniff(stream: &TcpStream) -> io::Result<(Protocol, Option<String>)> {
             }
         }
     }
+}
+
+/// Whether a new inbound connection starts with a mesh client's TLS ClientHello (an Istio
+/// ALPN value offered), waiting at most `timeout` for its first bytes. Peeking leaves the
+/// bytes in place for whoever reads next.
+pub async fn mesh_tls(stream: &TcpStream, timeout: Duration) -> bool {
+    let look = async {
+        let mut buf = vec![0u8; MAX_PEEK];
+        loop {
+            let n = stream.peek(&mut buf).await?;
+            if n == 0 {
+                return Ok::<bool, io::Error>(false);
+            }
+            match tls_hello(&buf[..n]) {
+                TlsHello::Hello { mesh, .. } => return Ok(mesh),
+                TlsHello::NotTls => return Ok(false),
+                TlsHello::Partial if n == buf.len() => return Ok(false),
+                TlsHello::Partial => {
+                    let _ = stream.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                }
+            }
+        }
+    };
+    matches!(tokio::time::timeout(timeout, look).await, Ok(Ok(true)))
 }

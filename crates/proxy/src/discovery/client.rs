@@ -1,14 +1,16 @@
 //! The proxy's configuration stream: connect, say who we are (and which version we hold),
-//! then for each snapshot validate it the way a configuration file is validated
-//! ([`crate::config::file::parse`]; JSON is YAML) and either swap it in atomically and ACK,
-//! or NACK with the reason and keep the last good one. Reconnects with [`Backoff`] and
-//! serves with what it holds meanwhile.
+//! then put each snapshot together from its chunks ([`Reassembly`]), validate it the way a
+//! configuration file is validated (typed checks first; [`crate::config::file::parse`] for
+//! a precise reason when it is not well-typed; JSON is YAML) and either swap it in
+//! atomically and ACK, or NACK with the reason and keep the last good one. Reconnects with
+//! [`Backoff`] and serves with what it holds meanwhile.
 
 use super::backoff::Backoff;
 use crate::config::{ProxyConfig, Snapshot, file};
 use arc_swap::ArcSwap;
 use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
-use ferry_proto::discovery::v1::{Ack, ConfigSnapshot, Hello, Nack, ProxyMessage, proxy_message};
+use ferry_proto::discovery::v1::{Ack, Hello, Nack, ProxyMessage, proxy_message};
+use ferry_proto::discovery::{Assembled, Completed, Reassembly};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,10 @@ use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 /// Largest snapshot accepted (a big mesh's configuration is several megabytes).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+
+/// Largest gRPC message accepted or sent: snapshots arrive in chunks of a few KiB.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// Who this proxy is, as it tells the control plane.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -225,8 +230,13 @@ async fn session(
         .into_inner();
     state.inner.streams.fetch_add(1, Ordering::Relaxed);
     info!("configuration stream open");
-    while let Some(snapshot) = inbound.message().await.map_err(|e| fail(true)(&e))? {
-        let reply = apply(&snapshot, config, state);
+    let mut reassembly = Reassembly::new(MAX_SNAPSHOT_BYTES);
+    while let Some(chunk) = inbound.message().await.map_err(|e| fail(true)(&e))? {
+        let reply = match reassembly.push(chunk) {
+            None => continue,
+            Some(Completed::Snapshot(snapshot)) => apply(&snapshot, config, state),
+            Some(Completed::Broken { version, reason }) => reject(version, reason, state),
+        };
         if tx.send(reply).await.is_err() {
             break;
         }
@@ -234,14 +244,10 @@ async fn session(
     Ok(true)
 }
 
-/// Validates a snapshot and swaps it in; the answer to send back.
-fn apply(
-    snapshot: &ConfigSnapshot,
-    config: &ArcSwap<Snapshot>,
-    state: &DiscoveryState,
-) -> ProxyMessage {
+/// Validates a complete snapshot and swaps it in; the answer to send back.
+fn apply(snapshot: &Assembled, config: &ArcSwap<Snapshot>, state: &DiscoveryState) -> ProxyMessage {
     let version = snapshot.version.clone();
-    let kind = match validate(snapshot) {
+    match validate(&version, &snapshot.json) {
         Ok(mut parsed) => {
             if parsed.version.is_empty() {
                 parsed.version = version.clone();
@@ -249,30 +255,37 @@ fn apply(
             config.store(Arc::new(Snapshot::compile(parsed)));
             state.applied_version(&version);
             info!(%version, "configuration applied");
-            proxy_message::Kind::Ack(Ack { version })
+            ProxyMessage {
+                kind: Some(proxy_message::Kind::Ack(Ack { version })),
+            }
         }
-        Err(reason) => {
-            state.inner.rejected.fetch_add(1, Ordering::Relaxed);
-            warn!(%version, "configuration rejected, keeping the last good one: {reason}");
-            proxy_message::Kind::Nack(Nack { version, reason })
-        }
-    };
-    ProxyMessage { kind: Some(kind) }
+        Err(reason) => reject(version, reason, state),
+    }
 }
 
-/// Parses a snapshot's JSON with the file loader's checks. The JSON is pretty-printed
-/// first so that problems name a useful line.
-pub fn validate(snapshot: &ConfigSnapshot) -> Result<ProxyConfig, String> {
-    let source = format!("snapshot {}", snapshot.version);
+/// Rejects the snapshot `version`, keeping the configuration held; the answer to send back.
+fn reject(version: String, reason: String, state: &DiscoveryState) -> ProxyMessage {
+    state.inner.rejected.fetch_add(1, Ordering::Relaxed);
+    warn!(%version, "configuration rejected, keeping the last good one: {reason}");
+    ProxyMessage {
+        kind: Some(proxy_message::Kind::Nack(Nack { version, reason })),
+    }
+}
+
+/// Parses the JSON of the snapshot `version` with the file loader's checks. When it is not
+/// a well-typed configuration it is pretty-printed and parsed as a file, so that every
+/// problem names a useful line and field.
+pub fn validate(version: &str, json: &[u8]) -> Result<ProxyConfig, String> {
+    let source = format!("snapshot {version}");
     // Fast path: a well-typed snapshot needs only the semantic checks.
-    if let Ok(config) = serde_json::from_slice::<ProxyConfig>(&snapshot.config_json) {
+    if let Ok(config) = serde_json::from_slice::<ProxyConfig>(json) {
         return file::check_typed(&source, &config)
             .map(|()| config)
             .map_err(|e| e.to_string());
     }
     // Slow path, for a precise reason: every problem with its line and field.
-    let value: serde_json::Value = serde_json::from_slice(&snapshot.config_json)
-        .map_err(|e| format!("{source}: not JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("{source}: not JSON: {e}"))?;
     let text = serde_json::to_string_pretty(&value).map_err(|e| format!("{source}: {e}"))?;
     file::parse(&source, &text).map_err(|e| e.to_string())
 }
@@ -281,38 +294,68 @@ pub fn validate(snapshot: &ConfigSnapshot) -> Result<ProxyConfig, String> {
 mod tests {
     use super::*;
 
-    fn snapshot(json: &str) -> ConfigSnapshot {
-        ConfigSnapshot {
-            version: "3-abc".into(),
-            hash: String::new(),
-            config_json: json.as_bytes().to_vec(),
-        }
+    fn validate_text(json: &str) -> Result<ProxyConfig, String> {
+        validate("3-abc", json.as_bytes())
     }
 
     #[test]
     fn valid_json_passes_the_file_checks() {
         let config = ProxyConfig::default();
         let json = serde_json::to_string(&config).unwrap();
-        assert_eq!(validate(&snapshot(&json)).unwrap(), config);
+        assert_eq!(validate_text(&json).unwrap(), config);
     }
 
     #[test]
     fn invalid_json_is_rejected_with_a_reason() {
-        let err = validate(&snapshot(
-            "{\"services\":[{\"name\":\"a\",\"ports\":[{\"port\":0}]}]}",
-        ))
-        .unwrap_err();
+        let err = validate_text("{\"services\":[{\"name\":\"a\",\"ports\":[{\"port\":0}]}]}")
+            .unwrap_err();
         assert!(
             err.contains("snapshot 3-abc:") && err.contains("services.0.ports.0.port"),
             "{err}"
         );
-        let err = validate(&snapshot("{\"bogus\": 1}")).unwrap_err();
+        let err = validate_text("{\"bogus\": 1}").unwrap_err();
         assert!(err.contains("bogus"), "{err}");
+        assert!(validate_text("not json").unwrap_err().contains("not JSON"));
+        assert!(validate_text("").is_err());
+    }
+
+    #[test]
+    fn chunked_snapshots_are_applied_once_complete_and_broken_ones_rejected() {
+        use bytes::Bytes;
+        use ferry_proto::discovery::chunks;
+        let mut good = ProxyConfig::default();
+        good.identity.pod = "p".into();
+        let json = Bytes::from(serde_json::to_vec(&good).unwrap());
+        let config = ArcSwap::from_pointee(Snapshot::compile(ProxyConfig::default()));
+        let state = DiscoveryState::new();
+        let mut reassembly = Reassembly::new(1 << 20);
+        let mut replies = Vec::new();
+        for chunk in chunks("1-aa", "aa", &[json], 8) {
+            if let Some(Completed::Snapshot(s)) = reassembly.push(chunk) {
+                replies.push(apply(&s, &config, &state));
+            }
+        }
+        assert_eq!(replies.len(), 1);
         assert!(
-            validate(&snapshot("not json"))
-                .unwrap_err()
-                .contains("not JSON")
+            matches!(&replies[0].kind, Some(proxy_message::Kind::Ack(a)) if a.version == "1-aa")
         );
-        assert!(validate(&snapshot("")).is_err());
+        assert_eq!(config.load().config.identity.pod, "p");
+        assert_eq!(state.held_version().as_deref(), Some("1-aa"));
+        let mut small = Reassembly::new(4);
+        let Some(first) = chunks("2-bb", "bb", &[Bytes::from_static(b"{\"x\":1}")], 2)
+            .into_iter()
+            .next()
+        else {
+            panic!("chunks")
+        };
+        let Some(Completed::Broken { version, reason }) = small.push(first) else {
+            panic!("too large")
+        };
+        let reply = reject(version, reason, &state);
+        assert!(
+            matches!(&reply.kind, Some(proxy_message::Kind::Nack(n)) if n.version == "2-bb" && n.reason.contains("limit"))
+        );
+        assert_eq!(state.rejected(), 1);
+        assert_eq!(config.load().config.identity.pod, "p");
     }
 }

@@ -1,10 +1,14 @@
 //! HTTP/1.1 and HTTP/2 (and gRPC) proxying with hyper: the downstream connection is served
 //! by hyper's server, every request is sent through a pooled, keep-alive upstream client
 //! (cluster IPs are balanced per request, not per connection), and every request is counted
-//! in Istio's request metrics, measured until its response body ends.
+//! in Istio's request metrics, measured until its response body ends. Outbound requests to a
+//! host the configuration routes follow its VirtualService and DestinationRule ([`routed`]).
 
+pub mod answer;
 pub mod body;
 pub mod client;
+pub mod replay;
+pub mod routed;
 
 use crate::config::Protocol;
 use crate::config::snapshot::{Target, Workload};
@@ -85,6 +89,20 @@ async fn proxy_request(
     conn: Arc<Connection>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if !conn.inbound {
+        let dst = match &conn.upstream {
+            Upstream::Fixed(addr, _) => Some(*addr),
+            Upstream::Balanced(t) => t.vip,
+        };
+        if let Some(dst) = dst {
+            let snapshot = ctx.config.load();
+            if let Some(routes) = snapshot.routes.routes(dst).cloned() {
+                let source = snapshot.config.identity.ip;
+                drop(snapshot);
+                return routed::handle(ctx, conn, routes, dst, source, req).await;
+            }
+        }
+    }
     let started = Instant::now();
     let (addr, workload) = match &conn.upstream {
         Upstream::Fixed(addr, w) => (*addr, w.clone()),

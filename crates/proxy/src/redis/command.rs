@@ -282,6 +282,99 @@ const BLOCKING: [&str; 10] = [
     "waitaof",
 ];
 
+/// Commands that only read data: the ones a RedisPolicy mirror copies.
+const READ_ONLY: [&str; 85] = [
+    "get",
+    "mget",
+    "exists",
+    "strlen",
+    "getrange",
+    "substr",
+    "getbit",
+    "bitcount",
+    "bitpos",
+    "bitfield_ro",
+    "type",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "dbsize",
+    "randomkey",
+    "keys",
+    "scan",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "hexists",
+    "hstrlen",
+    "hscan",
+    "hrandfield",
+    "httl",
+    "hpttl",
+    "hexpiretime",
+    "hpexpiretime",
+    "lrange",
+    "llen",
+    "lindex",
+    "lpos",
+    "smembers",
+    "sismember",
+    "smismember",
+    "scard",
+    "srandmember",
+    "sinter",
+    "sintercard",
+    "sunion",
+    "sdiff",
+    "sscan",
+    "zrange",
+    "zrangebyscore",
+    "zrangebylex",
+    "zrevrange",
+    "zrevrangebyscore",
+    "zrevrangebylex",
+    "zscore",
+    "zmscore",
+    "zcard",
+    "zcount",
+    "zlexcount",
+    "zrank",
+    "zrevrank",
+    "zscan",
+    "zrandmember",
+    "zinter",
+    "zunion",
+    "zdiff",
+    "zintercard",
+    "geopos",
+    "geodist",
+    "geohash",
+    "georadius_ro",
+    "georadiusbymember_ro",
+    "geosearch",
+    "xrange",
+    "xrevrange",
+    "xlen",
+    "lcs",
+    "dump",
+    "sort_ro",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall_ro",
+    "vcard",
+    "vdim",
+    "vemb",
+    "vsim",
+];
+
+/// Commands that set up a connection (database, credentials, protocol): mirrored too, so
+/// the mirror's connection reads what the client's would.
+const CONNECTION_STATE: [&str; 5] = ["select", "auth", "hello", "readonly", "readwrite"];
+
 /// An interned Redis command name: an index into the static table, or [`CommandId::UNKNOWN`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct CommandId(u16);
@@ -290,6 +383,7 @@ const SLOTS_LEN: usize = 1024;
 const EMPTY: u16 = u16::MAX;
 static SLOTS: [u16; SLOTS_LEN] = build_slots();
 static IS_BLOCKING: [bool; NAMES.len()] = build_blocking();
+static IS_MIRRORED: [bool; NAMES.len()] = build_mirrored();
 
 /// First (up to) 8 bytes of a name, uppercased, little-endian, zero-padded.
 const fn word_of(name: &[u8]) -> u64 {
@@ -397,6 +491,21 @@ const fn build_blocking() -> [bool; NAMES.len()] {
     out
 }
 
+const fn build_mirrored() -> [bool; NAMES.len()] {
+    let mut out = [false; NAMES.len()];
+    let mut i = 0;
+    while i < READ_ONLY.len() {
+        out[CommandId::named(READ_ONLY[i]).0 as usize] = true;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < CONNECTION_STATE.len() {
+        out[CommandId::named(CONNECTION_STATE[i]).0 as usize] = true;
+        i += 1;
+    }
+    out
+}
+
 impl CommandId {
     /// A command name not in the table (or longer than the scanner's token buffer).
     pub const UNKNOWN: CommandId = CommandId(NAMES.len() as u16);
@@ -453,6 +562,10 @@ impl CommandId {
     pub const SET: CommandId = CommandId::named("set");
     /// `PING`.
     pub const PING: CommandId = CommandId::named("ping");
+    /// `UNWATCH`.
+    pub const UNWATCH: CommandId = CommandId::named("unwatch");
+    /// `AUTH`.
+    pub const AUTH: CommandId = CommandId::named("auth");
 
     /// Looks a name up, ignoring ASCII case; anything not in the table is [`CommandId::UNKNOWN`].
     pub fn lookup(name: &[u8]) -> CommandId {
@@ -519,6 +632,18 @@ impl CommandId {
             self,
             Self::UNSUBSCRIBE | Self::PUNSUBSCRIBE | Self::SUNSUBSCRIBE
         )
+    }
+
+    /// Whether a RedisPolicy mirror copies the command: it only reads data, or it sets up
+    /// the connection (`SELECT`, `AUTH`, `HELLO`, ...).
+    pub fn is_mirrored(self) -> bool {
+        IS_MIRRORED.get(self.0 as usize).copied().unwrap_or(false)
+    }
+
+    /// The position of the command in the table ([`CommandId::known_count`] for
+    /// [`CommandId::UNKNOWN`]), for per-command lookup tables.
+    pub fn index(self) -> usize {
+        self.0 as usize
     }
 
     /// Number of known commands in the table (excluding "unknown").

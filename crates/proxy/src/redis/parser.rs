@@ -245,6 +245,10 @@ pub trait Visitor {
     fn element(&mut self, _element: &Element<'_>) {}
     /// A top-level value is complete.
     fn value(&mut self, value: &Value<'_>);
+    /// Whether [`Scanner::scan`] should stop after the event just reported.
+    fn pause(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -366,6 +370,13 @@ impl<const D: usize> Scanner<D> {
 
     /// Scans `data`, reporting events to `v`. Returns false once the stream is opaque.
     pub fn feed<V: Visitor>(&mut self, data: &[u8], v: &mut V) -> bool {
+        self.scan(data, v).is_some()
+    }
+
+    /// Scans `data` like [`Scanner::feed`], but stops right after an event that makes
+    /// [`Visitor::pause`] true: returns the bytes consumed (all of `data` when it did not
+    /// pause), or `None` once the stream is opaque. Scanning resumes with the rest.
+    pub fn scan<V: Visitor>(&mut self, data: &[u8], v: &mut V) -> Option<usize> {
         let mut i = 0;
         let n = data.len();
         while i < n {
@@ -382,42 +393,42 @@ impl<const D: usize> Scanner<D> {
                     let bulk_ok = b == b'$' && (self.dir == Direction::Server || self.depth == 1);
                     if bulk_ok && let Some(next) = self.fast_bulk(data, i, v) {
                         i = next;
-                        continue;
-                    }
-                    i += 1;
-                    if !self.start(b, v) {
-                        return self.fail();
-                    }
-                    // The line usually follows in the same read: go straight on.
-                    match self.read_line(data, i, v) {
-                        Some(next) => i = next,
-                        None => return self.fail(),
+                    } else {
+                        i += 1;
+                        if !self.start(b, v) {
+                            return self.fail_scan();
+                        }
+                        // The line usually follows in the same read: go straight on.
+                        match self.read_line(data, i, v) {
+                            Some(next) => i = next,
+                            None => return self.fail_scan(),
+                        }
                     }
                 }
                 State::Line => match self.read_line(data, i, v) {
                     Some(next) => i = next,
-                    None => return self.fail(),
+                    None => return self.fail_scan(),
                 },
                 State::LineLf => {
                     if b != b'\n' {
-                        return self.fail();
+                        return self.fail_scan();
                     }
                     i += 1;
                     if !self.end_line(v) {
-                        return self.fail();
+                        return self.fail_scan();
                     }
                 }
                 State::Bulk => i = self.bulk(data, i, v),
                 State::BulkCr => {
                     if b != b'\r' {
-                        return self.fail();
+                        return self.fail_scan();
                     }
                     i += 1;
                     self.state = State::BulkLf;
                 }
                 State::BulkLf => {
                     if b != b'\n' {
-                        return self.fail();
+                        return self.fail_scan();
                     }
                     i += 1;
                     let kind = Kind::from_type_byte(self.ty);
@@ -426,13 +437,21 @@ impl<const D: usize> Scanner<D> {
                 State::Inline => {
                     i += 1;
                     if !self.inline_byte(b, v) {
-                        return self.fail();
+                        return self.fail_scan();
                     }
                 }
-                State::Opaque => return false,
+                State::Opaque => return None,
+            }
+            if v.pause() {
+                return Some(i);
             }
         }
-        self.state != State::Opaque
+        (self.state != State::Opaque).then_some(n)
+    }
+
+    fn fail_scan(&mut self) -> Option<usize> {
+        self.state = State::Opaque;
+        None
     }
 
     /// Reads line content from `data[i..]`; finishes the line when its CRLF is there too.
@@ -491,11 +510,6 @@ impl<const D: usize> Scanner<D> {
             }
         }
         i
-    }
-
-    fn fail(&mut self) -> bool {
-        self.state = State::Opaque;
-        false
     }
 
     /// Handles a type byte: prepares the line state and the capture mode.

@@ -62,6 +62,8 @@ pub enum Ending {
     Idle,
     /// Closed by the proxy's drain.
     Drained,
+    /// Closed at the cluster's longest connection life (`maxConnectionDuration`).
+    Expired,
 }
 
 /// Bytes moved, from the downstream's point of view.

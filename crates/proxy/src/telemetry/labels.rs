@@ -227,6 +227,9 @@ pub struct Parties {
     pub trust_domain: String,
     /// `connection_security_policy`.
     pub security: Value,
+    /// `source_principal` and `destination_principal` from mutual TLS certificates; `None`
+    /// derives them from the workloads' service accounts.
+    pub principals: Option<(Value, Value)>,
 }
 
 impl Parties {
@@ -236,7 +239,7 @@ impl Parties {
             Reporter::Source => (Some(&*self.me), upstream),
             Reporter::Destination => (self.peer.as_deref(), Some(&*self.me)),
         };
-        Peers::new(
+        let mut peers = Peers::new(
             self.reporter,
             Side {
                 workload: source,
@@ -250,7 +253,12 @@ impl Parties {
             self.passthrough_name,
             &self.trust_domain,
             protocol.metric_label(),
-        )
+        );
+        if let Some((source, destination)) = &self.principals {
+            peers.source_principal = source.clone();
+            peers.destination_principal = destination.clone();
+        }
+        peers
     }
 }
 

@@ -6,6 +6,7 @@ use super::labels::{HttpLabels, Peers, RedisLabels, TcpLabels, Value};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -46,6 +47,53 @@ pub struct Metrics {
     redis_commands: Family<RedisLabels, Counter>,
     redis_duration: HistogramFamily<RedisLabels>,
     redis_fallbacks: Family<TcpLabels, Counter>,
+    /// `ferry_redis_faults_total`: commands a RedisPolicy aborted, delayed or timed out
+    /// (`outcome` holds `abort`, `delay` or `timeout`).
+    pub redis_faults: Family<RedisLabels, Counter>,
+    /// Certificate and mTLS metrics.
+    pub identity: IdentityMetrics,
+}
+
+/// Labels of certificate renewals.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+/// Labels of connections refused by mTLS policy.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `plaintext` (STRICT port), `handshake`, `no_certificate`.
+    pub reason: &'static str,
+}
+
+/// The proxy's certificate and mTLS metrics (`ferry_` prefix).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityMetrics {
+    /// End of validity of the certificate in force (Unix seconds, 0 without one).
+    pub cert_expiry: Gauge,
+    /// When the next renewal is planned (Unix seconds).
+    pub next_renewal: Gauge,
+    /// Renewals by outcome.
+    pub renewals: Family<OutcomeLabels, Counter>,
+    /// Inbound or outbound connections refused by mTLS, by reason.
+    pub refused: Family<RefusalLabels, Counter>,
+}
+
+impl IdentityMetrics {
+    /// Counts a renewal.
+    pub fn renewal(&self, ok: bool) {
+        let outcome = if ok { "success" } else { "failure" };
+        self.renewals
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts a refused connection.
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,7 +191,35 @@ impl Metrics {
             "Redis connections whose traffic could not be parsed and was forwarded opaquely",
             redis_fallbacks.clone(),
         );
+        let redis_faults = Family::default();
+        registry.register(
+            "ferry_redis_faults",
+            "Redis commands a RedisPolicy aborted, delayed or timed out, by command",
+            redis_faults.clone(),
+        );
+        let identity = IdentityMetrics::default();
+        registry.register(
+            "ferry_identity_cert_expiry_timestamp_seconds",
+            "End of validity of the workload certificate in force (Unix time)",
+            identity.cert_expiry.clone(),
+        );
+        registry.register(
+            "ferry_identity_cert_next_renewal_timestamp_seconds",
+            "When the next certificate renewal is planned (Unix time)",
+            identity.next_renewal.clone(),
+        );
+        registry.register(
+            "ferry_identity_cert_renewals",
+            "Certificate renewals by outcome",
+            identity.renewals.clone(),
+        );
+        registry.register(
+            "ferry_mtls_refused_connections",
+            "Connections refused by mutual TLS policy, by reason",
+            identity.refused.clone(),
+        );
         Metrics {
+            identity,
             registry,
             tcp_opened,
             tcp_closed,
@@ -156,6 +232,7 @@ impl Metrics {
             redis_commands,
             redis_duration,
             redis_fallbacks,
+            redis_faults,
         }
     }
 

@@ -13,6 +13,12 @@
 //!   any event, which only a re-list can reveal.
 //! - Every request is logged ([`FakeApi::requests`]); paths that are not a known collection are
 //!   answered `404` and kept in [`FakeApi::unknown_paths`].
+//! - Single objects (`<collection>/<name>`) answer `GET` (`404 NotFound` when absent), `PUT`
+//!   (replace; `409 Conflict` when the body's `resourceVersion` is stale), `PATCH` (JSON patch,
+//!   merge patch, strategic merge patch merging lists of objects by `name`, and server-side
+//!   apply, which creates, merged like a strategic merge patch) and `DELETE`; `POST <collection>` creates (`409 AlreadyExists`).
+//!   Lists honour `labelSelector` (`k=v`, `k`) and `fieldSelector=metadata.name=<name>`.
+//!   Non-`GET` requests are logged as `METHOD path`.
 
 #![allow(dead_code)]
 
@@ -95,6 +101,89 @@ pub fn collections() -> Vec<Collection> {
             true,
             true,
         ),
+        // What the bootstrap and `ferry install --apply` read and write.
+        c("/api/v1", "v1", "Secret", "secrets", true, false),
+        c("/api/v1", "v1", "ConfigMap", "configmaps", true, false),
+        c(
+            "/api/v1",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            false,
+        ),
+        c(
+            "/apis/coordination.k8s.io/v1",
+            "coordination.k8s.io/v1",
+            "Lease",
+            "leases",
+            true,
+            false,
+        ),
+        c(
+            "/apis/admissionregistration.k8s.io/v1",
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+            false,
+        ),
+        c(
+            "/apis/apiextensions.k8s.io/v1",
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            false,
+        ),
+        c(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            false,
+        ),
+        c(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            false,
+        ),
+        c(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "rbac.authorization.k8s.io/v1",
+            "Role",
+            "roles",
+            true,
+            false,
+        ),
+        c(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            false,
+        ),
+        c(
+            "/apis/apps/v1",
+            "apps/v1",
+            "Deployment",
+            "deployments",
+            true,
+            false,
+        ),
+        c(
+            "/apis/policy/v1",
+            "policy/v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            false,
+        ),
     ]
 }
 
@@ -169,7 +258,7 @@ impl FakeApi {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.serve(req)) }
+                        async move { Ok::<_, Infallible>(server.serve(req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -205,6 +294,26 @@ impl FakeApi {
     /// Requests for paths the server does not know.
     pub fn unknown_paths(&self) -> Vec<String> {
         self.lock().unknown.clone()
+    }
+
+    /// The stored object, if any (as the server holds it, with `apiVersion` and `kind`).
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let collection = collections().into_iter().find(|c| c.kind == kind)?;
+        let namespace = if collection.namespaced { namespace } else { "" };
+        self.lock()
+            .objects
+            .get(&(kind.to_string(), namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every stored object of `kind`, by (namespace, name).
+    pub fn objects(&self, kind: &str) -> BTreeMap<(String, String), Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| k == kind)
+            .map(|((_, ns, name), v)| ((ns.clone(), name.clone()), v.clone()))
+            .collect()
     }
 
     /// The current resource version.
@@ -349,7 +458,7 @@ impl FakeApi {
         let _ = self.signals.send(Signal::Close);
     }
 
-    fn serve(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    async fn serve(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path().to_string();
         let query: BTreeMap<String, String> = req
             .uri()
@@ -361,11 +470,37 @@ impl FakeApi {
             .collect();
         {
             let mut inner = self.lock();
-            let logged = match req.uri().query() {
+            let mut logged = match req.uri().query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path.clone(),
             };
+            if req.method() != hyper::Method::GET {
+                logged = format!("{} {logged}", req.method());
+            }
             inner.requests.push(logged);
+        }
+        if let Some((collection, namespace, name)) = route_object(&path)
+            && !self.lock().unserved.iter().any(|k| k == collection.kind)
+        {
+            let method = req.method().clone();
+            let content_type = req
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            return self.serve_object(
+                &collection,
+                &namespace,
+                &name,
+                &method,
+                &content_type,
+                &body,
+            );
         }
         let unserved = self.lock().unserved.clone();
         let route = route(&path).filter(|(c, _)| !unserved.iter().any(|k| k == c.kind));
@@ -377,11 +512,18 @@ impl FakeApi {
                 &format!("the server could not find the requested resource ({path})"),
             );
         };
+        if req.method() == hyper::Method::POST {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            return self.create(&collection, namespace.as_deref(), &body);
+        }
         if req.method() != hyper::Method::GET {
             return status(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
-                "only GET is served",
+                "only GET and POST are served on collections",
             );
         }
         let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -393,7 +535,7 @@ impl FakeApi {
             let bookmarks = query.get("allowWatchBookmarks").map(String::as_str) == Some("true");
             self.watch(collection, namespace, from, bookmarks)
         } else {
-            self.list(&collection, namespace.as_deref())
+            self.list(&collection, namespace.as_deref(), &query)
         }
     }
 
@@ -401,13 +543,27 @@ impl FakeApi {
         &self,
         collection: &Collection,
         namespace: Option<&str>,
+        query: &BTreeMap<String, String>,
     ) -> Response<BoxBody<Bytes, Infallible>> {
+        let decode = |v: &String| {
+            v.replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+        };
+        let labels = query.get("labelSelector").map(decode).unwrap_or_default();
+        let fields = query.get("fieldSelector").map(decode).unwrap_or_default();
         let inner = self.lock();
         let items: Vec<Value> = inner
             .objects
             .iter()
             .filter(|((kind, ns, _), _)| {
                 kind == collection.kind && namespace.is_none_or(|n| n == ns)
+            })
+            .filter(|(_, object)| selects(&labels, &object["metadata"]["labels"]))
+            .filter(|((_, _, name), _)| {
+                fields
+                    .strip_prefix("metadata.name=")
+                    .is_none_or(|wanted| wanted == name)
             })
             .map(|(_, object)| {
                 let mut item = object.clone();
@@ -427,6 +583,151 @@ impl FakeApi {
             "items": items,
         });
         json_response(StatusCode::OK, body.to_string())
+    }
+
+    /// `POST <collection>`: creates, or `409 AlreadyExists`.
+    fn create(
+        &self,
+        collection: &Collection,
+        namespace: Option<&str>,
+        body: &[u8],
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+        };
+        object["kind"] = collection.kind.into();
+        if let Some(ns) = namespace {
+            object["metadata"]["namespace"] = ns.into();
+        }
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if self
+            .get(collection.kind, namespace.unwrap_or_default(), &name)
+            .is_some()
+        {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                &format!("{} \"{name}\" already exists", collection.plural),
+            );
+        }
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+        }
+        self.apply(object);
+        let stored = self
+            .get(collection.kind, namespace.unwrap_or_default(), &name)
+            .unwrap_or_default();
+        json_response(StatusCode::CREATED, stored.to_string())
+    }
+
+    /// `GET`, `PUT`, `PATCH` and `DELETE` on one object.
+    fn serve_object(
+        &self,
+        collection: &Collection,
+        namespace: &str,
+        name: &str,
+        method: &hyper::Method,
+        content_type: &str,
+        body: &[u8],
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let not_found = || {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{} \"{name}\" not found", collection.plural),
+            )
+        };
+        let existing = self.get(collection.kind, namespace, name);
+        let input = || serde_json::from_slice::<Value>(body).ok();
+        let stored = |api: &FakeApi| {
+            api.get(collection.kind, namespace, name)
+                .map(|o| json_response(StatusCode::OK, o.to_string()))
+                .unwrap_or_else(not_found)
+        };
+        let with_identity = |mut object: Value| {
+            object["kind"] = collection.kind.into();
+            object["metadata"]["name"] = name.into();
+            if collection.namespaced {
+                object["metadata"]["namespace"] = namespace.into();
+            }
+            object
+        };
+        match *method {
+            hyper::Method::GET => stored(self),
+            hyper::Method::DELETE => {
+                if self.delete(collection.kind, namespace, name) {
+                    json_response(
+                        StatusCode::OK,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+                            .to_string(),
+                    )
+                } else {
+                    not_found()
+                }
+            }
+            hyper::Method::PUT => {
+                let Some(existing) = existing else {
+                    return not_found();
+                };
+                let Some(object) = input() else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
+                if let Some(rv) = object["metadata"]["resourceVersion"].as_str()
+                    && Some(rv) != existing["metadata"]["resourceVersion"].as_str()
+                {
+                    return conflict(collection, name);
+                }
+                self.apply(with_identity(object));
+                stored(self)
+            }
+            hyper::Method::PATCH => {
+                let Some(patch) = input() else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+                };
+                let apply = content_type.starts_with("application/apply-patch");
+                let Some(mut object) = existing
+                    .clone()
+                    .or_else(|| apply.then(|| json!({"metadata": {}})))
+                else {
+                    return not_found();
+                };
+                let expected_rv = patch["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_string);
+                if let (Some(rv), Some(existing)) = (&expected_rv, &existing)
+                    && Some(rv.as_str()) != existing["metadata"]["resourceVersion"].as_str()
+                {
+                    return conflict(collection, name);
+                }
+                if content_type.starts_with("application/json-patch") {
+                    let Ok(ops) = serde_json::from_value::<json_patch::Patch>(patch) else {
+                        return status(StatusCode::BAD_REQUEST, "BadRequest", "not a JSON patch");
+                    };
+                    if let Err(e) = json_patch::patch(&mut object, &ops) {
+                        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e.to_string());
+                    }
+                } else if content_type.starts_with("application/strategic-merge-patch") || apply {
+                    // Server-side apply keeps other managers' fields; for the objects Ferry
+                    // applies (lists keyed by name) a strategic merge does the same.
+                    strategic_merge(&mut object, patch);
+                } else {
+                    json_patch::merge(&mut object, &patch);
+                }
+                if let Some(meta) = object["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                }
+                self.apply(with_identity(object));
+                stored(self)
+            }
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "method not served",
+            ),
+        }
     }
 
     fn watch(
@@ -533,6 +834,74 @@ fn route(path: &str) -> Option<(Collection, Option<String>)> {
         let (ns, plural) = rest.split_once('/')?;
         (c.namespaced && plural == c.plural).then(|| (c, Some(ns.to_string())))
     })
+}
+
+/// The collection, namespace (empty for cluster objects) and name a single-object path names.
+fn route_object(path: &str) -> Option<(Collection, String, String)> {
+    collections().into_iter().find_map(|c| {
+        let rest = path.strip_prefix(c.prefix)?.strip_prefix('/')?;
+        if c.namespaced {
+            let rest = rest.strip_prefix("namespaces/")?;
+            let (ns, rest) = rest.split_once('/')?;
+            let name = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
+            (!name.is_empty() && !name.contains('/')).then(|| (c, ns.to_string(), name.to_string()))
+        } else {
+            let name = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
+            (!name.is_empty() && !name.contains('/')).then(|| (c, String::new(), name.to_string()))
+        }
+    })
+}
+
+/// Whether a `labelSelector` of `k=v` and `k` terms (comma-separated) selects `labels`.
+fn selects(selector: &str, labels: &Value) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => labels[k].as_str() == Some(v),
+            None => labels.get(term).is_some(),
+        })
+}
+
+/// A strategic merge patch as the API server applies it for the lists Ferry patches: maps
+/// merge, `null` deletes, lists of objects with `name` merge by name, other lists replace.
+fn strategic_merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(&k);
+                } else if let Some(existing) = t.get_mut(&k) {
+                    strategic_merge(existing, v);
+                } else {
+                    t.insert(k, v);
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(p))
+            if p.iter().all(|i| i.get("name").is_some())
+                && t.iter().all(|i| i.get("name").is_some()) =>
+        {
+            for item in p {
+                match t.iter_mut().find(|e| e["name"] == item["name"]) {
+                    Some(existing) => strategic_merge(existing, item),
+                    None => t.push(item),
+                }
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+fn conflict(collection: &Collection, name: &str) -> Response<BoxBody<Bytes, Infallible>> {
+    status(
+        StatusCode::CONFLICT,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            collection.plural
+        ),
+    )
 }
 
 fn json_response(code: StatusCode, body: String) -> Response<BoxBody<Bytes, Infallible>> {

@@ -1,0 +1,381 @@
+//! The certificate API on 15012: `ferry.ca.v1.CertificateService` over gRPC with TLS. The
+//! control plane serves with a certificate its own CA signs (DNS names such as
+//! `istiod.istio-system.svc` and `localhost`), renewed at half its lifetime, so proxies
+//! verify it with the mesh root alone. Client certificates are optional: a proxy renewing
+//! with a mesh certificate still valid may prove its identity with it instead of a token.
+//!
+//! [`SecureServer::serve`] takes [`tonic::service::Routes`], so the configuration stream
+//! (`Distribution::service()`) can be served on the same TLS port.
+
+use super::CaError;
+use super::authn::{AuthError, Authenticator};
+use super::authority::{CertificateAuthority, pem_to_ders};
+use ferry_proto::ca::v1::certificate_service_server::{
+    CertificateService, CertificateServiceServer,
+};
+use ferry_proto::ca::v1::{CertificateRequest, CertificateResponse};
+use ferry_proto::config::SpiffeId;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rustls::pki_types::CertificateDer;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+/// Lifetime of the control plane's own serving certificate.
+pub const SERVING_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// TLS handshakes that take longer are dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The crypto provider of every TLS endpoint of the CA.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Labels of refused requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refusal {
+    reason: String,
+}
+
+/// The CA's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CaMetrics {
+    issued: Counter,
+    refused: Family<Refusal, Counter>,
+}
+
+impl CaMetrics {
+    /// Registers the metrics (`ferry_ca_certificates_issued_total`,
+    /// `ferry_ca_requests_refused_total{reason}`) into `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "ferry_ca_certificates_issued",
+            "Workload certificates signed",
+            self.issued.clone(),
+        );
+        registry.register(
+            "ferry_ca_requests_refused",
+            "Certificate requests refused, by reason",
+            self.refused.clone(),
+        );
+    }
+
+    /// Certificates signed so far.
+    pub fn issued(&self) -> u64 {
+        self.issued.get()
+    }
+
+    fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&Refusal {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The certificate service: authenticates the caller, then signs.
+#[derive(Clone)]
+pub struct CaService {
+    ca: Arc<CertificateAuthority>,
+    authn: Arc<dyn Authenticator>,
+    metrics: CaMetrics,
+}
+
+impl CaService {
+    /// A service signing with `ca` for callers `authn` accepts.
+    pub fn new(ca: Arc<CertificateAuthority>, authn: Arc<dyn Authenticator>) -> Self {
+        Self {
+            ca,
+            authn,
+            metrics: CaMetrics::default(),
+        }
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &CaMetrics {
+        &self.metrics
+    }
+
+    /// The gRPC service, to mount on a tonic server.
+    pub fn service(&self) -> CertificateServiceServer<Self> {
+        CertificateServiceServer::new(self.clone())
+    }
+
+    /// Routes with the certificate service; add the configuration stream with
+    /// `.add_service(distribution.service())`.
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.service())
+    }
+
+    /// The identity proven by a bearer token, or else by a verified mesh client certificate.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+            .filter(|t| !t.is_empty());
+        let td = self.ca.trust_domain();
+        if let Some(token) = token {
+            return match self.authn.authenticate(token).await {
+                Ok(c) => SpiffeId::new(td, &c.namespace, &c.service_account)
+                    .map_err(|e| Status::permission_denied(e.to_string())),
+                Err(AuthError::Unavailable(e)) => {
+                    self.metrics.refuse("authenticator-unavailable");
+                    Err(Status::unavailable(e))
+                }
+                Err(e) => {
+                    self.metrics.refuse("token");
+                    Err(Status::unauthenticated(e.to_string()))
+                }
+            };
+        }
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs());
+        if let Some(leaf) = certs.as_ref().and_then(|c| c.first()) {
+            // The TLS layer verified the chain against the mesh roots.
+            return match spiffe_of(leaf) {
+                Some(id) if id.trust_domain == td => Ok(id),
+                _ => {
+                    self.metrics.refuse("client-certificate");
+                    Err(Status::unauthenticated(
+                        "the client certificate holds no identity of this trust domain",
+                    ))
+                }
+            };
+        }
+        self.metrics.refuse("no-credential");
+        Err(Status::unauthenticated(
+            "no credential: send `authorization: Bearer <token>` or a mesh client certificate",
+        ))
+    }
+}
+
+/// The SPIFFE identity in a certificate's URI SAN, if it has exactly one.
+pub fn spiffe_of(der: &CertificateDer<'_>) -> Option<SpiffeId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    let (Some(uri), None) = (uris.next(), uris.next()) else {
+        return None;
+    };
+    SpiffeId::parse(uri).ok()
+}
+
+#[tonic::async_trait]
+impl CertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<CertificateRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        let identity = self.caller(&request).await?;
+        let req = request.into_inner();
+        let requested = u64::try_from(req.validity_duration)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        match self
+            .ca
+            .issue(&req.csr, &identity, requested, SystemTime::now())
+        {
+            Ok(issued) => {
+                self.metrics.issued.inc();
+                info!(identity = %identity, serial = %issued.serial, "issued a workload certificate");
+                Ok(Response::new(CertificateResponse {
+                    cert_chain: issued.chain,
+                    trust_bundle: issued.trust_bundle,
+                }))
+            }
+            Err(e @ CaError::IdentityMismatch { .. }) => {
+                self.metrics.refuse("identity-mismatch");
+                warn!("refused a certificate request: {e}");
+                Err(Status::permission_denied(e.to_string()))
+            }
+            Err(e @ CaError::BadCsr(_)) => {
+                self.metrics.refuse("bad-csr");
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(e) => {
+                self.metrics.refuse("signing");
+                Err(Status::internal(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The control plane's serving certificate, re-signed by the CA at half its lifetime.
+#[derive(Debug)]
+struct ServingCert {
+    ca: Arc<CertificateAuthority>,
+    dns_names: Vec<String>,
+    ips: Vec<IpAddr>,
+    current: Mutex<(Arc<CertifiedKey>, SystemTime)>,
+}
+
+impl ServingCert {
+    fn new(
+        ca: Arc<CertificateAuthority>,
+        dns_names: Vec<String>,
+        ips: Vec<IpAddr>,
+    ) -> Result<Self, CaError> {
+        let first = Self::make(&ca, &dns_names, &ips)?;
+        Ok(Self {
+            ca,
+            dns_names,
+            ips,
+            current: Mutex::new(first),
+        })
+    }
+
+    /// A new certified key and when to renew it.
+    fn make(
+        ca: &CertificateAuthority,
+        dns_names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<(Arc<CertifiedKey>, SystemTime), CaError> {
+        let now = SystemTime::now();
+        let (issued, key_pem) = ca.issue_serving(dns_names, ips, SERVING_TTL, now)?;
+        let mut chain = Vec::new();
+        // The root stays out of the chain the server sends.
+        let n = issued.chain.len().saturating_sub(1).max(1);
+        for pem in issued.chain.iter().take(n) {
+            chain.extend(pem_to_ders("serving chain", pem)?);
+        }
+        let chain: Vec<CertificateDer<'static>> = chain.into_iter().map(Into::into).collect();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .ok()
+            .flatten()
+            .ok_or_else(|| CaError::Signing("serving key".into()))?;
+        let signing = provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let lifetime = issued.not_after.duration_since(now).unwrap_or_default();
+        Ok((
+            Arc::new(CertifiedKey::new(chain, signing)),
+            now + lifetime / 2,
+        ))
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().ok()?;
+        if SystemTime::now() >= current.1 {
+            match Self::make(&self.ca, &self.dns_names, &self.ips) {
+                Ok(fresh) => *current = fresh,
+                Err(e) => warn!("renewing the control plane's serving certificate: {e}"),
+            }
+        }
+        Some(current.0.clone())
+    }
+}
+
+/// The TLS server of 15012.
+pub struct SecureServer {
+    tls: Arc<rustls::ServerConfig>,
+}
+
+/// The names the serving certificate carries by default: Istio's and Ferry's service names
+/// for the control plane, and `localhost`.
+pub fn default_serving_names() -> Vec<String> {
+    vec![
+        "istiod.istio-system.svc".into(),
+        "ferry-control.istio-system.svc".into(),
+        "ferry-control.ferry-system.svc".into(),
+        "localhost".into(),
+    ]
+}
+
+impl SecureServer {
+    /// A server whose certificate `ca` signs for `dns_names` and `ips`.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        dns_names: Vec<String>,
+        ips: Vec<IpAddr>,
+    ) -> Result<Self, CaError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for pem in ca.trust_bundle() {
+            for der in pem_to_ders("trust bundle", pem)? {
+                roots
+                    .add(der.into())
+                    .map_err(|e| CaError::Material(format!("trust bundle: {e}")))?;
+            }
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| CaError::Material(format!("client verifier: {e}")))?;
+        let resolver = ServingCert::new(ca, dns_names, ips)?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CaError::Material(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(resolver));
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self { tls: Arc::new(tls) })
+    }
+
+    /// The TLS configuration (for tests and for callers with their own accept loop).
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.clone()
+    }
+
+    /// Serves `routes` over TLS on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        routes: tonic::service::Routes,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<TlsStream<TcpStream>>>(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        warn!("15012 accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(e)) => debug!("TLS handshake from {peer}: {e}"),
+                        Err(_) => debug!("TLS handshake from {peer} timed out"),
+                    }
+                });
+            }
+        });
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+            .await;
+        accept_loop.abort();
+        result
+    }
+}

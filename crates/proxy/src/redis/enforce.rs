@@ -1,0 +1,867 @@
+//! Forwarding a Redis connection under a RedisPolicy. The client's commands are followed
+//! one by one (the RESP scanner pauses at each command's name and end): a command is
+//! forwarded (with its timeout, and a copy to the mirror when it only reads), answered with
+//! an injected error instead, or held with everything after it for an injected delay. The
+//! server's replies are counted against the commands, and taken one by one only while the
+//! [`Sequencer`] needs it (made-up replies waiting their turn, late replies to drop).
+//!
+//! What the proxy cannot follow ends enforcement for the rest of the connection, never the
+//! connection: `SUBSCRIBE` and friends, `MONITOR`, `CLIENT REPLY`, or bytes that are not
+//! RESP. The commands sent before keep their replies in order; the rest flows untouched.
+//!
+//! Telemetry sees the conversation as the client sees it: every command, and every reply
+//! the client gets (injected ones included, dropped late ones excluded).
+
+use super::command::CommandId;
+use super::mirror::Mirror;
+use super::parser::{Direction, Element, Kind, Scanner, Token, Value, Visitor};
+use super::policy::{Decision, Fault, Policy, TIMEOUT_REPLY};
+use super::sequencer::{Fate, Sequencer};
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::tcp::forward::{Ending, Observer, Totals};
+use bytes::Bytes;
+use socket2::SockRef;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant as StdInstant};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// Bytes read per read call.
+const READ: usize = 16 * 1024;
+/// Output queued toward one side before reading from the other stops.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// What kind of fault or timeout happened, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// An injected error reply.
+    Abort,
+    /// An injected delay.
+    Delay,
+    /// A reply that did not come in time.
+    Timeout,
+}
+
+impl FaultKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Abort => "abort",
+            FaultKind::Delay => "delay",
+            FaultKind::Timeout => "timeout",
+        }
+    }
+}
+
+/// A RedisPolicy applied to one connection.
+pub struct Enforcement {
+    /// The policy.
+    pub policy: Arc<Policy>,
+    /// Told about every fault and timeout.
+    pub on_fault: Box<dyn Fn(CommandId, FaultKind) + Send + Sync>,
+    /// Connect timeout of the mirror connection.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Enforcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enforcement")
+            .field("policy", &self.policy.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Follows the client's commands: pauses when a command's name is known and when it ends.
+#[derive(Default)]
+struct CommandVisitor {
+    id: Option<CommandId>,
+    name: Token,
+    name_ready: bool,
+    complete: bool,
+    client_reply: bool,
+    pause: bool,
+}
+
+impl Visitor for CommandVisitor {
+    fn wants_token(&self, index: u32) -> bool {
+        index == 1 && self.id == Some(CommandId::CLIENT)
+    }
+
+    fn element(&mut self, e: &Element<'_>) {
+        if e.index == 0 {
+            self.id = Some(e.token.map_or(CommandId::UNKNOWN, CommandId::from_token));
+            self.name = e.token.copied().unwrap_or_default();
+            self.name_ready = true;
+            self.client_reply = false;
+            self.pause = true;
+        } else if e.index == 1 && self.id == Some(CommandId::CLIENT) {
+            self.client_reply = e.token.is_some_and(|t| t.is(b"REPLY"));
+        }
+    }
+
+    fn value(&mut self, _v: &Value<'_>) {
+        self.complete = true;
+        self.pause = true;
+    }
+
+    fn pause(&self) -> bool {
+        self.pause
+    }
+}
+
+/// Follows the server's replies: counts them, and pauses after each one when asked to.
+#[derive(Default)]
+struct ReplyVisitor {
+    one_by_one: bool,
+    replies: u32,
+    done: bool,
+    push: bool,
+    pause: bool,
+}
+
+impl Visitor for ReplyVisitor {
+    fn value(&mut self, v: &Value<'_>) {
+        self.done = true;
+        self.push = v.kind == Kind::Push;
+        if !self.push {
+            self.replies += 1;
+        }
+        if self.one_by_one {
+            self.pause = true;
+        }
+    }
+
+    fn pause(&self) -> bool {
+        self.pause
+    }
+}
+
+/// The command being read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Current {
+    /// Its name is not known yet.
+    Undecided,
+    /// Forwarded, with its timeout and whether it is mirrored.
+    Forward(Option<Duration>, bool),
+    /// Dropped; the client gets this reply instead.
+    Drop(Bytes),
+}
+
+/// One direction's output, written as the socket allows.
+#[derive(Default)]
+struct Out {
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl Out {
+    fn pending(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    /// Writes as much as possible; `Ok(true)` when something was written.
+    fn flush<S: Side>(&mut self, cx: &mut Context<'_>, to: &mut S) -> io::Result<bool> {
+        let mut progressed = false;
+        while self.written < self.buf.len() {
+            match to.poll_write(cx, &self.buf[self.written..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(progressed),
+            }
+        }
+        if progressed {
+            match to.poll_flush(cx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => return Ok(progressed),
+            }
+        }
+        self.buf.clear();
+        self.written = 0;
+        Ok(progressed)
+    }
+}
+
+/// One side of an enforced connection: a plaintext socket (read with tokio's readiness
+/// API, straight into the buffer) or any stream (TLS).
+pub trait Side {
+    /// Reads what is there, appended to `buf`; `Ok(0)` at end of stream.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>>;
+    /// Writes some of `data`.
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>>;
+    /// Flushes what was written.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Closes the write half.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Makes the next close a reset (after the other side reset).
+    fn reset_on_close(&self);
+}
+
+impl Side for &TcpStream {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            buf.reserve(READ);
+            match self.try_read_buf(buf) {
+                Ok(n) => {
+                    if n > 0 && n < READ {
+                        // A short read drained the socket: drop the readiness without a syscall.
+                        let _ = self.try_io(Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            match self.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.try_write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match SockRef::from(*self).shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        })
+    }
+
+    fn reset_on_close(&self) {
+        let _ = SockRef::from(*self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Any stream (a TLS session) as a [`Side`].
+pub struct Stream<'a, S>(pub &'a mut S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Side for Stream<'_, S> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        let start = buf.len();
+        buf.resize(start + READ, 0);
+        let mut rb = ReadBuf::new(&mut buf[start..]);
+        let polled = Pin::new(&mut *self.0).poll_read(cx, &mut rb);
+        let n = rb.filled().len();
+        buf.truncate(start + n);
+        match polled {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
+            // A peer that closes TCP without TLS close_notify: the end of the stream.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, data)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut *self.0).poll_shutdown(cx) {
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+
+    fn reset_on_close(&self) {
+        // The session's socket is its owner's: a reset ends as a close here.
+    }
+}
+
+/// The state of one enforced connection.
+struct Pump<'e> {
+    enforcement: &'e Enforcement,
+    enforcing: bool,
+    // Client to server.
+    cin: Vec<u8>,
+    scanned: usize,
+    done_upto: usize,
+    cmd_start: usize,
+    cscan: Scanner<1>,
+    cvis: CommandVisitor,
+    current: Current,
+    hold: Option<Pin<Box<Sleep>>>,
+    client_eof: bool,
+    up: Out,
+    up_shut: bool,
+    // Server to client.
+    sin: Vec<u8>,
+    sscan: Scanner,
+    svis: ReplyVisitor,
+    dropping_reply: bool,
+    server_raw: bool,
+    server_eof: bool,
+    down: Out,
+    down_shut: bool,
+    seq: Sequencer,
+    deadline: Option<(StdInstant, Pin<Box<Sleep>>)>,
+    mirror: Option<Mirror>,
+    mirror_buf: Vec<u8>,
+    totals: Totals,
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+impl<'e> Pump<'e> {
+    fn new(enforcement: &'e Enforcement) -> Self {
+        Pump {
+            enforcement,
+            enforcing: true,
+            cin: Vec::new(),
+            scanned: 0,
+            done_upto: 0,
+            cmd_start: 0,
+            cscan: Scanner::with_depth(Direction::Client),
+            cvis: CommandVisitor::default(),
+            current: Current::Undecided,
+            hold: None,
+            client_eof: false,
+            up: Out::default(),
+            up_shut: false,
+            sin: Vec::new(),
+            sscan: Scanner::new(Direction::Server),
+            svis: ReplyVisitor::default(),
+            dropping_reply: false,
+            server_raw: false,
+            server_eof: false,
+            down: Out::default(),
+            down_shut: false,
+            seq: Sequencer::new(),
+            deadline: None,
+            mirror: None,
+            mirror_buf: Vec::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Passes `bytes` on to the client (the observer sees them as the server's).
+    fn to_client<O: Observer>(down: &mut Out, observer: &mut O, bytes: &[u8], now: StdInstant) {
+        if !bytes.is_empty() {
+            observer.upstream_bytes(bytes, now);
+            down.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// Made-up replies appended by the sequencer (already in `down`), shown to the observer.
+    fn made_up<O: Observer>(&mut self, start: usize, observer: &mut O, now: StdInstant) {
+        if let Some(bytes) = self.down.buf.get(start..)
+            && !bytes.is_empty()
+        {
+            observer.upstream_bytes(bytes, now);
+        }
+    }
+
+    /// Forwards `cin[done_upto..end]` to the server.
+    fn forward_upto(&mut self, end: usize) {
+        if self.done_upto == 0 && end == self.cin.len() && end > 0 && self.up.buf.is_empty() {
+            // All of it: hand the buffer over instead of copying it.
+            std::mem::swap(&mut self.up.buf, &mut self.cin);
+            self.cin.clear();
+            self.scanned = self.scanned.saturating_sub(end);
+            self.cmd_start = self.cmd_start.saturating_sub(end);
+            return;
+        }
+        if end > self.done_upto {
+            if let Some(bytes) = self.cin.get(self.done_upto..end) {
+                self.up.buf.extend_from_slice(bytes);
+            }
+            self.done_upto = end;
+        }
+    }
+
+    /// Gives up on following the client: everything not yet forwarded goes as it is (but
+    /// what was read of a command being dropped stays dropped).
+    fn stop_enforcing(&mut self) {
+        self.enforcing = false;
+        if let Current::Drop(_) = self.current {
+            self.done_upto = self.done_upto.max(self.scanned);
+        }
+        self.current = Current::Undecided;
+        let end = self.cin.len();
+        self.forward_upto(end);
+        self.hold = None;
+    }
+
+    /// Runs the client bytes read so far through the policy.
+    fn process_client<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
+        let policy = &*self.enforcement.policy;
+        while self.enforcing && self.hold.is_none() && self.scanned < self.cin.len() {
+            self.cvis.pause = false;
+            let Some(data) = self.cin.get(self.scanned..) else {
+                break;
+            };
+            match self.cscan.scan(data, &mut self.cvis) {
+                Some(n) => self.scanned += n,
+                None => {
+                    self.stop_enforcing();
+                    break;
+                }
+            }
+            if self.cvis.name_ready {
+                self.cvis.name_ready = false;
+                let id = self.cvis.id.unwrap_or(CommandId::UNKNOWN);
+                if id.is_subscribe() || id == CommandId::MONITOR {
+                    self.stop_enforcing();
+                    break;
+                }
+                if self.current == Current::Undecided {
+                    let Decision {
+                        fault,
+                        timeout,
+                        mirror,
+                    } = policy.decide(id, Some(&self.cvis.name));
+                    match fault {
+                        Some(Fault::Delay(d)) => {
+                            let start = self.cmd_start;
+                            self.forward_upto(start);
+                            (self.enforcement.on_fault)(id, FaultKind::Delay);
+                            self.current = Current::Forward(timeout, mirror);
+                            self.hold = Some(Box::pin(tokio::time::sleep(d)));
+                            // The rest waits; the command's own bytes go after the delay.
+                        }
+                        Some(Fault::Abort(reply)) => {
+                            let start = self.cmd_start;
+                            self.forward_upto(start);
+                            (self.enforcement.on_fault)(id, FaultKind::Abort);
+                            self.current = Current::Drop(reply);
+                        }
+                        None => self.current = Current::Forward(timeout, mirror),
+                    }
+                }
+            }
+            if self.cvis.complete {
+                self.cvis.complete = false;
+                let end = self.scanned;
+                let id = self.cvis.id.take().unwrap_or(CommandId::UNKNOWN);
+                match std::mem::replace(&mut self.current, Current::Undecided) {
+                    Current::Drop(reply) => {
+                        self.done_upto = end;
+                        let start = self.down.buf.len();
+                        self.seq.injected(reply, &mut self.down.buf);
+                        self.made_up(start, observer, now);
+                    }
+                    Current::Forward(timeout, mirror) => {
+                        if mirror && let Some(bytes) = self.cin.get(self.cmd_start..end) {
+                            self.mirror_buf.extend_from_slice(bytes);
+                        }
+                        self.seq.forwarded(id, timeout.map(|t| now + t));
+                    }
+                    Current::Undecided => self.seq.forwarded(id, None),
+                }
+                self.cmd_start = end;
+                if id == CommandId::CLIENT && self.cvis.client_reply {
+                    // CLIENT REPLY OFF|SKIP breaks the pairing of replies with commands.
+                    self.forward_upto(end);
+                    self.stop_enforcing();
+                    break;
+                }
+            }
+        }
+        if !self.enforcing {
+            let end = self.cin.len();
+            self.forward_upto(end);
+        } else if self.hold.is_none() {
+            match self.current {
+                // The command in progress goes on as it arrives, or is dropped as it does.
+                Current::Forward(..) => {
+                    let end = self.scanned;
+                    self.forward_upto(end);
+                }
+                Current::Drop(_) => self.done_upto = self.scanned,
+                Current::Undecided => {
+                    let start = self.cmd_start;
+                    self.forward_upto(start);
+                }
+            }
+        }
+        if self.enforcing && self.current == Current::Undecided && self.cin.len() >= HIGH_WATER {
+            // A command whose name never ends: not something to follow.
+            self.stop_enforcing();
+        }
+        // Keep only what is not settled yet.
+        let keep = self.done_upto;
+        if keep > 0 {
+            self.cin.drain(..keep);
+            self.scanned = self.scanned.saturating_sub(keep);
+            self.cmd_start = self.cmd_start.saturating_sub(keep);
+            self.done_upto = 0;
+        }
+        if !self.mirror_buf.is_empty() {
+            if self.mirror.is_none()
+                && let Some((cluster, _)) = &self.enforcement.policy.mirror
+            {
+                self.mirror = Mirror::start(cluster.clone(), self.enforcement.connect_timeout);
+            }
+            let copy = Bytes::from(std::mem::take(&mut self.mirror_buf));
+            if let Some(m) = &self.mirror {
+                let _ = m.send(copy);
+            }
+        }
+    }
+
+    /// Runs the server bytes read so far against the commands.
+    fn process_server<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
+        if self.sin.is_empty() {
+            return;
+        }
+        let data = std::mem::take(&mut self.sin);
+        if self.server_raw {
+            Self::to_client(&mut self.down, observer, &data, now);
+            self.sin = data;
+            self.sin.clear();
+            return;
+        }
+        if !self.seq.needs_boundaries() && !self.dropping_reply {
+            // Plain replies: count them in bulk and pass the bytes on as they are.
+            self.svis.one_by_one = false;
+            self.svis.replies = 0;
+            let scanned = self.sscan.scan(&data, &mut self.svis);
+            let mut fine = scanned.is_some();
+            for _ in 0..self.svis.replies {
+                if self.seq.reply() != Fate::Forward {
+                    fine = false;
+                }
+            }
+            // A reply under way can no longer time out.
+            if !self.sscan.at_boundary() {
+                self.seq.reply_started();
+            }
+            if !fine {
+                self.server_raw = true;
+            }
+            if self.down.buf.is_empty() {
+                // Hand the buffer over instead of copying it.
+                observer.upstream_bytes(&data, now);
+                self.sin = std::mem::replace(&mut self.down.buf, data);
+            } else {
+                Self::to_client(&mut self.down, observer, &data, now);
+                self.sin = data;
+            }
+            self.sin.clear();
+            return;
+        }
+        // Reply by reply.
+        self.svis.one_by_one = true;
+        let mut pos = 0;
+        let mut value_start = 0;
+        while pos < data.len() {
+            self.svis.pause = false;
+            self.svis.done = false;
+            self.svis.replies = 0;
+            let Some(rest) = data.get(pos..) else { break };
+            let Some(n) = self.sscan.scan(rest, &mut self.svis) else {
+                // Not RESP: pass the rest on untouched.
+                self.server_raw = true;
+                Self::to_client(
+                    &mut self.down,
+                    observer,
+                    data.get(value_start..).unwrap_or_default(),
+                    now,
+                );
+                break;
+            };
+            pos += n;
+            if !self.svis.done {
+                break;
+            }
+            let bytes = data.get(value_start..pos).unwrap_or_default();
+            if self.svis.push {
+                Self::to_client(&mut self.down, observer, bytes, now);
+            } else if self.dropping_reply {
+                self.dropping_reply = false;
+            } else {
+                match self.seq.reply() {
+                    Fate::Forward => Self::to_client(&mut self.down, observer, bytes, now),
+                    Fate::Drop => {}
+                    Fate::Unexpected => {
+                        self.server_raw = true;
+                        Self::to_client(
+                            &mut self.down,
+                            observer,
+                            data.get(value_start..).unwrap_or_default(),
+                            now,
+                        );
+                        value_start = data.len();
+                        break;
+                    }
+                }
+                let start = self.down.buf.len();
+                self.seq.flush(&mut self.down.buf);
+                self.made_up(start, observer, now);
+            }
+            value_start = pos;
+        }
+        // A reply cut by the end of the read.
+        if value_start < data.len() && !self.server_raw {
+            let partial = data.get(value_start..).unwrap_or_default();
+            if self.dropping_reply || self.seq.front_answered() {
+                // The rest of a late reply: dropped (popped when it completes).
+                if !self.dropping_reply {
+                    self.dropping_reply = self.seq.reply() == Fate::Drop;
+                }
+            } else {
+                self.seq.reply_started();
+                Self::to_client(&mut self.down, observer, partial, now);
+            }
+        }
+        self.sin = data;
+        self.sin.clear();
+    }
+
+    /// Answers the commands whose timeout passed.
+    fn expire<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
+        let start = self.down.buf.len();
+        let fired = self.seq.expire(now, TIMEOUT_REPLY, &mut self.down.buf);
+        for id in fired {
+            (self.enforcement.on_fault)(id, FaultKind::Timeout);
+        }
+        self.made_up(start, observer, now);
+    }
+
+    /// Re-arms the deadline timer for the oldest unanswered command; whether it fired.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let next = self.seq.next_deadline();
+        match (next, &mut self.deadline) {
+            (None, _) => {
+                self.deadline = None;
+                false
+            }
+            (Some(at), Some((armed, sleep))) => {
+                if *armed != at {
+                    *armed = at;
+                    sleep.as_mut().reset(Instant::from_std(at));
+                }
+                sleep.as_mut().poll(cx).is_ready()
+            }
+            (Some(at), None) => {
+                let mut sleep = Box::pin(tokio::time::sleep_until(Instant::from_std(at)));
+                let fired = sleep.as_mut().poll(cx).is_ready();
+                self.deadline = Some((at, sleep));
+                fired
+            }
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.seq.is_empty()
+            && self.up.pending() == 0
+            && self.down.pending() == 0
+            && self.cin.is_empty()
+    }
+}
+
+fn poll_shutdown<S: Side>(cx: &mut Context<'_>, s: &mut S) -> io::Result<bool> {
+    match s.poll_shutdown(cx) {
+        Poll::Ready(r) => r.map(|()| true),
+        Poll::Pending => Ok(false),
+    }
+}
+
+/// Forwards a Redis connection under `enforcement` until both sides close, one resets,
+/// nothing moves for `idle`, or the drain ends it (at a quiet point: no command waiting).
+pub async fn forward<O: Observer>(
+    downstream: &TcpStream,
+    upstream: &TcpStream,
+    observer: &mut O,
+    idle: Option<Duration>,
+    lifecycle: &Lifecycle,
+    enforcement: &Enforcement,
+) -> (Totals, io::Result<Ending>) {
+    let (mut down, mut up) = (downstream, upstream);
+    forward_sides(&mut down, &mut up, observer, idle, lifecycle, enforcement).await
+}
+
+/// [`forward`] over any two sides, such as TLS sessions ([`Stream`]).
+pub async fn forward_sides<D: Side, U: Side, O: Observer>(
+    downstream: &mut D,
+    upstream: &mut U,
+    observer: &mut O,
+    idle: Option<Duration>,
+    lifecycle: &Lifecycle,
+    enforcement: &Enforcement,
+) -> (Totals, io::Result<Ending>) {
+    let mut p = Pump::new(enforcement);
+    let mut draining = Some(Box::pin(lifecycle.reached(Phase::Draining)));
+    let mut closed = Some(Box::pin(lifecycle.reached(Phase::Closed)));
+    let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|d| Box::pin(tokio::time::sleep(d)));
+    let mut last_activity = StdInstant::now();
+    let result: io::Result<Ending> = poll_fn(|cx| {
+        for slot in [&mut draining, &mut closed] {
+            if slot
+                .as_mut()
+                .is_some_and(|f| f.as_mut().poll(cx).is_ready())
+            {
+                *slot = None;
+            }
+        }
+        loop {
+            let mut progressed = false;
+            let now = StdInstant::now();
+            // Timers.
+            if let Some(h) = p.hold.as_mut()
+                && h.as_mut().poll(cx).is_ready()
+            {
+                p.hold = None;
+                p.process_client(observer, now);
+                progressed = true;
+            }
+            if p.poll_deadline(cx) {
+                p.expire(observer, now);
+                progressed = true;
+            }
+            // Writes.
+            match p.up.flush(cx, &mut *upstream) {
+                Ok(w) => progressed |= w,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match p.down.flush(cx, &mut *downstream) {
+                Ok(w) => progressed |= w,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            // Client reads (not while a delay holds the stream, nor when the server lags).
+            if !p.client_eof
+                && p.hold.is_none()
+                && p.up.pending() < HIGH_WATER
+                && p.cin.len() < HIGH_WATER
+            {
+                match downstream.poll_read_into(cx, &mut p.cin) {
+                    Poll::Ready(Ok(0)) => {
+                        p.client_eof = true;
+                        progressed = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        let start = p.cin.len() - n;
+                        if let Some(chunk) = p.cin.get(start..) {
+                            observer.downstream_bytes(chunk, now);
+                        }
+                        p.totals.received += n as u64;
+                        p.process_client(observer, now);
+                        progressed = true;
+                    }
+                    Poll::Pending => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                }
+            }
+            if p.client_eof && !p.up_shut && p.hold.is_none() && p.up.pending() == 0 {
+                // A command cut short by the close goes as it is.
+                p.stop_enforcing();
+                if p.up.pending() == 0 {
+                    match poll_shutdown(cx, &mut *upstream) {
+                        Ok(done) => p.up_shut = done,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                progressed |= p.up_shut;
+            }
+            // Server reads.
+            if !p.server_eof && p.down.pending() < HIGH_WATER {
+                match upstream.poll_read_into(cx, &mut p.sin) {
+                    Poll::Ready(Ok(0)) => {
+                        p.server_eof = true;
+                        progressed = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        p.totals.sent += n as u64;
+                        p.process_server(observer, now);
+                        progressed = true;
+                    }
+                    Poll::Pending => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                }
+            }
+            if p.server_eof && !p.down_shut && p.down.pending() == 0 {
+                match poll_shutdown(cx, &mut *downstream) {
+                    Ok(done) => p.down_shut = done,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                progressed |= p.down_shut;
+            }
+            if p.up_shut && p.down_shut {
+                return Poll::Ready(Ok(Ending::Closed));
+            }
+            let phase = lifecycle.phase();
+            if phase >= Phase::Draining
+                && ((p.quiet() && observer.quiescent()) || phase >= Phase::Closed)
+            {
+                return Poll::Ready(Ok(Ending::Drained));
+            }
+            if progressed {
+                last_activity = now;
+                continue;
+            }
+            if let (Some(t), Some(limit)) = (timer.as_mut(), idle)
+                && t.as_mut().poll(cx).is_ready()
+            {
+                if last_activity.elapsed() >= limit {
+                    return Poll::Ready(Ok(Ending::Idle));
+                }
+                t.as_mut().reset(Instant::from_std(last_activity + limit));
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Ending::Idle));
+                }
+            }
+            return Poll::Pending;
+        }
+    })
+    .await;
+    match result {
+        Err(e) if is_reset(&e) => {
+            downstream.reset_on_close();
+            upstream.reset_on_close();
+            (p.totals, Ok(Ending::Reset))
+        }
+        other => (p.totals, other),
+    }
+}

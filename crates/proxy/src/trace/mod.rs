@@ -1,0 +1,27 @@
+//! Distributed tracing (issue 9): trace-context propagation, span records and their export.
+//!
+//! - [`context`]: W3C `traceparent`/`tracestate` and B3 (multi-header and single `b3`)
+//!   extraction and injection, `x-request-id`, and the sampling decision ([`Sampler`]).
+//! - [`span`]: finished spans, with Istio's tags and OpenTelemetry semantic conventions for HTTP
+//!   requests ([`HttpSpan`]) and Redis commands ([`RedisSpan`]).
+//! - [`export`]: the [`Tracer`] handle (a bounded, never-waiting queue) and the background
+//!   exporter for OTLP/gRPC, OTLP/HTTP and Zipkin JSON v2.
+//! - [`receiver`]: an OTLP/gRPC receiver that yields spans (for `ferry trace-collector` and
+//!   tests).
+//!
+//! The module is named `trace` because `tracing` is the logging crate.
+
+pub mod context;
+pub mod export;
+pub mod receiver;
+pub mod span;
+
+pub use context::{
+    Extracted, Sampler, SpanId, TraceContext, TraceId, ensure_request_id, extract, inject,
+};
+pub use export::{Provider, TraceConfig, TraceMetrics, TraceResource, Tracer};
+pub use receiver::{ReceivedSpan, serve_otlp_receiver};
+pub use span::{HttpSpan, ProxyIdentity, RedisSpan, Span, SpanKind};
+
+#[cfg(test)]
+mod tests;
