@@ -731,8 +731,21 @@ fn in_process(
         (rendered, ms(t.elapsed()), ms(thread_cpu() - cpu))
     };
     // Where the store's time goes, on a store of our own.
+    let h0 = heap_mb();
+    let first = update(entries).update;
+    let h1 = heap_mb();
     let mut store = ferry_control::store::Store::default();
-    store.apply(update(entries).update);
+    store.apply(first);
+    let h2 = heap_mb();
+    let registry = store.registry("cluster.local", "istio-system");
+    let h3 = heap_mb();
+    println!(
+        "heap: a copy of the objects {:.0} MB; the store with its expanded pods {:.0} MB; a registry {:.0} MB",
+        h1 - h0,
+        h2 - h0,
+        h3 - h2
+    );
+    drop(registry);
     let mut probe = entries.to_vec();
     for round in 0..3 {
         move_endpoint(p, &mut probe, 0, 1, 1, round);
@@ -751,20 +764,6 @@ fn in_process(
             ms(cpu2),
             registry.pods.len()
         );
-        if round == 0 {
-            let pod = &registry.pods[0];
-            let size = |m: &ferry_control::registry::Labels| {
-                m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            };
-            println!(
-                "  a pod: {} labels ({} B), {} annotations ({} B): {:?}",
-                pod.labels.len(),
-                size(&pod.labels),
-                pod.annotations.len(),
-                size(&pod.annotations),
-                pod.annotations.keys().collect::<Vec<_>>()
-            );
-        }
     }
     drop(store);
     let mut held = vec![None; ids.len()];

@@ -354,7 +354,7 @@ impl Store {
                 object: entry.object,
             };
             match self.objects.get_mut(&key) {
-                Some(old) if old.object == stored.object => {
+                Some(old) if same_object(&old.object, &stored.object) => {
                     old.source = stored.source;
                     old.origin = stored.origin;
                     old.line = stored.line;
@@ -527,6 +527,35 @@ impl Store {
         let changed = next != self.vips;
         self.vips = next;
         changed
+    }
+}
+
+/// `a == b`, faster for the common case of an object read again unchanged: maps whose
+/// keys come in the same order (as a source that reads the same text or API object again
+/// gives them) are compared pair by pair, without hashing every key.
+fn same_object(a: &Object, b: &Object) -> bool {
+    match (a, b) {
+        (Object::Kubernetes(a), Object::Kubernetes(b)) => same_value(a, b),
+        _ => a == b,
+    }
+}
+
+/// `a == b` (see [`same_object`]).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && (x
+                    .iter()
+                    .zip(y)
+                    .all(|((ka, va), (kb, vb))| ka == kb && same_value(va, vb))
+                    // Another order of the keys, or a difference: decide the slow way.
+                    || x == y)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        _ => a == b,
     }
 }
 
@@ -704,6 +733,33 @@ mod tests {
             assert_eq!(store.pods(), fresh.pods(), "step {i}");
             let web = &registry.services[0];
             assert!(!web.endpoints.is_empty(), "step {i}");
+        }
+    }
+
+    #[test]
+    fn same_value_is_equality_in_any_key_order() {
+        let rows = [
+            (
+                json!({"a": 1, "b": [1, {"c": 2}]}),
+                json!({"a": 1, "b": [1, {"c": 2}]}),
+                true,
+            ),
+            (json!({"a": 1, "b": 2}), json!({"b": 2, "a": 1}), true),
+            (
+                json!({"a": {"x": 1, "y": 2}}),
+                json!({"a": {"y": 2, "x": 1}}),
+                true,
+            ),
+            (json!({"a": 1, "b": 2}), json!({"a": 1, "b": 3}), false),
+            (json!({"a": 1, "b": 2}), json!({"b": 3, "a": 1}), false),
+            (json!({"a": 1}), json!({"a": 1, "b": 2}), false),
+            (json!([1, 2]), json!([2, 1]), false),
+            (json!("x"), json!("x"), true),
+            (json!(null), json!(false), false),
+        ];
+        for (a, b, want) in rows {
+            assert_eq!(same_value(&a, &b), want, "{a} vs {b}");
+            assert_eq!(a == b, want, "{a} vs {b}");
         }
     }
 

@@ -31,7 +31,7 @@ pub mod v1 {
 /// The largest chunk the control plane sends. Small enough that a stream's gRPC buffers
 /// stay small (tonic keeps each stream's encode buffer at the size of the largest
 /// message it carried), large enough that the per-message overhead does not matter.
-pub const CHUNK_BYTES: usize = 16 * 1024;
+pub const CHUNK_BYTES: usize = 8 * 1024;
 
 /// The buffer tonic allocates per call and direction, and grows by: the messages a proxy
 /// sends are a few hundred bytes, and a control plane holds a stream per proxy.

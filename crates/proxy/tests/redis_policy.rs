@@ -414,6 +414,7 @@ fn enforcement_over_any_stream_as_for_tls_sessions() {
                 policy,
                 on_fault: Box::new(|_, _| {}),
                 connect_timeout: Duration::from_secs(1),
+                telemetry: None,
             };
             forward_sides(
                 &mut Stream(&mut down),
@@ -422,6 +423,7 @@ fn enforcement_over_any_stream_as_for_tls_sessions() {
                 None,
                 &lifecycle,
                 &enforcement,
+                false,
             )
             .await
         })
@@ -435,4 +437,42 @@ fn enforcement_over_any_stream_as_for_tls_sessions() {
     let (totals, ending) = proxy.join().expect("proxy thread");
     assert!(ending.is_ok(), "{ending:?}");
     assert!(totals.received > 0);
+}
+
+#[test]
+fn commands_split_across_reads_are_followed_byte_by_byte() {
+    if !have_redis() {
+        return;
+    }
+    let m = mesh(90);
+    let p = m.proxy(0, vec![policy(vec![abort(&["GET"], None)], Vec::new())]);
+    let mut c = Client::connect(p.listeners[0]);
+    let mut bytes = Vec::new();
+    for cmd in [
+        &["SET", "a", "x"][..],
+        &["GET", "a"],
+        &["APPEND", "a", "y"],
+        &["GET", "a"],
+        &["GETRANGE", "a", "0", "-1"],
+    ] {
+        bytes.extend(resp(cmd));
+    }
+    // An inline command too, between them.
+    bytes.extend_from_slice(b"PING\r\n");
+    for b in &bytes {
+        c.send_raw(std::slice::from_ref(b));
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let replies: Vec<Reply> = (0..6).map(|_| c.read()).collect();
+    assert_eq!(
+        replies,
+        [
+            Reply::Simple("OK".into()),
+            injected(),
+            Reply::Int(2),
+            injected(),
+            Reply::Bulk(Some("xy".into())),
+            Reply::Simple("PONG".into()),
+        ]
+    );
 }

@@ -45,14 +45,14 @@ pub struct Cache {
 /// What is known about one registry.
 struct State {
     registry: Arc<Registry>,
-    /// First pod per (namespace, name).
-    pods: HashMap<(String, String), usize>,
-    /// First pod per address.
-    pod_ips: HashMap<IpAddr, usize>,
-    /// Services with an endpoint of (namespace, pod name).
-    by_pod: HashMap<(String, String), Vec<usize>>,
-    /// Services with an endpoint at an address.
-    by_ip: HashMap<IpAddr, Vec<usize>>,
+    /// Pods by (namespace, name).
+    pods: Index<u64>,
+    /// Pods by address.
+    pod_ips: Index<IpAddr>,
+    /// Services by the (namespace, pod name) of their endpoints.
+    by_pod: Index<u64>,
+    /// Services by the addresses of their endpoints.
+    by_ip: Index<IpAddr>,
     /// DestinationRules with a workload selector, by namespace.
     selecting: HashMap<String, Vec<usize>>,
     classes: Mutex<HashMap<Class, Slot>>,
@@ -80,6 +80,34 @@ struct Part {
     middle: Bytes,
     /// SHA-256 of `middle`.
     digest: [u8; 32],
+}
+
+/// Positions in one of the registry's lists by a key, as one sorted vector (no allocation
+/// per entry: the registry's own strings are not copied).
+struct Index<K>(Vec<(K, usize)>);
+
+impl<K: Ord + Copy> Index<K> {
+    fn new(mut pairs: Vec<(K, usize)>) -> Self {
+        pairs.sort_unstable();
+        pairs.dedup();
+        Self(pairs)
+    }
+
+    /// The positions under `key`, in ascending order.
+    fn get(&self, key: K) -> impl Iterator<Item = usize> + '_ {
+        let start = self.0.partition_point(|(k, _)| *k < key);
+        self.0[start..]
+            .iter()
+            .take_while(move |(k, _)| *k == key)
+            .map(|(_, i)| *i)
+    }
+}
+
+/// A hash of (namespace, name), the key of [`Index`]es of names (entries found under it are
+/// checked against the names: different names may share a hash).
+fn name_key(namespace: &str, name: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one((namespace, name))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,11 +141,8 @@ impl Cache {
         proxy: &ProxyIdentity,
     ) -> Option<&'a PodEntry> {
         let state = self.state(registry);
-        let by_name = state
-            .pods
-            .get(&(proxy.namespace.clone(), proxy.pod.clone()))
-            .copied();
-        let by_ip = proxy.ip.and_then(|ip| state.pod_ips.get(&ip).copied());
+        let by_name = state.pod_index(&proxy.namespace, &proxy.pod);
+        let by_ip = proxy.ip.and_then(|ip| state.pod_ips.get(ip).next());
         let i = match (by_name, by_ip) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
@@ -168,26 +193,26 @@ impl Cache {
 impl State {
     /// The indexes of `registry`, with the class parts of `previous` that still hold.
     fn new(registry: Arc<Registry>, previous: Option<&State>) -> Self {
-        let mut pods = HashMap::new();
-        let mut pod_ips = HashMap::new();
-        for (i, p) in registry.pods.iter().enumerate() {
-            pods.entry((p.namespace.clone(), p.name.clone()))
-                .or_insert(i);
-            if let Some(ip) = p.ip {
-                pod_ips.entry(ip).or_insert(i);
-            }
-        }
-        let mut by_pod: HashMap<(String, String), Vec<usize>> = HashMap::new();
-        let mut by_ip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
-        for (i, svc) in registry.services.iter().enumerate() {
-            for ep in &svc.endpoints {
-                by_pod
-                    .entry((ep.namespace.clone(), ep.pod.clone()))
-                    .or_default()
-                    .push(i);
-                by_ip.entry(ep.ip).or_default().push(i);
-            }
-        }
+        let pods = Index::new(
+            (registry.pods.iter().enumerate())
+                .map(|(i, p)| (name_key(&p.namespace, &p.name), i))
+                .collect(),
+        );
+        let pod_ips = Index::new(
+            (registry.pods.iter().enumerate())
+                .filter_map(|(i, p)| Some((p.ip?, i)))
+                .collect(),
+        );
+        let endpoints = || {
+            (registry.services.iter().enumerate())
+                .flat_map(|(i, svc)| svc.endpoints.iter().map(move |ep| (ep, i)))
+        };
+        let by_pod = Index::new(
+            endpoints()
+                .map(|(ep, i)| (name_key(&ep.namespace, &ep.pod), i))
+                .collect(),
+        );
+        let by_ip = Index::new(endpoints().map(|(ep, i)| (ep.ip, i)).collect());
         let mut selecting: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, dr) in registry.policies.destination_rules.iter().enumerate() {
             if dr.spec.workload_selector.is_some() {
@@ -249,9 +274,8 @@ impl State {
         let owns: HashMap<(String, String), Arc<OwnPart>> = lock(&self.owns)
             .iter()
             .filter(|((ns, name), _)| {
-                let key = (ns.clone(), name.clone());
-                let before = self.pods.get(&key).and_then(|&i| old.pods.get(i));
-                let after = next.pods.get(&key).and_then(|&i| new.pods.get(i));
+                let before = self.pod_index(ns, name).and_then(|i| old.pods.get(i));
+                let after = next.pod_index(ns, name).and_then(|i| new.pods.get(i));
                 match (before, after) {
                     (Some(a), Some(b)) => {
                         a == b
@@ -267,12 +291,18 @@ impl State {
         *lock(&next.owns) = owns;
     }
 
+    /// The position of the first pod named `namespace`/`name`.
+    fn pod_index(&self, namespace: &str, name: &str) -> Option<usize> {
+        let pods = &self.registry.pods;
+        self.pods
+            .get(name_key(namespace, name))
+            .find(|&i| pods[i].namespace == namespace && pods[i].name == name)
+    }
+
     fn pod(&self, proxy: &ProxyIdentity) -> Option<&PodEntry> {
-        // Borrowed lookup without allocating a key would need a custom map; this is cheap.
-        let i = self
+        self.registry
             .pods
-            .get(&(proxy.namespace.clone(), proxy.pod.clone()))?;
-        self.registry.pods.get(*i)
+            .get(self.pod_index(&proxy.namespace, &proxy.pod)?)
     }
 
     /// The class of a proxy of `ns` with `labels`: a workload-selecting DestinationRule
@@ -364,14 +394,16 @@ impl State {
     fn own(&self, proxy: &ProxyIdentity, pod: Option<&PodEntry>, labels: &Labels) -> super::Own {
         // The services that may have the proxy as an endpoint, in registry order.
         let ip = pod.and_then(|p| p.ip).or(proxy.ip);
-        let mut indexes: Vec<usize> = self
+        let services = &self.registry.services;
+        let named = self
             .by_pod
-            .get(&(proxy.namespace.clone(), proxy.pod.clone()))
-            .into_iter()
-            .flatten()
-            .chain(ip.and_then(|ip| self.by_ip.get(&ip)).into_iter().flatten())
-            .copied()
-            .collect();
+            .get(name_key(&proxy.namespace, &proxy.pod))
+            .filter(|&i| {
+                (services[i].endpoints.iter())
+                    .any(|e| e.namespace == proxy.namespace && e.pod == proxy.pod)
+            });
+        let at_ip = ip.into_iter().flat_map(|ip| self.by_ip.get(ip));
+        let mut indexes: Vec<usize> = named.chain(at_ip).collect();
         indexes.sort_unstable();
         indexes.dedup();
         let candidates: Vec<&ServiceEntry> = indexes

@@ -2,10 +2,11 @@
 //! 15010 by default) that keeps every connected proxy's configuration current.
 //!
 //! A proxy opens one stream and says who it is; the server asks a [`ConfigSource`] for that
-//! proxy's configuration and sends it as a versioned snapshot, which the proxy ACKs or
-//! NACKs with a reason. When the source's generation changes, each stream waits about
-//! 100 ms (so a burst of changes yields one push), recomputes its proxy's configuration and
-//! pushes it only if its hash changed.
+//! proxy's configuration and sends it as a versioned snapshot, cut into chunks of a few KiB
+//! (so that no stream keeps a snapshot-sized buffer), which the proxy ACKs or NACKs with a
+//! reason. When the source's generation changes, each stream waits about 100 ms (so a burst
+//! of changes yields one push), recomputes its proxy's configuration and pushes it only if
+//! its hash changed.
 //!
 //! - [`server`]: the tonic service and the listener ([`Distribution`]).
 //! - [`push`]: stable hashing, version labels and the debounce window.

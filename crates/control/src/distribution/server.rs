@@ -15,10 +15,11 @@ use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -52,6 +53,9 @@ struct Shared {
     inflight: Arc<Semaphore>,
     /// Becomes true when the server shuts down; every stream then ends.
     shutdown: watch::Sender<bool>,
+    /// The source's generation that a stream last prepared at once (see
+    /// [`ProxyStream::run`]).
+    warmed: AtomicU64,
 }
 
 /// The distribution service: cheap to clone, all clones share the proxies' table.
@@ -81,6 +85,7 @@ impl Distribution {
                 debounce,
                 inflight: Arc::new(Semaphore::new(INFLIGHT_BUDGET_BYTES >> 10)),
                 shutdown: watch::channel(false).0,
+                warmed: AtomicU64::new(0),
             }),
         }
     }
@@ -130,7 +135,7 @@ impl Distribution {
 
 #[tonic::async_trait]
 impl ConfigDiscovery for Distribution {
-    type StreamStream = ReceiverStream<Result<ConfigChunk, Status>>;
+    type StreamStream = Chunks;
 
     async fn stream(
         &self,
@@ -171,7 +176,23 @@ impl ConfigDiscovery for Distribution {
             unanswered: None,
         };
         tokio::spawn(stream.run(inbound, hello.held_version));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Chunks(rx)))
+    }
+}
+
+/// A stream's outgoing chunks, as gRPC takes them. The channel holds boxes: tokio's channels
+/// allocate their slots in blocks of 32, which for a thousand streams of chunks (with the
+/// room of a gRPC status each) would be several MiB.
+pub struct Chunks(mpsc::Receiver<Box<ConfigChunk>>);
+
+impl tokio_stream::Stream for Chunks {
+    type Item = Result<ConfigChunk, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(*c)))
     }
 }
 
@@ -201,7 +222,7 @@ struct ProxyStream {
     shared: Arc<Shared>,
     identity: ProxyIdentity,
     connection: Connection,
-    tx: mpsc::Sender<Result<ConfigChunk, Status>>,
+    tx: mpsc::Sender<Box<ConfigChunk>>,
     /// Hash of the configuration the proxy was last sent (or held when it connected).
     last_hash: Option<String>,
     /// The source's fingerprint of that configuration, when it gives them.
@@ -247,6 +268,17 @@ impl ProxyStream {
                         continue;
                     }
                     let since = Instant::now();
+                    // The first stream to see a generation prepares its configuration at
+                    // once, so that what the source shares between proxies (the compile
+                    // cache's indexes of a new registry) is built while the debounce runs,
+                    // not after it. Its result is not used: the look below decides.
+                    let generation = *changes.borrow();
+                    if self.shared.warmed.swap(generation, Ordering::AcqRel) != generation {
+                        let _ = self
+                            .shared
+                            .source
+                            .prepare(&self.identity, self.last_fingerprint.as_ref());
+                    }
                     // Let the rest of a burst arrive, then look once.
                     tokio::time::sleep(self.shared.debounce).await;
                     changes.borrow_and_update();
@@ -321,7 +353,7 @@ impl ProxyStream {
         let version = self.shared.versions.next(&rendered.hash);
         for chunk in chunks(&version, &rendered.hash, &rendered.json, CHUNK_BYTES) {
             let sent = tokio::select! {
-                sent = self.tx.send(Ok(chunk)) => sent.is_ok(),
+                sent = self.tx.send(Box::new(chunk)) => sent.is_ok(),
                 _ = shutdown.wait_for(|closed| *closed) => false,
             };
             if !sent {

@@ -127,9 +127,15 @@ fn check(config: &ProxyConfig) -> Vec<(String, String)> {
 
 /// Reads and compiles a configuration file.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    load_after(path, None)
+}
+
+/// [`load`] for a configuration that replaces `previous`: clusters keep their live state
+/// (see [`Snapshot::compile_after`]).
+pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigError> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| single(format!("{source}: {e}")))?;
-    Ok(Snapshot::compile(parse(&source, &text)?))
+    Ok(Snapshot::compile_after(parse(&source, &text)?, previous))
 }
 
 #[cfg(test)]

@@ -118,8 +118,11 @@ async fn pipe_with(
 ) {
     let handles = ctx.metrics.tcp(labels);
     handles.opened.inc();
+    let telemetry = snapshot.config.settings.redis_telemetry;
     let redis = match protocol {
-        _ if !snapshot.config.settings.redis_telemetry => Redis::Off,
+        _ if !telemetry => Redis::Off,
+        // Under a RedisPolicy, the enforcement records the Redis telemetry itself.
+        _ if policy.redis.is_some() => Redis::Off,
         Protocol::Redis => Redis::On(Box::new(RedisTap::new(ctx.metrics.clone(), labels))),
         Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
         _ => Redis::Off,
@@ -137,6 +140,7 @@ async fn pipe_with(
         policy.idle(Ctx::idle_timeout(snapshot)),
         &ctx.lifecycle,
         policy,
+        telemetry,
     )
     .await;
     if let Some(tap) = observer.tap() {

@@ -277,6 +277,8 @@ async fn pipe<D: Socket, U: Socket>(
     handles.opened.inc();
     let redis = match protocol {
         _ if !snapshot.config.settings.redis_telemetry => Redis::Off,
+        // Under a RedisPolicy, the enforcement records the Redis telemetry itself.
+        _ if policy.redis.is_some() => Redis::Off,
         Protocol::Redis => Redis::On(Box::new(RedisTap::new(ctx.metrics.clone(), labels))),
         Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
         _ => Redis::Off,
@@ -292,7 +294,17 @@ async fn pipe<D: Socket, U: Socket>(
         // A RedisPolicy applies (`crate::redis::enforce`).
         Some(e) => {
             let (mut d, mut u) = (Stream(down), Stream(up));
-            enforce::forward_sides(&mut d, &mut u, &mut observer, idle, &ctx.lifecycle, e).await
+            let telemetry = snapshot.config.settings.redis_telemetry;
+            enforce::forward_sides(
+                &mut d,
+                &mut u,
+                &mut observer,
+                idle,
+                &ctx.lifecycle,
+                e,
+                telemetry,
+            )
+            .await
         }
         None => forward_io(down, up, &mut observer, idle, &ctx.lifecycle).await,
     };

@@ -14,11 +14,16 @@
 
 use super::command::CommandId;
 use super::mirror::Mirror;
-use super::parser::{Direction, Element, Kind, Scanner, Token, Value, Visitor};
+use super::observer::{RedisObserver, ReplyGate};
+use super::parser::{Element, Kind, Value, Visitor};
 use super::policy::{Decision, Fault, Policy, TIMEOUT_REPLY};
 use super::sequencer::{Fate, Sequencer};
+use super::tracker::CommandDone;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::tcp::forward::{Ending, Observer, Totals};
+use crate::telemetry::Metrics;
+use crate::telemetry::labels::TcpLabels;
+use crate::telemetry::metrics::RedisRecorder;
 use bytes::Bytes;
 use socket2::SockRef;
 use std::future::{Future, poll_fn};
@@ -67,6 +72,9 @@ pub struct Enforcement {
     pub on_fault: Box<dyn Fn(CommandId, FaultKind) + Send + Sync>,
     /// Connect timeout of the mirror connection.
     pub connect_timeout: Duration,
+    /// Where the Redis telemetry of the connection goes (the enforcement does it: one scan
+    /// per direction serves both).
+    pub telemetry: Option<(Arc<Metrics>, TcpLabels)>,
 }
 
 impl std::fmt::Debug for Enforcement {
@@ -77,52 +85,141 @@ impl std::fmt::Debug for Enforcement {
     }
 }
 
-/// Follows the client's commands: pauses when a command's name is known and when it ends.
-#[derive(Default)]
-struct CommandVisitor {
+/// Follows the client's commands. A command the policy leaves alone (the usual case) is
+/// only counted; for the others the scan pauses when the name is known (with the decision
+/// made) and when the command ends.
+struct CommandVisitor<'p> {
+    policy: &'p Policy,
     id: Option<CommandId>,
-    name: Token,
+    decision: Option<Decision>,
     name_ready: bool,
     complete: bool,
+    /// The command under way is left alone.
+    in_plain: bool,
+    /// Commands left alone that ended since the last look.
+    plain_done: u32,
     client_reply: bool,
     pause: bool,
 }
 
-impl Visitor for CommandVisitor {
+impl<'p> CommandVisitor<'p> {
+    fn new(policy: &'p Policy) -> Self {
+        CommandVisitor {
+            policy,
+            id: None,
+            decision: None,
+            name_ready: false,
+            complete: false,
+            in_plain: false,
+            plain_done: 0,
+            client_reply: false,
+            pause: false,
+        }
+    }
+}
+
+/// Commands that change how replies pair with commands: they need a look of their own.
+fn breaks_pairing(id: CommandId) -> bool {
+    id.is_subscribe() || id == CommandId::MONITOR || id == CommandId::CLIENT
+}
+
+impl Visitor for CommandVisitor<'_> {
+    #[inline]
     fn wants_token(&self, index: u32) -> bool {
         index == 1 && self.id == Some(CommandId::CLIENT)
     }
 
+    #[inline]
     fn element(&mut self, e: &Element<'_>) {
+        self.element_of(e, None);
+    }
+
+    #[inline]
+    fn element_of(&mut self, e: &Element<'_>, known: Option<CommandId>) {
         if e.index == 0 {
-            self.id = Some(e.token.map_or(CommandId::UNKNOWN, CommandId::from_token));
-            self.name = e.token.copied().unwrap_or_default();
-            self.name_ready = true;
+            let id =
+                known.unwrap_or_else(|| e.token.map_or(CommandId::UNKNOWN, CommandId::from_token));
+            self.id = Some(id);
             self.client_reply = false;
+            if breaks_pairing(id) {
+                self.decision = None;
+            } else {
+                let d = self.policy.decide(id, e.token);
+                if d == Decision::default() {
+                    self.in_plain = true;
+                    return;
+                }
+                self.decision = Some(d);
+            }
+            self.name_ready = true;
             self.pause = true;
         } else if e.index == 1 && self.id == Some(CommandId::CLIENT) {
             self.client_reply = e.token.is_some_and(|t| t.is(b"REPLY"));
         }
     }
 
+    #[inline]
     fn value(&mut self, _v: &Value<'_>) {
-        self.complete = true;
-        self.pause = true;
+        if self.in_plain {
+            self.in_plain = false;
+            self.plain_done += 1;
+            self.id = None;
+        } else {
+            self.complete = true;
+            self.pause = true;
+        }
     }
 
+    #[inline]
     fn pause(&self) -> bool {
         self.pause
     }
 }
 
+/// Follows nothing: the telemetry alone looks at the bytes.
+struct Plain;
+
+impl Visitor for Plain {
+    fn value(&mut self, _v: &Value<'_>) {}
+}
+
 /// Follows the server's replies: counts them, and pauses after each one when asked to.
-#[derive(Default)]
 struct ReplyVisitor {
     one_by_one: bool,
+    /// The reply being read is owed to a command the client already got an answer for.
+    front_answered: bool,
+    /// The value under way is told to the telemetry.
+    delivering: bool,
     replies: u32,
     done: bool,
     push: bool,
     pause: bool,
+}
+
+impl Default for ReplyVisitor {
+    fn default() -> Self {
+        ReplyVisitor {
+            one_by_one: false,
+            front_answered: false,
+            delivering: true,
+            replies: 0,
+            done: false,
+            push: false,
+            pause: false,
+        }
+    }
+}
+
+impl ReplyGate for ReplyVisitor {
+    fn deliver(&mut self, kind: Kind) -> bool {
+        // The telemetry sees what the client gets: not a late reply that is dropped.
+        self.delivering = kind == Kind::Push || !self.front_answered;
+        self.delivering
+    }
+
+    fn delivering(&self) -> bool {
+        self.delivering
+    }
 }
 
 impl Visitor for ReplyVisitor {
@@ -319,11 +416,12 @@ struct Pump<'e> {
     enforcing: bool,
     // Client to server.
     cin: Vec<u8>,
+    /// Client stream position of `cin[0]`.
+    cin_base: u64,
     scanned: usize,
     done_upto: usize,
     cmd_start: usize,
-    cscan: Scanner<1>,
-    cvis: CommandVisitor,
+    cvis: CommandVisitor<'e>,
     current: Current,
     hold: Option<Pin<Box<Sleep>>>,
     client_eof: bool,
@@ -331,8 +429,11 @@ struct Pump<'e> {
     up_shut: bool,
     // Server to client.
     sin: Vec<u8>,
-    sscan: Scanner,
     svis: ReplyVisitor,
+    // One scan per direction serves the policy and the Redis telemetry.
+    obs: RedisObserver,
+    recorder: Option<RedisRecorder>,
+    epoch: StdInstant,
     dropping_reply: bool,
     server_raw: bool,
     server_eof: bool,
@@ -345,6 +446,19 @@ struct Pump<'e> {
     totals: Totals,
 }
 
+/// Nanoseconds from `epoch` to `at` (the telemetry's clock).
+fn nanos(epoch: StdInstant, at: StdInstant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Records a completed command in the Redis telemetry, when it is on.
+fn record(recorder: &mut Option<RedisRecorder>, done: &CommandDone<'_>) {
+    if let Some(r) = recorder {
+        let latency = (!done.blocking).then(|| done.latency as f64 / 1e6);
+        r.record(done.command.name(), done.outcome.label(), latency);
+    }
+}
+
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -355,24 +469,38 @@ fn is_reset(e: &io::Error) -> bool {
 }
 
 impl<'e> Pump<'e> {
-    fn new(enforcement: &'e Enforcement) -> Self {
+    fn new(enforcement: &'e Enforcement, telemetry: bool) -> Self {
+        let recorder =
+            enforcement
+                .telemetry
+                .as_ref()
+                .filter(|_| telemetry)
+                .map(|(metrics, labels)| {
+                    RedisRecorder::new(
+                        metrics.clone(),
+                        labels.peers.clone(),
+                        labels.connection_security_policy.clone(),
+                    )
+                });
         Pump {
             enforcement,
             enforcing: true,
             cin: Vec::new(),
+            cin_base: 0,
             scanned: 0,
             done_upto: 0,
             cmd_start: 0,
-            cscan: Scanner::with_depth(Direction::Client),
-            cvis: CommandVisitor::default(),
+            cvis: CommandVisitor::new(&enforcement.policy),
             current: Current::Undecided,
             hold: None,
             client_eof: false,
             up: Out::default(),
             up_shut: false,
             sin: Vec::new(),
-            sscan: Scanner::new(Direction::Server),
             svis: ReplyVisitor::default(),
+            obs: RedisObserver::new(),
+            recorder,
+            epoch: StdInstant::now(),
             dropping_reply: false,
             server_raw: false,
             server_eof: false,
@@ -394,13 +522,27 @@ impl<'e> Pump<'e> {
         }
     }
 
-    /// Made-up replies appended by the sequencer (already in `down`), shown to the observer.
-    fn made_up<O: Observer>(&mut self, start: usize, observer: &mut O, now: StdInstant) {
-        if let Some(bytes) = self.down.buf.get(start..)
-            && !bytes.is_empty()
-        {
-            observer.upstream_bytes(bytes, now);
+    /// An emitter of made-up replies: to the client, the byte counters and the telemetry.
+    fn emitter<'a, O: Observer>(
+        down: &'a mut Out,
+        obs: &'a mut RedisObserver,
+        recorder: &'a mut Option<RedisRecorder>,
+        observer: &'a mut O,
+        ns: u64,
+        now: StdInstant,
+    ) -> impl FnMut(&[u8]) + 'a {
+        move |reply: &[u8]| {
+            observer.upstream_bytes(reply, now);
+            down.buf.extend_from_slice(reply);
+            obs.made_up_reply(reply, ns, |d| record(recorder, d));
         }
+    }
+
+    /// The index in `cin` of a client stream position.
+    fn offset(&self, position: u64) -> usize {
+        usize::try_from(position.saturating_sub(self.cin_base))
+            .unwrap_or(usize::MAX)
+            .min(self.cin.len())
     }
 
     /// Forwards `cin[done_upto..end]` to the server.
@@ -409,6 +551,7 @@ impl<'e> Pump<'e> {
             // All of it: hand the buffer over instead of copying it.
             std::mem::swap(&mut self.up.buf, &mut self.cin);
             self.cin.clear();
+            self.cin_base += end as u64;
             self.scanned = self.scanned.saturating_sub(end);
             self.cmd_start = self.cmd_start.saturating_sub(end);
             return;
@@ -429,56 +572,74 @@ impl<'e> Pump<'e> {
             self.done_upto = self.done_upto.max(self.scanned);
         }
         self.current = Current::Undecided;
+        self.hold = None;
+    }
+
+    /// Without enforcement: the client's bytes go on as they are (the telemetry still
+    /// follows them while they are RESP).
+    fn pass_rest(&mut self, now: StdInstant) {
+        if self.scanned < self.cin.len() && !self.obs.is_opaque() {
+            let ns = nanos(self.epoch, now);
+            if let Some(rest) = self.cin.get(self.scanned..) {
+                let _ = self.obs.scan_client(rest, ns, &mut Plain);
+            }
+        }
+        self.scanned = self.cin.len();
         let end = self.cin.len();
         self.forward_upto(end);
-        self.hold = None;
     }
 
     /// Runs the client bytes read so far through the policy.
     fn process_client<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
-        let policy = &*self.enforcement.policy;
+        let ns = nanos(self.epoch, now);
         while self.enforcing && self.hold.is_none() && self.scanned < self.cin.len() {
             self.cvis.pause = false;
             let Some(data) = self.cin.get(self.scanned..) else {
                 break;
             };
-            match self.cscan.scan(data, &mut self.cvis) {
+            let scanned = self.obs.scan_client(data, ns, &mut self.cvis);
+            let plain = std::mem::take(&mut self.cvis.plain_done);
+            self.seq.forwarded_plain(plain);
+            match scanned {
                 Some(n) => self.scanned += n,
                 None => {
                     self.stop_enforcing();
                     break;
                 }
             }
+            if !self.cvis.pause {
+                continue;
+            }
             if self.cvis.name_ready {
                 self.cvis.name_ready = false;
+                let (start, _) = self.obs.client_command_start();
+                self.cmd_start = self.offset(start);
                 let id = self.cvis.id.unwrap_or(CommandId::UNKNOWN);
                 if id.is_subscribe() || id == CommandId::MONITOR {
                     self.stop_enforcing();
                     break;
                 }
-                if self.current == Current::Undecided {
-                    let Decision {
-                        fault,
-                        timeout,
-                        mirror,
-                    } = policy.decide(id, Some(&self.cvis.name));
-                    match fault {
-                        Some(Fault::Delay(d)) => {
-                            let start = self.cmd_start;
-                            self.forward_upto(start);
-                            (self.enforcement.on_fault)(id, FaultKind::Delay);
-                            self.current = Current::Forward(timeout, mirror);
-                            self.hold = Some(Box::pin(tokio::time::sleep(d)));
-                            // The rest waits; the command's own bytes go after the delay.
-                        }
-                        Some(Fault::Abort(reply)) => {
-                            let start = self.cmd_start;
-                            self.forward_upto(start);
-                            (self.enforcement.on_fault)(id, FaultKind::Abort);
-                            self.current = Current::Drop(reply);
-                        }
-                        None => self.current = Current::Forward(timeout, mirror),
+                let Decision {
+                    fault,
+                    timeout,
+                    mirror,
+                } = self.cvis.decision.take().unwrap_or_default();
+                match fault {
+                    Some(Fault::Delay(d)) => {
+                        let start = self.cmd_start;
+                        self.forward_upto(start);
+                        (self.enforcement.on_fault)(id, FaultKind::Delay);
+                        self.current = Current::Forward(timeout, mirror);
+                        // The rest waits; the command's own bytes go after the delay.
+                        self.hold = Some(Box::pin(tokio::time::sleep(d)));
                     }
+                    Some(Fault::Abort(reply)) => {
+                        let start = self.cmd_start;
+                        self.forward_upto(start);
+                        (self.enforcement.on_fault)(id, FaultKind::Abort);
+                        self.current = Current::Drop(reply);
+                    }
+                    None => self.current = Current::Forward(timeout, mirror),
                 }
             }
             if self.cvis.complete {
@@ -488,19 +649,27 @@ impl<'e> Pump<'e> {
                 match std::mem::replace(&mut self.current, Current::Undecided) {
                     Current::Drop(reply) => {
                         self.done_upto = end;
-                        let start = self.down.buf.len();
-                        self.seq.injected(reply, &mut self.down.buf);
-                        self.made_up(start, observer, now);
+                        let mut emit = Self::emitter(
+                            &mut self.down,
+                            &mut self.obs,
+                            &mut self.recorder,
+                            observer,
+                            ns,
+                            now,
+                        );
+                        self.seq.injected(reply, &mut emit);
                     }
                     Current::Forward(timeout, mirror) => {
                         if mirror && let Some(bytes) = self.cin.get(self.cmd_start..end) {
                             self.mirror_buf.extend_from_slice(bytes);
                         }
-                        self.seq.forwarded(id, timeout.map(|t| now + t));
+                        match timeout {
+                            Some(t) => self.seq.forwarded(id, Some(now + t)),
+                            None => self.seq.forwarded_plain(1),
+                        }
                     }
-                    Current::Undecided => self.seq.forwarded(id, None),
+                    Current::Undecided => self.seq.forwarded_plain(1),
                 }
-                self.cmd_start = end;
                 if id == CommandId::CLIENT && self.cvis.client_reply {
                     // CLIENT REPLY OFF|SKIP breaks the pairing of replies with commands.
                     self.forward_upto(end);
@@ -510,8 +679,7 @@ impl<'e> Pump<'e> {
             }
         }
         if !self.enforcing {
-            let end = self.cin.len();
-            self.forward_upto(end);
+            self.pass_rest(now);
         } else if self.hold.is_none() {
             match self.current {
                 // The command in progress goes on as it arrives, or is dropped as it does.
@@ -520,20 +688,32 @@ impl<'e> Pump<'e> {
                     self.forward_upto(end);
                 }
                 Current::Drop(_) => self.done_upto = self.scanned,
+                Current::Undecided if self.cvis.in_plain => {
+                    let end = self.scanned;
+                    self.forward_upto(end);
+                }
                 Current::Undecided => {
-                    let start = self.cmd_start;
-                    self.forward_upto(start);
+                    // A command whose name has not arrived yet waits for it.
+                    let (start, under_way) = self.obs.client_command_start();
+                    let end = if under_way {
+                        self.offset(start)
+                    } else {
+                        self.scanned
+                    };
+                    self.forward_upto(end);
                 }
             }
         }
         if self.enforcing && self.current == Current::Undecided && self.cin.len() >= HIGH_WATER {
             // A command whose name never ends: not something to follow.
             self.stop_enforcing();
+            self.pass_rest(now);
         }
         // Keep only what is not settled yet.
         let keep = self.done_upto;
         if keep > 0 {
             self.cin.drain(..keep);
+            self.cin_base += keep as u64;
             self.scanned = self.scanned.saturating_sub(keep);
             self.cmd_start = self.cmd_start.saturating_sub(keep);
             self.done_upto = 0;
@@ -558,6 +738,15 @@ impl<'e> Pump<'e> {
         }
         let data = std::mem::take(&mut self.sin);
         if self.server_raw {
+            if !self.obs.is_opaque() {
+                self.svis.one_by_one = false;
+                self.svis.front_answered = false;
+                let ns = nanos(self.epoch, now);
+                let recorder = &mut self.recorder;
+                let _ = self
+                    .obs
+                    .scan_server(&data, ns, &mut self.svis, |d| record(recorder, d));
+            }
             Self::to_client(&mut self.down, observer, &data, now);
             self.sin = data;
             self.sin.clear();
@@ -566,8 +755,13 @@ impl<'e> Pump<'e> {
         if !self.seq.needs_boundaries() && !self.dropping_reply {
             // Plain replies: count them in bulk and pass the bytes on as they are.
             self.svis.one_by_one = false;
+            self.svis.front_answered = false;
             self.svis.replies = 0;
-            let scanned = self.sscan.scan(&data, &mut self.svis);
+            let ns = nanos(self.epoch, now);
+            let recorder = &mut self.recorder;
+            let scanned = self
+                .obs
+                .scan_server(&data, ns, &mut self.svis, |d| record(recorder, d));
             let mut fine = scanned.is_some();
             for _ in 0..self.svis.replies {
                 if self.seq.reply() != Fate::Forward {
@@ -575,7 +769,7 @@ impl<'e> Pump<'e> {
                 }
             }
             // A reply under way can no longer time out.
-            if !self.sscan.at_boundary() {
+            if !self.obs.server_at_boundary() {
                 self.seq.reply_started();
             }
             if !fine {
@@ -600,8 +794,14 @@ impl<'e> Pump<'e> {
             self.svis.pause = false;
             self.svis.done = false;
             self.svis.replies = 0;
+            self.svis.front_answered = self.dropping_reply || self.seq.front_answered();
             let Some(rest) = data.get(pos..) else { break };
-            let Some(n) = self.sscan.scan(rest, &mut self.svis) else {
+            let ns = nanos(self.epoch, now);
+            let recorder = &mut self.recorder;
+            let Some(n) = self
+                .obs
+                .scan_server(rest, ns, &mut self.svis, |d| record(recorder, d))
+            else {
                 // Not RESP: pass the rest on untouched.
                 self.server_raw = true;
                 Self::to_client(
@@ -637,9 +837,16 @@ impl<'e> Pump<'e> {
                         break;
                     }
                 }
-                let start = self.down.buf.len();
-                self.seq.flush(&mut self.down.buf);
-                self.made_up(start, observer, now);
+                let ns = nanos(self.epoch, now);
+                let mut emit = Self::emitter(
+                    &mut self.down,
+                    &mut self.obs,
+                    &mut self.recorder,
+                    observer,
+                    ns,
+                    now,
+                );
+                self.seq.flush(&mut emit);
             }
             value_start = pos;
         }
@@ -662,12 +869,19 @@ impl<'e> Pump<'e> {
 
     /// Answers the commands whose timeout passed.
     fn expire<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
-        let start = self.down.buf.len();
-        let fired = self.seq.expire(now, TIMEOUT_REPLY, &mut self.down.buf);
+        let ns = nanos(self.epoch, now);
+        let mut emit = Self::emitter(
+            &mut self.down,
+            &mut self.obs,
+            &mut self.recorder,
+            observer,
+            ns,
+            now,
+        );
+        let fired = self.seq.expire(now, TIMEOUT_REPLY, &mut emit);
         for id in fired {
             (self.enforcement.on_fault)(id, FaultKind::Timeout);
         }
-        self.made_up(start, observer, now);
     }
 
     /// Re-arms the deadline timer for the oldest unanswered command; whether it fired.
@@ -695,7 +909,9 @@ impl<'e> Pump<'e> {
     }
 
     fn quiet(&self) -> bool {
-        self.seq.is_empty()
+        // Once it stopped following the client, it cannot tell.
+        self.enforcing
+            && self.seq.is_empty()
             && self.up.pending() == 0
             && self.down.pending() == 0
             && self.cin.is_empty()
@@ -711,6 +927,8 @@ fn poll_shutdown<S: Side>(cx: &mut Context<'_>, s: &mut S) -> io::Result<bool> {
 
 /// Forwards a Redis connection under `enforcement` until both sides close, one resets,
 /// nothing moves for `idle`, or the drain ends it (at a quiet point: no command waiting).
+/// With `telemetry`, the per-command Redis telemetry is recorded here (the observer then
+/// only counts bytes).
 pub async fn forward<O: Observer>(
     downstream: &TcpStream,
     upstream: &TcpStream,
@@ -718,9 +936,19 @@ pub async fn forward<O: Observer>(
     idle: Option<Duration>,
     lifecycle: &Lifecycle,
     enforcement: &Enforcement,
+    telemetry: bool,
 ) -> (Totals, io::Result<Ending>) {
     let (mut down, mut up) = (downstream, upstream);
-    forward_sides(&mut down, &mut up, observer, idle, lifecycle, enforcement).await
+    forward_sides(
+        &mut down,
+        &mut up,
+        observer,
+        idle,
+        lifecycle,
+        enforcement,
+        telemetry,
+    )
+    .await
 }
 
 /// [`forward`] over any two sides, such as TLS sessions ([`Stream`]).
@@ -731,8 +959,9 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
     idle: Option<Duration>,
     lifecycle: &Lifecycle,
     enforcement: &Enforcement,
+    telemetry: bool,
 ) -> (Totals, io::Result<Ending>) {
-    let mut p = Pump::new(enforcement);
+    let mut p = Pump::new(enforcement, telemetry);
     let mut draining = Some(Box::pin(lifecycle.reached(Phase::Draining)));
     let mut closed = Some(Box::pin(lifecycle.reached(Phase::Closed)));
     let mut timer: Option<Pin<Box<Sleep>>> = idle.map(|d| Box::pin(tokio::time::sleep(d)));
@@ -797,6 +1026,7 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
             if p.client_eof && !p.up_shut && p.hold.is_none() && p.up.pending() == 0 {
                 // A command cut short by the close goes as it is.
                 p.stop_enforcing();
+                p.pass_rest(now);
                 if p.up.pending() == 0 {
                     match poll_shutdown(cx, &mut *upstream) {
                         Ok(done) => p.up_shut = done,
@@ -832,9 +1062,7 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
                 return Poll::Ready(Ok(Ending::Closed));
             }
             let phase = lifecycle.phase();
-            if phase >= Phase::Draining
-                && ((p.quiet() && observer.quiescent()) || phase >= Phase::Closed)
-            {
+            if phase >= Phase::Draining && (p.quiet() || phase >= Phase::Closed) {
                 return Poll::Ready(Ok(Ending::Drained));
             }
             if progressed {
@@ -856,6 +1084,12 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
         }
     })
     .await;
+    if p.recorder.is_some()
+        && p.obs.is_opaque()
+        && let Some((metrics, labels)) = &enforcement.telemetry
+    {
+        metrics.redis_fallback(labels);
+    }
     match result {
         Err(e) if is_reset(&e) => {
             downstream.reset_on_close();

@@ -249,6 +249,15 @@ pub trait Visitor {
     fn pause(&self) -> bool {
         false
     }
+    /// The command the last element 0 named, when this visitor looked it up (so that a
+    /// visitor beside it need not look it up again).
+    fn command(&self) -> Option<super::command::CommandId> {
+        None
+    }
+    /// [`Visitor::element`], with the command already looked up by another visitor.
+    fn element_of(&mut self, element: &Element<'_>, _command: Option<super::command::CommandId>) {
+        self.element(element);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -312,6 +321,10 @@ pub struct Scanner<const D: usize = MAX_DEPTH> {
     counts: [u32; D],
     kinds: [u8; D],
     inline_in_word: bool,
+    /// Bytes scanned before the current [`Scanner::scan`] call (the stream position).
+    consumed: u64,
+    /// Stream position where the current (or last) top-level value starts.
+    top_start: u64,
 }
 
 impl Scanner {
@@ -350,6 +363,8 @@ impl<const D: usize> Scanner<D> {
             counts: [0; D],
             kinds: [0; D],
             inline_in_word: false,
+            consumed: 0,
+            top_start: 0,
         }
     }
 
@@ -361,6 +376,16 @@ impl<const D: usize> Scanner<D> {
     /// Whether malformed input made the scanner give up (terminal).
     pub fn is_opaque(&self) -> bool {
         self.state == State::Opaque
+    }
+
+    /// Bytes scanned so far, over the whole stream.
+    pub fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Stream position where the top-level value under way (or the last one) starts.
+    pub fn value_start(&self) -> u64 {
+        self.top_start
     }
 
     /// Whether the scanner is between top-level values (no partial value buffered in its state).
@@ -383,6 +408,9 @@ impl<const D: usize> Scanner<D> {
             let Some(&b) = data.get(i) else { break };
             match self.state {
                 State::Type => {
+                    if self.depth == 0 {
+                        self.top_start = self.consumed + i as u64;
+                    }
                     if self.dir == Direction::Client && self.depth == 0 && b != b'*' {
                         self.state = State::Inline;
                         self.chars = 0;
@@ -443,9 +471,11 @@ impl<const D: usize> Scanner<D> {
                 State::Opaque => return None,
             }
             if v.pause() {
+                self.consumed += i as u64;
                 return Some(i);
             }
         }
+        self.consumed += n as u64;
         (self.state != State::Opaque).then_some(n)
     }
 

@@ -5,8 +5,8 @@
 //! one unanswered, and its late real reply is dropped when it comes.
 //!
 //! Pure: the caller reports commands forwarded or faulted, server replies completed and
-//! the time; the sequencer says what each server reply becomes and appends the replies the
-//! proxy makes up to the client's output.
+//! the time; the sequencer says what each server reply becomes and emits the replies the
+//! proxy makes up, in the client's order.
 
 use super::command::CommandId;
 use bytes::Bytes;
@@ -15,6 +15,8 @@ use std::time::Instant;
 
 #[derive(Debug)]
 enum Slot {
+    /// This many commands sent to the server without a timeout, their replies owed.
+    Plain(u32),
     /// Sent to the server; its reply is owed. `answered`: the client already got a timeout.
     Forwarded {
         command: CommandId,
@@ -71,8 +73,20 @@ impl Sequencer {
     fn all_answered(&self) -> bool {
         self.slots.iter().all(|s| match s {
             Slot::Forwarded { answered, .. } => *answered,
-            Slot::Injected(_) => false,
+            Slot::Injected(_) | Slot::Plain(_) => false,
         })
+    }
+
+    /// `count` commands without a timeout were forwarded to the server.
+    pub fn forwarded_plain(&mut self, count: u32) {
+        if count == 0 {
+            return;
+        }
+        if let Some(Slot::Plain(n)) = self.slots.back_mut() {
+            *n = n.saturating_add(count);
+        } else {
+            self.slots.push_back(Slot::Plain(count));
+        }
     }
 
     /// A command was forwarded to the server (its reply is due by `deadline`).
@@ -84,11 +98,11 @@ impl Sequencer {
         });
     }
 
-    /// The proxy answers a command with `reply`: appended to `out` now when every earlier
-    /// command is answered, else queued.
-    pub fn injected(&mut self, reply: Bytes, out: &mut Vec<u8>) {
+    /// The proxy answers a command with `reply`: emitted now when every earlier command is
+    /// answered, else queued.
+    pub fn injected(&mut self, reply: Bytes, emit: &mut dyn FnMut(&[u8])) {
         if self.all_answered() {
-            out.extend_from_slice(&reply);
+            emit(&reply);
             return;
         }
         self.special += 1;
@@ -98,6 +112,13 @@ impl Sequencer {
     /// A server reply completed (pushes excepted): what it becomes. The caller passes the
     /// reply on (or not), then calls [`Sequencer::flush`] for the made-up replies behind it.
     pub fn reply(&mut self) -> Fate {
+        if let Some(Slot::Plain(n)) = self.slots.front_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.slots.pop_front();
+            }
+            return Fate::Forward;
+        }
         match self.slots.front() {
             Some(Slot::Forwarded { answered, .. }) => {
                 let answered = *answered;
@@ -133,15 +154,15 @@ impl Sequencer {
         )
     }
 
-    /// Appends the made-up replies that are due (every command before them answered).
-    pub fn flush(&mut self, out: &mut Vec<u8>) {
+    /// Emits the made-up replies that are due (every command before them answered).
+    pub fn flush(&mut self, emit: &mut dyn FnMut(&[u8])) {
         let mut i = 0;
         while i < self.slots.len() {
             match self.slots.get(i) {
                 Some(Slot::Forwarded { answered: true, .. }) => i += 1,
                 Some(Slot::Injected(_)) => {
                     if let Some(Slot::Injected(reply)) = self.slots.remove(i) {
-                        out.extend_from_slice(&reply);
+                        emit(&reply);
                         self.special -= 1;
                     }
                 }
@@ -159,14 +180,19 @@ impl Sequencer {
                 ..
             } => Some(*deadline),
             Slot::Forwarded { answered: true, .. } => None,
-            Slot::Injected(_) => Some(None),
+            Slot::Injected(_) | Slot::Plain(_) => Some(None),
         })?
     }
 
     /// Answers the commands whose timeout has passed at `now` with `reply` (oldest first,
     /// and only while they are the oldest unanswered), with the made-up replies behind
     /// them; returns the commands timed out.
-    pub fn expire(&mut self, now: Instant, reply: &[u8], out: &mut Vec<u8>) -> Vec<CommandId> {
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        reply: &[u8],
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Vec<CommandId> {
         let mut fired = Vec::new();
         loop {
             let oldest = self
@@ -185,8 +211,8 @@ impl Sequencer {
                 _ => break,
             }
             self.special += 1;
-            out.extend_from_slice(reply);
-            self.flush(out);
+            emit(reply);
+            self.flush(emit);
         }
         fired
     }
@@ -201,24 +227,29 @@ mod tests {
         Bytes::from_static(s.as_bytes())
     }
 
+    /// Runs `f` with an emitter that appends to `out`.
+    fn into(out: &mut Vec<u8>) -> impl FnMut(&[u8]) + '_ {
+        move |r: &[u8]| out.extend_from_slice(r)
+    }
+
     #[test]
     fn injected_replies_wait_their_turn() {
         let mut q = Sequencer::new();
         let mut out = Vec::new();
         // Nothing in flight: an injected reply goes out at once.
-        q.injected(b("-E1\r\n"), &mut out);
+        q.injected(b("-E1\r\n"), &mut into(&mut out));
         assert_eq!(out, b"-E1\r\n");
         out.clear();
         q.forwarded(CommandId::GET, None);
-        q.injected(b("-E2\r\n"), &mut out);
+        q.injected(b("-E2\r\n"), &mut into(&mut out));
         q.forwarded(CommandId::SET, None);
-        q.injected(b("-E3\r\n"), &mut out);
+        q.injected(b("-E3\r\n"), &mut into(&mut out));
         assert!(out.is_empty() && q.needs_boundaries());
         assert_eq!(q.reply(), Fate::Forward);
-        q.flush(&mut out);
+        q.flush(&mut into(&mut out));
         assert_eq!(out, b"-E2\r\n");
         assert_eq!(q.reply(), Fate::Forward);
-        q.flush(&mut out);
+        q.flush(&mut into(&mut out));
         assert_eq!(out, b"-E2\r\n-E3\r\n");
         assert!(q.is_empty() && !q.needs_boundaries());
         assert_eq!(q.reply(), Fate::Unexpected);
@@ -232,17 +263,18 @@ mod tests {
         let mut out = Vec::new();
         q.forwarded(CommandId::GET, Some(ms(100)));
         q.forwarded(CommandId::SET, Some(ms(50)));
-        q.injected(b("-F\r\n"), &mut out);
+        q.injected(b("-F\r\n"), &mut into(&mut out));
         q.forwarded(CommandId::PING, None);
         assert_eq!(q.next_deadline(), Some(ms(100)));
         // The second command's deadline passed first, but it waits behind the first.
-        assert!(q.expire(ms(60), b"-T\r\n", &mut out).is_empty());
-        let fired = q.expire(ms(100), b"-T\r\n", &mut out);
+        assert!(q.expire(ms(60), b"-T\r\n", &mut into(&mut out)).is_empty());
+        let fired = q.expire(ms(100), b"-T\r\n", &mut into(&mut out));
         assert_eq!(fired, [CommandId::GET, CommandId::SET]);
         assert_eq!(out, b"-T\r\n-T\r\n-F\r\n");
         // PING has no timeout.
         assert_eq!(q.next_deadline(), None);
         // The late replies of GET and SET are dropped, PING's goes through.
+        assert!(q.front_answered());
         assert_eq!(q.reply(), Fate::Drop);
         assert_eq!(q.reply(), Fate::Drop);
         assert_eq!(q.reply(), Fate::Forward);

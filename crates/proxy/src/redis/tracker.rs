@@ -470,6 +470,11 @@ impl Visitor for ClientSide<'_> {
         }
         self.t.push_command(v.len, self.now);
     }
+
+    #[inline]
+    fn command(&self) -> Option<CommandId> {
+        Some(self.t.cur)
+    }
 }
 
 /// The tracker's view of server-to-client values (see [`Tracker::server_side`]).

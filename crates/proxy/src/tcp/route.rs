@@ -117,13 +117,13 @@ impl Plan {
     /// it is forwarded under (its faults counted in `metrics` with `labels`).
     pub fn pipe_policy(&self, metrics: &Arc<Metrics>, labels: &TcpLabels) -> PipePolicy {
         let redis = self.redis.as_ref().map(|policy| {
-            let metrics = metrics.clone();
+            let counted = metrics.clone();
             let peers = labels.peers.clone();
             let security = labels.connection_security_policy.clone();
             Enforcement {
                 policy: policy.clone(),
                 on_fault: Box::new(move |command: CommandId, kind: FaultKind| {
-                    metrics
+                    counted
                         .redis_faults
                         .get_or_create(&RedisLabels {
                             peers: peers.clone(),
@@ -134,6 +134,7 @@ impl Plan {
                         .inc();
                 }),
                 connect_timeout: self.connect_timeout(Duration::from_secs(10)),
+                telemetry: Some((metrics.clone(), labels.clone())),
             }
         });
         PipePolicy {
@@ -168,7 +169,8 @@ impl PipePolicy {
 
 /// Forwards a connection (see [`pump::forward`]) within the policy's bounds: the idle
 /// timeout in force (`idle`, from [`PipePolicy::idle`]) and the longest connection life,
-/// after which both sides are closed.
+/// after which both sides are closed; under a RedisPolicy, through `crate::redis::enforce`,
+/// which then records the Redis telemetry itself when `redis_telemetry` is on.
 pub async fn forward<O: Observer>(
     downstream: &TcpStream,
     upstream: &TcpStream,
@@ -176,10 +178,22 @@ pub async fn forward<O: Observer>(
     idle: Option<Duration>,
     lifecycle: &Lifecycle,
     policy: &PipePolicy,
+    redis_telemetry: bool,
 ) -> (Totals, io::Result<Ending>) {
     let pumping = async {
         match &policy.redis {
-            Some(e) => enforce::forward(downstream, upstream, observer, idle, lifecycle, e).await,
+            Some(e) => {
+                enforce::forward(
+                    downstream,
+                    upstream,
+                    observer,
+                    idle,
+                    lifecycle,
+                    e,
+                    redis_telemetry,
+                )
+                .await
+            }
             None => pump::forward(downstream, upstream, observer, idle, lifecycle).await,
         }
     };
