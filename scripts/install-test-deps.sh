@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Ferry's test suite needs on a Debian machine (run as root):
-# Debian packages for the real peers the tests talk to, and Kubernetes' official schemas.
+# Debian packages for the real peers the tests talk to (and tcpdump, which the mTLS end-to-end
+# test captures the pods' traffic with), and Kubernetes' official schemas.
 set -euo pipefail
 
 "$(dirname "$0")/install-deps.sh"
 
-apt_packages=(haproxy openssl)
+apt_packages=(haproxy openssl tcpdump)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

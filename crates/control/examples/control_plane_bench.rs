@@ -24,6 +24,10 @@
 //! after its own debounce): time in `Mesh::apply`, time until every affected proxy was sent
 //! and applied the new version, proxies pushed, control-plane CPU; (c) VmRSS / VmHWM.
 
+/// The allocator of the `ferry` binary (see crates/cli/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use arc_swap::ArcSwap;
 use ferry_control::distribution::{ConfigSource, Distribution};
 use ferry_control::plane::{Mesh, PlaneOptions};
@@ -674,6 +678,9 @@ fn describe_one(mesh: &Mesh, proxy: &ProxyIdentity) {
     let one = mesh.compile_for(proxy);
     assert!(one.warnings.is_empty(), "warnings: {:?}", one.warnings);
     let json = serde_json::to_vec(&one.config).expect("json");
+    if let Some(path) = std::env::var_os("BENCH_DUMP_CONFIG") {
+        std::fs::write(path, &json).expect("write the configuration");
+    }
     let compile_ms = time_ms(20, || {
         std::hint::black_box(ferry_control::compiler::compile(&mesh.registry(), proxy));
     });

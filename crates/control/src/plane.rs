@@ -1,6 +1,8 @@
 //! The control plane assembled: a manifest directory watched into the store, pod addresses
-//! assigned, the registry compiled per proxy on demand, the configuration stream (15010),
-//! and the monitoring endpoint (15014: health, metrics, proxy status, config dumps).
+//! assigned, the registry compiled per proxy on demand, the configuration stream (15010,
+//! plaintext, for local debugging; and, when the CA is on, on 15012 over TLS beside the
+//! certificate API: [`SecurePort`]), and the monitoring endpoint (15014: health, metrics,
+//! proxy status, config dumps, and the certificates the CA issued).
 //!
 //! [`run`] builds its own [`Mesh`]; an embedder that needs the same store first (the
 //! one-machine runtime, which creates the pods the store describes) builds the [`Mesh`],
@@ -27,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 use tokio::sync::watch as tokio_watch;
 use tracing::{info, warn};
 
@@ -88,6 +91,8 @@ pub struct Mesh {
     reloads: Counter,
     /// Compilation shared between proxies of a namespace, per registry.
     cache: Cache,
+    /// When the change behind the registry in force reached the mesh.
+    received: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Mesh {
@@ -111,6 +116,7 @@ impl Mesh {
             rejected: Gauge::default(),
             reloads: Counter::default(),
             cache: Cache::new(),
+            received: std::sync::Mutex::new(None),
         }
     }
 
@@ -157,12 +163,12 @@ impl Mesh {
             }
             *current = Some(ready);
         }
-        self.publish()
+        self.publish(Instant::now())
     }
 
     /// Rebuilds the registry in force from the store's and the reported readiness; bumps
-    /// the generation when it differs.
-    fn publish(&self) -> bool {
+    /// the generation when it differs (a change that reached the mesh at `received`).
+    fn publish(&self, received: Instant) -> bool {
         let base = read(&self.base).clone();
         let effective = match read(&self.readiness).as_ref() {
             Some(ready) => Arc::new(with_readiness(&base, ready)),
@@ -174,12 +180,14 @@ impl Mesh {
         }
         *slot = effective;
         drop(slot);
+        *self.received.lock().unwrap_or_else(|e| e.into_inner()) = Some(received);
         self.generation.send_modify(|g| *g += 1);
         true
     }
 
     /// Applies what the manifest directory holds now; returns whether anything changed.
     pub fn apply(&self, loaded: crate::source::files::Loaded) -> bool {
+        let received = Instant::now();
         for d in &loaded.diagnostics {
             warn!("{d}");
         }
@@ -214,7 +222,7 @@ impl Mesh {
             *write(&self.base) = Arc::new(registry);
             self.loaded
                 .store(true, std::sync::atomic::Ordering::Release);
-            if !self.publish() {
+            if !self.publish(received) {
                 // Same registry, but the store changed (the embedder reads it).
                 self.generation.send_modify(|g| *g += 1);
             }
@@ -272,6 +280,10 @@ impl ConfigSource for Mesh {
 
     fn changes(&self) -> tokio_watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    fn change_received(&self) -> Option<Instant> {
+        *self.received.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -374,10 +386,49 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// `/debug/certs[?proxy=<namespace>/<pod>]`: the latest workload certificate the CA issued
+/// to one pod (with the pod's address, where its proxy's metrics are), or to every pod.
+fn certs(mesh: &Mesh, issued: Option<&crate::ca::IssuedLog>, query: &str) -> Response<Full<Bytes>> {
+    let Some(issued) = issued else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "this control plane is not the mesh's CA\n",
+        );
+    };
+    let Some(pod) = query_value(query, "proxy") else {
+        return respond(
+            StatusCode::OK,
+            "application/json",
+            json!({ "certificates": issued.all() }).to_string(),
+        );
+    };
+    let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+    let Some(record) = issued.for_pod(namespace, name) else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no certificate issued to {namespace}/{name}\n"),
+        );
+    };
+    let ip = mesh
+        .registry()
+        .pods
+        .iter()
+        .find(|p| p.namespace == namespace && p.name == name)
+        .and_then(|p| p.ip);
+    let mut body = serde_json::to_value(&record).unwrap_or_default();
+    if let (Some(obj), Some(ip)) = (body.as_object_mut(), ip) {
+        obj.insert("podIP".into(), json!(ip.to_string()));
+    }
+    respond(StatusCode::OK, "application/json", body.to_string())
+}
+
 fn monitor(
     mesh: &Mesh,
     distribution: &Distribution,
     metrics: &prometheus_client::registry::Registry,
+    issued: Option<&crate::ca::IssuedLog>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or_default();
@@ -433,6 +484,7 @@ fn monitor(
             let body = json!({ "config": compiled.config, "warnings": compiled.warnings });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
+        "/debug/certs" => certs(mesh, issued, query),
         "/version" => respond(
             StatusCode::OK,
             "application/json",
@@ -459,15 +511,17 @@ async fn serve_monitoring(
     mesh: Arc<Mesh>,
     distribution: Distribution,
     metrics: Arc<prometheus_client::registry::Registry>,
+    issued: Option<crate::ca::IssuedLog>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let (mesh, distribution, metrics) = (mesh.clone(), distribution.clone(), metrics.clone());
+        let issued = issued.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = monitor(&mesh, &distribution, &metrics, &req);
+                let response = monitor(&mesh, &distribution, &metrics, issued.as_ref(), &req);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -480,10 +534,29 @@ async fn serve_monitoring(
 /// Bound addresses of a running control plane.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
-    /// The configuration stream.
+    /// The configuration stream (plaintext).
     pub grpc: SocketAddr,
     /// The monitoring endpoint.
     pub monitoring: Option<SocketAddr>,
+    /// The TLS port (certificate API and configuration stream), when the CA is on.
+    pub secure: Option<SocketAddr>,
+}
+
+/// The TLS port (15012) of a control plane that is also the mesh's CA: its server (with the
+/// serving certificate the CA signs), its bound listener, and the routes it already serves
+/// (the certificate API, [`crate::ca::CaService::routes`]). The control plane adds the
+/// configuration stream to them, so proxies can follow it over TLS, verifying the control
+/// plane against the mesh root.
+pub struct SecurePort {
+    /// The TLS server.
+    pub server: crate::ca::SecureServer,
+    /// Where it accepts.
+    pub listener: tokio::net::TcpListener,
+    /// What it serves besides the configuration stream.
+    pub routes: tonic::service::Routes,
+    /// The certificates the CA issued ([`crate::ca::CaService::issued`]), which the
+    /// monitoring endpoint shows on `/debug/certs`.
+    pub issued: Option<crate::ca::IssuedLog>,
 }
 
 /// Runs the control plane until `shutdown` resolves; `on_bound` learns the bound addresses.
@@ -495,10 +568,37 @@ pub async fn run(
     serve(Arc::new(Mesh::new(options)), shutdown, on_bound).await
 }
 
+/// Like [`run`], with the configuration stream also served on the CA's TLS port.
+pub async fn run_secure(
+    options: PlaneOptions,
+    secure: SecurePort,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> std::io::Result<()> {
+    serve_with(
+        Arc::new(Mesh::new(options)),
+        Some(secure),
+        shutdown,
+        on_bound,
+    )
+    .await
+}
+
 /// Runs the control plane around a mesh the caller built (and may have loaded already:
 /// the watcher's first read then changes nothing) until `shutdown` resolves.
 pub async fn serve(
     mesh: Arc<Mesh>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> std::io::Result<()> {
+    serve_with(mesh, None, shutdown, on_bound).await
+}
+
+/// Like [`serve`]; with `secure`, the configuration stream is also served over TLS on the
+/// CA's port, beside what that port already serves. Both listeners stop at `shutdown`.
+pub async fn serve_with(
+    mesh: Arc<Mesh>,
+    secure: Option<SecurePort>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> std::io::Result<()> {
@@ -523,9 +623,14 @@ pub async fn serve(
             })?),
             None => None,
         };
+    let secure_addr = secure
+        .as_ref()
+        .map(|s| s.listener.local_addr())
+        .transpose()?;
     on_bound(Bound {
         grpc: grpc.local_addr()?,
         monitoring: monitoring.as_ref().map(|l| l.local_addr()).transpose()?,
+        secure: secure_addr,
     });
     let watcher_mesh = mesh.clone();
     let on_change = move |loaded| {
@@ -545,15 +650,50 @@ pub async fn serve(
     } else {
         tokio::spawn(watch::watch(options.config_dir.clone(), on_change))
     };
+    let issued = secure.as_ref().and_then(|s| s.issued.clone());
     let monitor_task = monitoring.map(|l| {
         tokio::spawn(serve_monitoring(
             l,
             mesh.clone(),
             distribution.clone(),
             Arc::new(metrics),
+            issued,
         ))
     });
-    let result = distribution.serve(grpc, shutdown).await;
+    // One shutdown for both listeners of the configuration stream.
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let secure_task = secure.map(|port| {
+        let routes = port.routes.add_service(distribution.service());
+        let (distribution, stop) = (distribution.clone(), stopped());
+        tokio::spawn(async move {
+            let signal = async move {
+                stop.await;
+                distribution.close_streams();
+            };
+            if let Err(e) = port.server.serve(port.listener, routes, signal).await {
+                warn!("TLS port (certificate API, configuration stream): {e}");
+            }
+        })
+    });
+    let signal_tx = stop_tx.clone();
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        signal_tx.send_replace(true);
+    });
+    let result = distribution.serve(grpc, stopped()).await;
+    signal.abort();
+    // The plaintext listener may have failed on its own: stop the TLS one too.
+    stop_tx.send_replace(true);
+    if let Some(task) = secure_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     watcher.abort();
     if let Some(t) = monitor_task {
         t.abort();

@@ -1,10 +1,11 @@
 //! The mesh as the control plane knows it: namespaces, services with their ports and
-//! endpoints, pods, and the Istio policies in force. Sources (a manifest directory, a
+//! endpoints, pods, and the policies in force (Istio's, and Ferry's RedisPolicies). Sources (a manifest directory, a
 //! Kubernetes API server) fill it; the compiler reads it. Plain data, no I/O.
 //!
 //! [`testing`] (with `cfg(test)` or the `test-support` feature) builds entries for tests.
 
 use ferry_model::IstioResource;
+use ferry_model::ferry::RedisPolicySpec;
 use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,7 +25,7 @@ pub struct Registry {
     pub services: Vec<ServiceEntry>,
     /// Pods, in a stable order (namespace, name).
     pub pods: Vec<PodEntry>,
-    /// VirtualServices, DestinationRules and PeerAuthentications.
+    /// VirtualServices, DestinationRules, PeerAuthentications and RedisPolicies.
     pub policies: Policies,
     /// DNS domain of the cluster (`cluster.local`).
     pub cluster_domain: String,
@@ -118,7 +119,8 @@ pub struct PodEntry {
     pub subdomain: Option<String>,
 }
 
-/// The Istio policies in force (each one valid; invalid versions never get here).
+/// The policies in force (each one valid; invalid versions never get here): Istio's, and
+/// Ferry's own (`ferry.dev`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policies {
     /// VirtualServices.
@@ -127,6 +129,8 @@ pub struct Policies {
     pub destination_rules: Vec<IstioResource<DestinationRuleSpec>>,
     /// PeerAuthentications.
     pub peer_authentications: Vec<IstioResource<PeerAuthenticationSpec>>,
+    /// RedisPolicies (`ferry.dev/v1alpha1`).
+    pub redis_policies: Vec<IstioResource<RedisPolicySpec>>,
 }
 
 /// Who a proxy is, as it says when it connects.

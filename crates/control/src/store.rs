@@ -1,5 +1,6 @@
 //! The typed store: every object of the mesh that Ferry reads (Namespaces, Pods, Services,
-//! EndpointSlices, workloads, and the three Istio kinds), keyed by (kind, namespace, name).
+//! EndpointSlices, workloads, the three Istio kinds, and Ferry's RedisPolicy), keyed by
+//! (kind, namespace, name).
 //!
 //! Sources (a manifest directory, a Kubernetes API server) hand the store a complete
 //! [`SourceUpdate`] for everything they hold. The store replaces that source's objects with
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+use ferry_model::ferry::RedisPolicySpec;
 use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
 use ferry_model::{Diagnostic, IstioResource};
 use serde_json::Value;
@@ -54,6 +56,8 @@ pub enum Kind {
     DestinationRule,
     /// `security.istio.io` PeerAuthentication.
     PeerAuthentication,
+    /// `ferry.dev` RedisPolicy.
+    RedisPolicy,
 }
 
 impl Kind {
@@ -72,6 +76,7 @@ impl Kind {
             "VirtualService" => Kind::VirtualService,
             "DestinationRule" => Kind::DestinationRule,
             "PeerAuthentication" => Kind::PeerAuthentication,
+            "RedisPolicy" => Kind::RedisPolicy,
             _ => return None,
         })
     }
@@ -91,6 +96,7 @@ impl Kind {
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::RedisPolicy => "RedisPolicy",
         }
     }
 
@@ -154,6 +160,8 @@ pub enum Object {
     DestinationRule(Box<IstioResource<DestinationRuleSpec>>),
     /// A PeerAuthentication.
     PeerAuthentication(Box<IstioResource<PeerAuthenticationSpec>>),
+    /// A RedisPolicy.
+    RedisPolicy(Box<IstioResource<RedisPolicySpec>>),
 }
 
 impl Object {
@@ -472,7 +480,7 @@ impl Store {
     }
 
     /// The mesh as the compiler reads it: namespaces, pods (expanded from workloads and run
-    /// through injection), services with endpoints, and the Istio policies.
+    /// through injection), services with endpoints, and the policies (Istio's and Ferry's).
     pub fn registry(&self, cluster_domain: &str, root_namespace: &str) -> Registry {
         let mut registry = build::registry(
             self.kube_objects(),
@@ -491,6 +499,7 @@ impl Store {
                 Object::PeerAuthentication(r) => {
                     registry.policies.peer_authentications.push((**r).clone())
                 }
+                Object::RedisPolicy(r) => registry.policies.redis_policies.push((**r).clone()),
                 Object::Kubernetes(_) => {}
             }
         }
@@ -736,6 +745,61 @@ mod tests {
         }
     }
 
+    fn redis_policy(percentage: f64) -> Entry {
+        let spec = json!({"host": "redis", "faults": [
+            {"commands": ["GET"], "abort": {"percentage": percentage}}]});
+        Entry {
+            key: ObjectKey::new(Kind::RedisPolicy, "default", "faults"),
+            origin: "policy.yaml".into(),
+            line: 1,
+            object: Object::RedisPolicy(Box::new(crate::registry::testing::resource(
+                "default", "faults", 1, spec,
+            ))),
+        }
+    }
+
+    fn percentages(store: &Store) -> Vec<Option<f64>> {
+        let registry = store.registry("cluster.local", "istio-system");
+        (registry.policies.redis_policies.iter())
+            .flat_map(|p| &p.spec.faults)
+            .map(|f| f.abort.as_ref().and_then(|a| a.percentage))
+            .collect()
+    }
+
+    #[test]
+    fn redis_policies_reach_the_registry_and_keep_their_last_valid_version() {
+        let mut store = Store::default();
+        let key = ObjectKey::new(Kind::RedisPolicy, "default", "faults");
+        let outcome = store.apply(update(vec![redis_policy(20.0)]));
+        assert_eq!(outcome.touched, vec![key.clone()]);
+        assert_eq!(percentages(&store), [Some(20.0)]);
+        // Changed: the new version replaces the old.
+        assert!(store.apply(update(vec![redis_policy(30.0)])).changed);
+        assert_eq!(percentages(&store), [Some(30.0)]);
+        // Rejected (as the file source reports an invalid one): the last valid one stays.
+        let mut bad = update(vec![]);
+        bad.rejections.push(Rejection {
+            source: "test".into(),
+            key: ObjectKey::from_resource_id("RedisPolicy/default/faults"),
+            diagnostic: Diagnostic {
+                source: "policy.yaml".into(),
+                line: 9,
+                resource: key.to_string(),
+                field: "spec.faults[0].abort.percentage".into(),
+                message: "must be between 0 and 100".into(),
+                severity: ferry_model::Severity::Error,
+            },
+        });
+        let outcome = store.apply(bad);
+        assert!(!outcome.changed);
+        assert_eq!(outcome.kept, vec![key.clone()]);
+        assert_eq!(percentages(&store), [Some(30.0)]);
+        // Gone from the source: gone from the registry.
+        let outcome = store.apply(update(vec![]));
+        assert_eq!(outcome.touched, vec![key]);
+        assert!(percentages(&store).is_empty());
+    }
+
     #[test]
     fn same_value_is_equality_in_any_key_order() {
         let rows = [
@@ -772,6 +836,10 @@ mod tests {
         assert_eq!(
             ObjectKey::from_resource_id("Namespace/default/x"),
             Some(ObjectKey::new(Kind::Namespace, "", "x"))
+        );
+        assert_eq!(
+            ObjectKey::from_resource_id("RedisPolicy/ns/faults"),
+            Some(ObjectKey::new(Kind::RedisPolicy, "ns", "faults"))
         );
         assert_eq!(ObjectKey::from_resource_id("ConfigMap/ns/c"), None);
         assert_eq!(ObjectKey::from_resource_id("Pod/ns/<unnamed>"), None);

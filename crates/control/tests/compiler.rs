@@ -1006,6 +1006,7 @@ fn big_registry() -> Registry {
             virtual_services: vec![vs("one", 1), vs("two", 2)],
             destination_rules: vec![dr],
             peer_authentications: vec![pa],
+            ..Default::default()
         },
     )
 }

@@ -441,3 +441,58 @@ async fn missing_istio_crds_do_not_hold_back_the_mesh() {
     assert!(h.metrics.watch_errors.get() >= 3);
     assert!(h.registry().policies.virtual_services.is_empty());
 }
+
+fn redis_policy(percentage: Value) -> Value {
+    json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "RedisPolicy",
+           "metadata": {"name": "get-errors", "namespace": "default", "generation": 1},
+           "spec": {"host": "redis",
+                    "faults": [{"commands": ["GET"], "abort": {"percentage": percentage}}]}})
+}
+
+fn redis_percentages(registry: &Registry) -> Vec<Option<f64>> {
+    (registry.policies.redis_policies.iter())
+        .flat_map(|p| &p.spec.faults)
+        .map(|f| f.abort.as_ref().and_then(|a| a.percentage))
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_policies_are_watched_rejected_when_invalid_and_deleted() {
+    let mut h = Harness::start().await;
+    h.until("the seed example", |r| endpoint_ips(r).len() == 3)
+        .await;
+    assert!(h.registry().policies.redis_policies.is_empty());
+    h.api.apply(redis_policy(json!(20)));
+    h.until("the RedisPolicy", |r| redis_percentages(r) == [Some(20.0)])
+        .await;
+    // Invalid: rejected; the last valid version stays while another change goes through.
+    h.api.apply(redis_policy(json!(200)));
+    h.api.delete("Pod", "default", "redis-2");
+    h.until("the rejected edit", |r| endpoint_ips(r).len() == 2)
+        .await;
+    let rejections: Vec<_> = h.store.rejections().collect();
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(
+        rejections[0].key,
+        Some(ObjectKey::new(Kind::RedisPolicy, "default", "get-errors"))
+    );
+    let message = rejections[0].to_string();
+    assert!(
+        message.starts_with(
+            "kube:/apis/ferry.dev/v1alpha1/namespaces/default/redispolicies/get-errors:"
+        ) && message.contains("spec.faults[0].abort.percentage"),
+        "{message}"
+    );
+    assert_eq!(redis_percentages(&h.registry()), [Some(20.0)]);
+    // Deleted: gone, the rejection with it.
+    h.api.delete("RedisPolicy", "default", "get-errors");
+    h.until("the deletion", |r| r.policies.redis_policies.is_empty())
+        .await;
+    assert_eq!(h.store.rejections().count(), 0);
+    assert_eq!(h.metrics.watch_errors.get(), 0);
+    assert!(
+        h.api.unknown_paths().is_empty(),
+        "{:?}",
+        h.api.unknown_paths()
+    );
+}

@@ -9,10 +9,11 @@
 //! and removes the namespace, its link and files.
 
 use crate::dns::files as dns_files;
-use crate::pod::{ContainerPlan, PodPlan};
+use crate::pod::{ContainerPlan, PROXY_UID, PodPlan, PodToken};
 use crate::probe::{Action, ProbeSpec, ProbeState, Prober};
 use crate::process::{self, Proc};
 use crate::{netns, service_rules};
+use ferry_control::ca::LocalTokens;
 use ferry_control::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +48,59 @@ pub struct Context {
     pub prober: Arc<dyn Prober>,
     /// The registry in force, for the service rules of sidecar-less pods.
     pub registry: watch::Receiver<Arc<Registry>>,
+    /// Issues the per-pod tokens proxies prove their identity with, when the mesh has a CA.
+    pub tokens: Option<LocalTokens>,
+}
+
+/// How long a pod waits for its proxy's first certificate before starting the application
+/// anyway (a proxy that has none yet refuses mutual TLS, it does not fall back).
+const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(10);
+
+/// Writes the token proving `token`'s service account, readable by the proxy's UID only.
+fn write_token(tokens: &LocalTokens, plan: &PodPlan, token: &PodToken) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = &token.path;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = tokens.issue(&plan.namespace, &token.service_account, &plan.name);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o400)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::os::unix::fs::chown(&tmp, Some(PROXY_UID), Some(PROXY_UID))
+        .with_context(|| format!("chown {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Whether the proxy at `ip` holds a workload certificate (its expiry metric is set).
+async fn has_certificate(ip: Ipv4Addr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect((ip, 15090)).await.ok()?;
+        s.write_all(b"GET /stats/prometheus HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.ok()?;
+        Some(String::from_utf8_lossy(&body).into_owned())
+    };
+    let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(1), fetch).await else {
+        return false;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("ferry_identity_cert_expiry_timestamp_seconds"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .any(|v| v > 0.0)
 }
 
 /// One container as `ferry status` shows it.
@@ -394,6 +448,9 @@ impl Pod {
             dns_files::resolv_conf(IpAddr::V4(self.ctx.gateway), &self.plan.namespace, &domain);
         dns_files::write(&self.plan.netns, &hosts, &resolv)
             .map_err(|e| anyhow::anyhow!("writing the pod's /etc/netns files: {e}"))?;
+        if let (Some(tokens), Some(token)) = (&self.ctx.tokens, &self.plan.token) {
+            write_token(tokens, &self.plan, token)?;
+        }
         self.sync_rules().await
     }
 
@@ -476,6 +533,30 @@ impl Pod {
                             _ = stop.changed() => return false,
                         }
                         self.tick().await;
+                    }
+                    let name = &self.containers[i].plan.name;
+                    if self
+                        .plan
+                        .token
+                        .as_ref()
+                        .is_some_and(|t| &t.container == name)
+                    {
+                        // As Istio's proxy holds the application until its certificate
+                        // arrived: mutual TLS works from the application's first connection.
+                        let deadline = Instant::now() + FIRST_CERTIFICATE_WAIT;
+                        while !has_certificate(self.plan.ip).await {
+                            if Instant::now() >= deadline {
+                                self.note(
+                                    "the proxy has no certificate yet; starting the application anyway"
+                                        .into(),
+                                );
+                                break;
+                            }
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                                _ = stop.changed() => return false,
+                            }
+                        }
                     }
                 }
             }
@@ -661,6 +742,9 @@ impl Pod {
             process::kill_netns(&self.plan.netns);
             netns::delete(&self.plan.netns, &self.plan.veth);
             dns_files::remove(&self.plan.netns);
+            if let Some(token) = &self.plan.token {
+                let _ = std::fs::remove_file(&token.path);
+            }
             self.created = false;
         }
     }

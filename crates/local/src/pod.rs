@@ -58,6 +58,40 @@ impl RestartPolicy {
     }
 }
 
+/// Workload identity in the mesh: how a pod's proxy reaches the CA (whose TLS port also
+/// carries the configuration stream) and where its per-pod token goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshIdentity {
+    /// The CA's TLS port (`ip:port`); the proxies follow the configuration stream there too.
+    pub ca_addr: String,
+    /// The name the control plane's serving certificate carries.
+    pub server_name: String,
+    /// The mesh root (PEM), readable by the proxy.
+    pub root_cert: std::path::PathBuf,
+    /// Directory of the per-pod token files.
+    pub token_dir: std::path::PathBuf,
+    /// Certificate lifetime the proxies ask for; `None` for the CA's default (24 h).
+    pub cert_ttl: Option<Duration>,
+}
+
+impl MeshIdentity {
+    /// The token file of a pod.
+    pub fn token_file(&self, namespace: &str, pod: &str) -> std::path::PathBuf {
+        self.token_dir.join(format!("{namespace}_{pod}.token"))
+    }
+}
+
+/// The identity a pod's proxy proves: its token file and service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodToken {
+    /// Where the token is written (owned by the proxy's UID, mode 0400).
+    pub path: std::path::PathBuf,
+    /// The pod's service account.
+    pub service_account: String,
+    /// The proxy's container.
+    pub container: String,
+}
+
 /// Everything the runtime needs to create and start one pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodPlan {
@@ -90,6 +124,8 @@ pub struct PodPlan {
     /// Identifies the pod as created (its spec and address): a pod whose fingerprint
     /// changed is replaced.
     pub fingerprint: u64,
+    /// The token its proxy proves its identity with, when the mesh has a CA.
+    pub token: Option<PodToken>,
 }
 
 /// The network namespace of a pod.
@@ -251,11 +287,14 @@ fn app_argv(c: &Value) -> anyhow::Result<Vec<String>> {
 
 impl PodPlan {
     /// The plan for a pod of the store; `ferry` is the binary Ferry's containers run,
-    /// `control_plane` the address the proxy connects to.
+    /// `control_plane` the (plaintext) address the proxy connects to, or, with `identity`,
+    /// the CA's TLS port, where the proxy gets its certificate and follows the
+    /// configuration stream.
     pub fn new(
         mesh_pod: &MeshPod,
         ferry: &Path,
         control_plane: &str,
+        identity: Option<&MeshIdentity>,
         gateway: Ipv4Addr,
     ) -> anyhow::Result<PodPlan> {
         let entry = &mesh_pod.entry;
@@ -297,6 +336,7 @@ impl PodPlan {
             restart_policy: restart_policy(spec).with_context(what)?,
             grace,
             fingerprint: fingerprint(pod, ip),
+            token: None,
         };
         let containers = spec["initContainers"]
             .as_array()
@@ -333,12 +373,37 @@ impl PodPlan {
                     .map(|s| s.to_string())
                     .collect();
                     full.extend(argv);
-                    for (flag, value) in [
+                    let mut flags = vec![
                         ("--control-plane", control_plane.to_string()),
                         ("--pod", entry.name.clone()),
                         ("--namespace", entry.namespace.clone()),
                         ("--pod-ip", ip.to_string()),
-                    ] {
+                    ];
+                    if let Some(id) = identity {
+                        let sa = if entry.service_account.is_empty() {
+                            "default".to_string()
+                        } else {
+                            entry.service_account.clone()
+                        };
+                        let token = id.token_file(&entry.namespace, &entry.name);
+                        flags[0].1 = id.ca_addr.clone();
+                        flags.extend([
+                            ("--ca-addr", id.ca_addr.clone()),
+                            ("--ca-server-name", id.server_name.clone()),
+                            ("--ca-root-cert", id.root_cert.display().to_string()),
+                            ("--ca-token-file", token.display().to_string()),
+                            ("--service-account", sa.clone()),
+                        ]);
+                        if let Some(ttl) = id.cert_ttl {
+                            flags.push(("--cert-ttl-secs", ttl.as_secs().to_string()));
+                        }
+                        plan.token = Some(PodToken {
+                            path: token,
+                            service_account: sa,
+                            container: name.clone(),
+                        });
+                    }
+                    for (flag, value) in flags {
                         full.push(flag.into());
                         full.push(value);
                     }

@@ -65,6 +65,12 @@ pub struct State {
     /// The cluster DNS server's address.
     #[serde(default)]
     pub dns: Option<String>,
+    /// The CA's TLS port (certificate API and configuration stream), when mutual TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<String>,
+    /// The CA's directory (`root-cert.pem`, ...), when mutual TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_dir: Option<PathBuf>,
     /// Resources whose latest version was rejected (the last valid one stays in force).
     #[serde(default)]
     pub rejected: Vec<String>,
@@ -141,6 +147,8 @@ pub fn teardown(state: &State, dir: &Path) {
     if !state.bridge.is_empty() {
         crate::bridge::delete(&state.bridge);
     }
+    // The run's per-pod tokens (the CA's root stays for the next run).
+    let _ = std::fs::remove_dir_all(dir.join(crate::up::TOKEN_DIR));
     let _ = std::fs::remove_file(file(dir));
 }
 

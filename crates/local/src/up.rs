@@ -6,17 +6,21 @@
 //! each pod run by its own task ([`crate::lifecycle`]). Pod readiness flows back into the
 //! mesh, so endpoints, DNS answers and the service rules follow. Until `shutdown` resolves
 //! the state file says what runs; then (and on any error or panic, through a drop guard)
-//! everything is removed.
+//! everything is removed. With mutual TLS on (the default), the control plane is also the
+//! mesh's CA (its root kept in `<state-dir>/ca`), serving the certificate API and the
+//! configuration stream over TLS on the bridge address's port 15012, and every proxy gets a
+//! per-pod token (`<state-dir>/identity`) to prove its service account with.
 
 use crate::dns::server::DnsServer;
 use crate::lifecycle::{self, PodStatus, Report};
-use crate::pod::PodPlan;
+use crate::pod::{MeshIdentity, PodPlan};
 use crate::probe::{BasicProber, Prober};
 use crate::progress::Progress;
 use crate::reconcile::{self, Key, Ordered, Running, Wanted};
 use crate::state::{PodState, State};
 use crate::{bridge, process};
 use anyhow::{Context, bail};
+use ferry_control::ca::LocalTokens;
 use ferry_control::plane::{self, Mesh, PlaneOptions};
 use ferry_control::registry::Registry;
 use ferry_control::source::build::natural_cmp;
@@ -55,6 +59,12 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// After this long the summary is shown even if some pods are not ready.
     pub ready_timeout: Duration,
+    /// Workload identity and mutual TLS: the control plane is the mesh's CA (its root in
+    /// `<state_dir>/ca`, made on first start), each pod's proxy gets a per-pod token and
+    /// a SPIFFE certificate and follows the configuration stream over TLS (15012).
+    pub mtls: bool,
+    /// Lifetime of the workload certificates; `None` for the CA's default (24 h).
+    pub cert_ttl: Option<Duration>,
 }
 
 impl Options {
@@ -73,6 +83,8 @@ impl Options {
             max_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
             ready_timeout: Duration::from_secs(60),
+            mtls: true,
+            cert_ttl: None,
         }
     }
 
@@ -115,6 +127,7 @@ struct Runtime {
     options: Options,
     mesh: Arc<Mesh>,
     control_plane: String,
+    identity: Option<MeshIdentity>,
     ctx: lifecycle::Context,
     reports: mpsc::UnboundedSender<(String, String, Report)>,
     pods: BTreeMap<Key, Handle>,
@@ -194,7 +207,13 @@ impl Runtime {
         for mp in &mesh_pods {
             let key = key_of(mp);
             let ip = mp.entry.ip.map(|ip| ip.to_string()).unwrap_or_default();
-            match PodPlan::new(mp, &self.options.ferry, &self.control_plane, gateway) {
+            match PodPlan::new(
+                mp,
+                &self.options.ferry,
+                &self.control_plane,
+                self.identity.as_ref(),
+                gateway,
+            ) {
                 Ok(plan) => {
                     let ordered = self.ordered(mp);
                     wanted.push(Wanted {
@@ -379,6 +398,94 @@ fn pod_state(plan: &PodPlan, status: &PodStatus, workload: &str, options: &Optio
     }
 }
 
+/// Directory (under the state directory) of the per-pod token files.
+pub const TOKEN_DIR: &str = "identity";
+/// Directory (under the state directory) of the CA's files (Istio's `cacerts` names).
+pub const CA_DIR: &str = "ca";
+/// Port of the CA's certificate API and of the configuration stream over TLS.
+pub const SECURE_PORT: u16 = ferry_control::ca::DEFAULT_PORT;
+
+/// The mesh's CA, ready to serve on the bridge address.
+struct StartedCa {
+    addr: SocketAddr,
+    dir: PathBuf,
+    tokens: LocalTokens,
+    port: plane::SecurePort,
+}
+
+/// Loads the CA kept in the state directory (or makes a self-signed root there), makes the
+/// run's token key, and binds the TLS port on the bridge address.
+async fn start_ca(options: &Options, gateway: Ipv4Addr) -> anyhow::Result<StartedCa> {
+    use ferry_control::ca::{CaService, CertificateAuthority, FileStore, SecureServer};
+    use std::os::unix::fs::PermissionsExt;
+    // The proxies (UID 1337) read the root and their tokens below the state directory: every
+    // directory above it must let them through.
+    let full = std::fs::canonicalize(&options.state_dir)
+        .with_context(|| format!("reading {}", options.state_dir.display()))?;
+    for dir in full.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "the proxies (UID {}) cannot reach the state directory {}: {} is not traversable by others (chmod o+x it, or choose another --state-dir, or run with --no-mtls)",
+                crate::pod::PROXY_UID,
+                options.state_dir.display(),
+                dir.display()
+            );
+        }
+    }
+    let meta = std::fs::metadata(&options.state_dir)
+        .with_context(|| format!("reading {}", options.state_dir.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(
+            &options.state_dir,
+            std::fs::Permissions::from_mode((mode & 0o7777) | 0o001),
+        )
+        .with_context(|| format!("making {} traversable", options.state_dir.display()))?;
+    }
+    let dir = options.state_dir.join(CA_DIR);
+    let store = FileStore::new(&dir);
+    let (ca, _created) =
+        CertificateAuthority::load_or_create(&store, "cluster.local", std::time::SystemTime::now())
+            .await
+            .with_context(|| format!("the CA in {}", dir.display()))?;
+    let ca = Arc::new(ca);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", dir.display()))?;
+    // Tokens live as long as this run: a new key each time.
+    let (tokens, _) = LocalTokens::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service = CaService::new(ca.clone(), Arc::new(tokens.clone()));
+    let server = SecureServer::new(
+        ca,
+        ferry_control::ca::server::default_serving_names(),
+        vec![std::net::IpAddr::V4(gateway)],
+    )?;
+    let addr = SocketAddr::from((gateway, SECURE_PORT));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let token_dir = options.state_dir.join(TOKEN_DIR);
+    std::fs::create_dir_all(&token_dir)
+        .with_context(|| format!("creating {}", token_dir.display()))?;
+    std::fs::set_permissions(&token_dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("chmod {}", token_dir.display()))?;
+    Ok(StartedCa {
+        addr,
+        dir,
+        tokens,
+        port: plane::SecurePort {
+            server,
+            listener,
+            routes: service.routes(),
+            issued: Some(service.issued().clone()),
+        },
+    })
+}
+
 async fn load(dir: &Path) -> ferry_control::source::Loaded {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || FileSource::load(dir))
@@ -472,10 +579,36 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     .await?;
     state.dns = Some(dns.addr.to_string());
 
+    let ca = if options.mtls {
+        let ca = start_ca(&options, gateway).await?;
+        state.secure = Some(ca.addr.to_string());
+        state.ca_dir = Some(ca.dir.clone());
+        Some(ca)
+    } else {
+        None
+    };
+    let (secure, tokens, identity) = match ca {
+        Some(ca) => {
+            let identity = MeshIdentity {
+                ca_addr: ca.addr.to_string(),
+                server_name: ferry_control::ca::server::default_serving_names()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+                root_cert: ca.dir.join(ferry_control::ca::store::ROOT_FILE),
+                token_dir: options.state_dir.join(TOKEN_DIR),
+                cert_ttl: options.cert_ttl,
+            };
+            (Some(ca.port), Some(ca.tokens), Some(identity))
+        }
+        None => (None, None, None),
+    };
+
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let plane_task = tokio::spawn(plane::serve(
+    let plane_task = tokio::spawn(plane::serve_with(
         mesh.clone(),
+        secure,
         async {
             let _ = stop_rx.await;
         },
@@ -498,6 +631,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         state.monitoring.as_deref().unwrap_or("-"),
         dns.addr
     ));
+    if let (Some(addr), Some(dir)) = (bound.secure, &state.ca_dir) {
+        progress.line(&format!(
+            "mutual TLS on: CA and configuration stream on {addr} (TLS), root {}",
+            dir.join(ferry_control::ca::store::ROOT_FILE).display()
+        ));
+    }
 
     let (registry_tx, registry_rx) = watch::channel::<Arc<Registry>>(mesh.registry());
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
@@ -509,11 +648,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         cluster_domain: mesh.options().cluster_domain.clone(),
         prober: options.prober.clone(),
         registry: registry_rx,
+        tokens,
     };
     let mut rt = Runtime {
         options: options.clone(),
         mesh: mesh.clone(),
         control_plane,
+        identity,
         ctx,
         reports: reports_tx,
         pods: BTreeMap::new(),

@@ -11,6 +11,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod redis_policy;
 pub mod spiffe;
+pub mod tracing;
 
 pub use cluster::{Cluster, ClusterEndpoint, ClusterTls, Resolution};
 pub use inbound::{Inbound, InboundPort, MtlsMode};
@@ -20,6 +21,7 @@ pub use outbound::{
 };
 pub use redis_policy::{RedisMirrorTarget, RedisPortPolicy};
 pub use spiffe::SpiffeId;
+pub use tracing::{Tracing, TracingProvider};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +55,9 @@ pub struct ProxyConfig {
     /// What to do with addresses no service declares.
     #[serde(default, skip_serializing_if = "OutboundTrafficPolicy::is_default")]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Distributed tracing; `None` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
 }
 
 /// The proxy's own workload identity, the `source_*` labels of outbound metrics and the

@@ -53,6 +53,9 @@ pub struct Options {
     pub identity: Option<IdentityOptions>,
     /// Where certificates come from instead of the CA client of `identity` (tests).
     pub certificate_source: Option<Arc<dyn CertificateSource>>,
+    /// Tracing settings used when the configuration carries none (`ferry proxy`'s
+    /// command line); the configuration's own settings win.
+    pub tracing: Option<crate::config::Tracing>,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
             control_plane: None,
             identity: None,
             certificate_source: None,
+            tracing: None,
         }
     }
 }
@@ -194,6 +198,9 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         None => None,
     };
     let identity_state = identity.as_ref().map(|m| m.state.clone());
+    let trace_switch = Arc::new(crate::trace::TraceSwitch::default());
+    let trace_config = config.clone();
+    let local_tracing = options.tracing.clone();
     let ctx = Arc::new(Ctx {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -204,6 +211,7 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         tls: identity_state
             .clone()
             .map(|s| Arc::new(crate::tls::policy::MeshTls::new(s))),
+        tracing: trace_switch.clone(),
     });
     let idle_ctx = ctx.clone();
     let mut admin_state = AdminState::new(
@@ -285,6 +293,18 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                             }
                             Err(e) => warn!("side door {door:?}: {e}"),
                         }
+                    }
+                    // Tracing follows the configuration here; its exporter runs here too,
+                    // so the traffic thread only ever queues spans.
+                    {
+                        let stop = admin_state.lifecycle.clone();
+                        tokio::spawn(crate::trace::active::follow(
+                            trace_switch,
+                            trace_config,
+                            local_tracing,
+                            Default::default(),
+                            async move { stop.reached(Phase::Closed).await },
+                        ));
                     }
                     // Certificate renewal runs here, off the traffic thread.
                     if let Some(manager) = identity {

@@ -69,6 +69,7 @@ fn weighted_route_splits_new_connections_90_10() {
     );
     let counts = tally(proxy.listeners[0], 2_000, b"");
     let v2 = by_version(&counts, "v2");
+    eprintln!("90/10 over 2,000 connections: {counts:?}");
     assert_eq!(by_version(&counts, "v1") + v2, 2_000, "{counts:?}");
     // 10% of 2,000 = 200; within ±3 points is 140..=260.
     assert!((140..=260).contains(&v2), "{counts:?}");
@@ -542,7 +543,7 @@ fn cluster_idle_timeout_and_max_connection_duration_close_connections() {
 #[test]
 fn example_configurations_load_with_their_routes_and_policies() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let canary = ferry_proxy::config::file::load(&examples.join("redis-canary/proxy-config.yaml"))
+    let canary = ferry_proxy::config::file::load(&examples.join("redis-canary/proxy-config.conf"))
         .unwrap_or_else(|e| panic!("{e}"));
     let routes = canary
         .routes
@@ -555,14 +556,14 @@ fn example_configurations_load_with_their_routes_and_policies() {
             .cluster("outbound|6379|v2|redis.default.svc.cluster.local")
             .is_some()
     );
-    let faults = ferry_proxy::config::file::load(&examples.join("redis-faults/proxy-config.yaml"))
+    let faults = ferry_proxy::config::file::load(&examples.join("redis-faults/proxy-config.conf"))
         .unwrap_or_else(|e| panic!("{e}"));
     let routes = faults
         .routes
         .routes(SocketAddr::new(ip("127.0.0.1"), 6379))
         .expect("routed");
     assert_eq!(routes.redis.len(), 1);
-    let http = ferry_proxy::config::file::load(&examples.join("http-routing/proxy-config.yaml"))
+    let http = ferry_proxy::config::file::load(&examples.join("http-routing/proxy-config.conf"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!http.config.outbound.is_empty());
 }

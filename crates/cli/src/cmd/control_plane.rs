@@ -1,9 +1,10 @@
 //! `ferry control-plane`: watches a directory of manifests (workloads, Services, Istio
 //! resources), or with `--kube` a Kubernetes API server, compiles each proxy's configuration
 //! and streams it to the proxies; with `--ca-dir`, `--ca-cert` or `--ca-secret` it is also the
-//! mesh's CA (certificate API on 15012, gRPC over TLS); in a cluster (`--kube` with the CA)
-//! it also serves the injection webhook (15017) and, as the elected leader, keeps the
-//! webhook's `caBundle` and the root-certificate ConfigMaps current.
+//! mesh's CA (certificate API on 15012, gRPC over TLS, which carries the configuration stream
+//! too); in a cluster (`--kube` with the CA) it also serves the injection webhook (15017)
+//! and, as the elected leader, keeps the webhook's `caBundle` and the root-certificate
+//! ConfigMaps current.
 
 use anyhow::Context;
 use ferry_control::plane::{self, PlaneOptions};
@@ -70,7 +71,7 @@ struct CaArgs {
     /// rollover in progress.
     #[arg(long, value_name = "FILE")]
     ca_trust_bundle: Option<PathBuf>,
-    /// Address of the certificate API (gRPC over TLS).
+    /// Address of the certificate API and of the configuration stream over TLS (gRPC).
     #[arg(long, default_value = "0.0.0.0:15012")]
     ca_addr: SocketAddr,
     /// Trust domain of the identities issued.
@@ -95,20 +96,16 @@ fn read(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// The running CA: the authority, the API client it was made with (`--kube`), and the task
-/// serving the certificate API.
+/// The running CA: the authority, the API client it was made with (`--kube`), and its TLS
+/// port (the certificate API, to which the control plane adds the configuration stream).
 struct RunningCa {
     ca: std::sync::Arc<ferry_control::ca::CertificateAuthority>,
     client: Option<kube::Client>,
-    task: tokio::task::JoinHandle<()>,
+    port: Option<plane::SecurePort>,
 }
 
-/// Loads (or creates) the CA and starts serving the certificate API; `None` when off.
-async fn start_ca(
-    args: &CaArgs,
-    kube: bool,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Option<RunningCa>> {
+/// Loads (or creates) the CA and binds its TLS port; `None` when off.
+async fn start_ca(args: &CaArgs, kube: bool) -> anyhow::Result<Option<RunningCa>> {
     use ferry_control::ca::authn::{AnyOf, Authenticator};
     use ferry_control::ca::store::SecretStore;
     use ferry_control::ca::token_review::TokenReviewAuthenticator;
@@ -205,16 +202,21 @@ async fn start_ca(
     let listener = tokio::net::TcpListener::bind(args.ca_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.ca_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "certificate API (gRPC over TLS) listening");
-    let task = tokio::spawn(async move {
-        if let Err(e) = server
-            .serve(listener, service.routes(), stopped(stop))
-            .await
-        {
-            tracing::error!("certificate API: {e}");
-        }
-    });
-    Ok(Some(RunningCa { ca, client, task }))
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        "certificate API and configuration stream (gRPC over TLS) listening"
+    );
+    let port = plane::SecurePort {
+        server,
+        listener,
+        routes: service.routes(),
+        issued: Some(service.issued().clone()),
+    };
+    Ok(Some(RunningCa {
+        ca,
+        client,
+        port: Some(port),
+    }))
 }
 
 /// Resolves when `stop` turns true (or its sender is gone).
@@ -386,7 +388,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let ca = start_ca(&args.ca, args.kube, stop_rx.clone()).await?;
+        let mut ca = start_ca(&args.ca, args.kube).await?;
         let mut tasks = Vec::new();
         if let (Some(running), Some(addr)) = (&ca, webhook_addr)
             && let Some(client) = running.client.clone()
@@ -405,12 +407,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             stop_tx.send_replace(true);
         };
-        plane::run(options, shutdown, |bound| {
-            tracing::info!(grpc = %bound.grpc, monitoring = ?bound.monitoring, "control plane listening");
-        })
-        .await?;
+        let on_bound = |bound: plane::Bound| {
+            tracing::info!(grpc = %bound.grpc, secure = ?bound.secure, monitoring = ?bound.monitoring, "control plane listening");
+        };
+        match ca.as_mut().and_then(|c| c.port.take()) {
+            Some(port) => plane::run_secure(options, port, shutdown, on_bound).await?,
+            None => plane::run(options, shutdown, on_bound).await?,
+        }
         let grace = std::time::Duration::from_secs(5);
-        for task in ca.map(|c| c.task).into_iter().chain(tasks) {
+        for task in tasks {
             let _ = tokio::time::timeout(grace, task).await;
         }
         Ok::<_, anyhow::Error>(())

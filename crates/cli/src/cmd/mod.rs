@@ -1,5 +1,6 @@
 //! One module per `ferry` subcommand: its arguments and what it runs.
 
+pub mod ca;
 pub mod control_plane;
 pub mod inject;
 pub mod install;
@@ -8,6 +9,7 @@ pub mod mesh;
 pub mod proxy;
 pub mod proxy_init;
 pub mod proxy_status;
+pub mod proxy_tracing;
 pub mod trace_collector;
 pub mod up;
 pub mod validate;

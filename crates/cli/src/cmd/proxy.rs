@@ -65,10 +65,16 @@ struct CommonArgs {
     /// Log level or filter (`warning`, `info`, `ferry_proxy=debug`).
     #[arg(long, default_value = "warning")]
     log_level: String,
-    /// Follow this control plane's configuration stream (`host:port`, gRPC, 15010) instead
-    /// of (or after) a static file.
+    /// Follow this control plane's configuration stream (`host:port`, gRPC: 15010 in
+    /// plaintext, or 15012 over TLS) instead of (or after) a static file. It runs over TLS
+    /// when it is the `--ca-addr` or with `--control-plane-tls`, the control plane's
+    /// certificate verified against `--ca-root-cert` and `--ca-server-name`.
     #[arg(long, value_name = "ADDR", env = "FERRY_CONTROL_PLANE")]
     control_plane: Option<String>,
+    /// Follow the configuration stream over TLS even when `--control-plane` is not the
+    /// `--ca-addr`.
+    #[arg(long, env = "FERRY_CONTROL_PLANE_TLS")]
+    control_plane_tls: bool,
     /// This proxy's pod, as the injected Downward-API environment says.
     #[arg(long, env = "POD_NAME", default_value = "")]
     pod: String,
@@ -86,6 +92,8 @@ struct CommonArgs {
     pod_ip: Option<std::net::IpAddr>,
     #[command(flatten)]
     identity: IdentityArgs,
+    #[command(flatten)]
+    tracing: super::proxy_tracing::TracingArgs,
 }
 
 /// Workload identity and mutual TLS.
@@ -244,6 +252,16 @@ fn serve(
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
+    let identity = identity_options(&common);
+    if let Some(addr) = &common.control_plane
+        && let Some(tls) = control_plane_tls(&common, addr)
+    {
+        tracing::info!(
+            "configuration stream over TLS to {addr} (expecting {})",
+            tls.server_name
+        );
+        ferry_proxy::discovery::use_tls(addr, tls);
+    }
     let options = Options {
         listeners,
         metrics: common.metrics_addr.0,
@@ -265,8 +283,12 @@ fn serve(
             };
             (addr, info)
         }),
-        identity: identity_options(&common),
+        identity,
         certificate_source: None,
+        tracing: common
+            .tracing
+            .settings(var("PROXY_CONFIG").as_deref())
+            .context("tracing flags")?,
     };
     let running = server::start(options, orig_dst).context("cannot start the proxy")?;
     if let Some(id) = &running.identity {
@@ -307,21 +329,42 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The identity options of `--ca-addr`, if given.
-fn identity_options(common: &CommonArgs) -> Option<IdentityOptions> {
-    let id = &common.identity;
-    let ca_addr = id.ca_addr.clone().filter(|a| !a.is_empty())?;
-    let host = ca_addr
+/// The name the certificate of the control plane at `addr` must carry: `--ca-server-name`,
+/// else the host of `addr` (`istiod.istio-system.svc` when that is an IP address).
+fn server_name(id: &IdentityArgs, addr: &str) -> String {
+    let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let host = addr
         .rsplit_once(':')
-        .map_or(ca_addr.as_str(), |(h, _)| h)
+        .map_or(addr, |(h, _)| h)
         .trim_matches(['[', ']']);
-    let ca_server_name = if !id.ca_server_name.is_empty() {
+    if !id.ca_server_name.is_empty() {
         id.ca_server_name.clone()
     } else if host.parse::<std::net::IpAddr>().is_ok() || host.is_empty() {
         ferry_proxy::identity::DEFAULT_CA_SERVER_NAME.to_string()
     } else {
         host.to_string()
-    };
+    }
+}
+
+/// How the configuration stream to `addr` runs over TLS: when `--control-plane-tls` says
+/// so, or when `addr` is the CA's address (15012 carries both).
+fn control_plane_tls(
+    common: &CommonArgs,
+    addr: &str,
+) -> Option<ferry_proxy::discovery::ControlPlaneTls> {
+    let id = &common.identity;
+    let same_as_ca = id.ca_addr.as_deref().is_some_and(|ca| ca == addr);
+    (common.control_plane_tls || same_as_ca).then(|| ferry_proxy::discovery::ControlPlaneTls {
+        server_name: server_name(id, addr),
+        root_cert: id.ca_root_cert.clone(),
+    })
+}
+
+/// The identity options of `--ca-addr`, if given.
+fn identity_options(common: &CommonArgs) -> Option<IdentityOptions> {
+    let id = &common.identity;
+    let ca_addr = id.ca_addr.clone().filter(|a| !a.is_empty())?;
+    let ca_server_name = server_name(id, &ca_addr);
     Some(IdentityOptions {
         ca_server_name,
         ca_addr,

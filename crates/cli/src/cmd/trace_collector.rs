@@ -14,6 +14,27 @@ pub struct Args {
     /// Address of the OTLP/gRPC receiver (the OpenTelemetry default port is 4317).
     #[arg(long, default_value = "127.0.0.1:4317")]
     listen: SocketAddr,
+    /// Print each span as one JSON object (ids, kind, name, service, times, attributes)
+    /// instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One span as a JSON object.
+fn json_line(s: &ReceivedSpan) -> String {
+    serde_json::json!({
+        "traceId": s.trace_id,
+        "spanId": s.span_id,
+        "parentSpanId": s.parent_span_id,
+        "service": s.service_name,
+        "kind": s.kind,
+        "name": s.name,
+        "startUnixNanos": s.start_unix_nanos,
+        "endUnixNanos": s.end_unix_nanos,
+        "error": s.error,
+        "attributes": s.attributes,
+    })
+    .to_string()
 }
 
 /// One line for a span: trace, span, parent, service, kind, duration, name.
@@ -54,7 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 span = spans.recv() => {
                     let Some(span) = span else { break };
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{}", line(&span));
+                    let text = if args.json { json_line(&span) } else { line(&span) };
+                    let _ = writeln!(out, "{text}");
                     let _ = out.flush();
                     seen.push(span);
                 }
@@ -63,7 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         task.abort();
-        print!("{}", render_tree(&seen));
+        if !args.json {
+            print!("{}", render_tree(&seen));
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -38,6 +38,14 @@ pub struct UpArgs {
     /// Name of the bridge.
     #[arg(long, default_value = "ferry0")]
     bridge: String,
+    /// Run without workload identity: no CA, no certificates, every connection plaintext
+    /// (by default the control plane is the mesh's CA and sidecars use mutual TLS).
+    #[arg(long)]
+    no_mtls: bool,
+    /// Lifetime of the workload certificates, in seconds (0: the CA's default, 24 h);
+    /// proxies renew at about half of it.
+    #[arg(long, default_value_t = 0)]
+    cert_ttl_secs: u64,
     #[command(flatten)]
     state: StateDir,
 }
@@ -108,6 +116,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.state_dir = args.state.state_dir;
     options.dns_port = args.dns_port;
     options.prober = Arc::new(ProxyProber);
+    options.mtls = !args.no_mtls;
+    options.cert_ttl = Some(Duration::from_secs(args.cert_ttl_secs)).filter(|d| !d.is_zero());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

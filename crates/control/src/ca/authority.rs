@@ -31,6 +31,20 @@ pub struct Issued {
     pub serial: String,
 }
 
+/// `<subject>, valid from <not before> until <not after>` of the first certificate of a PEM
+/// text, for messages.
+pub fn describe_pem(pem: &str) -> Option<String> {
+    let der = pem_to_ders("certificate", pem).ok()?.into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let v = cert.validity();
+    Some(format!(
+        "{}, valid from {} until {}",
+        cert.subject(),
+        v.not_before,
+        v.not_after
+    ))
+}
+
 /// The CA: signing key, certificate chain, trust bundle and lifetimes.
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
@@ -358,6 +372,31 @@ impl CertificateAuthority {
         self.sign(params, &csr.public_key, self.lifetime(requested, now), now)
     }
 
+    /// A workload certificate for `identity` with a key made here (for debugging: `ferry ca
+    /// issue`; proxies make their own keys and send requests); returns the chain and the
+    /// key (PEM).
+    pub fn issue_workload(
+        &self,
+        identity: &SpiffeId,
+        requested: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<(Issued, String), CaError> {
+        let key = KeyPair::generate().map_err(signing)?;
+        let uri = identity.uri();
+        let san = uri
+            .clone()
+            .try_into()
+            .map_err(|e: rcgen::Error| CaError::Signing(format!("{uri}: {e}")))?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(san)];
+        let csr = params
+            .serialize_request(&key)
+            .and_then(|r| r.pem())
+            .map_err(signing)?;
+        let issued = self.issue(&csr, identity, requested, now)?;
+        Ok((issued, key.serialize_pem()))
+    }
+
     /// A serving certificate for the control plane itself (DNS names and IP addresses),
     /// with a key made here; returns the chain and the key (PEM).
     pub fn issue_serving(
@@ -428,6 +467,38 @@ mod tests {
         pem_to_ders("leaf", &issued.chain[0])
             .expect("pem")
             .remove(0)
+    }
+
+    #[test]
+    fn a_debugging_certificate_carries_the_identity_and_its_key() {
+        let ca = ca();
+        let id = id("default", "redis");
+        let ttl = Duration::from_secs(600);
+        let (issued, key_pem) = ca.issue_workload(&id, Some(ttl), now()).expect("issued");
+        let der = leaf(&issued);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
+        let san = cert
+            .subject_alternative_name()
+            .expect("SAN")
+            .expect("SAN present");
+        let uris: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => u.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(uris, [id.uri()]);
+        let key = KeyPair::from_pem(&key_pem).expect("key");
+        use rcgen::PublicKeyData;
+        assert_eq!(
+            cert.tbs_certificate.subject_pki.raw,
+            key.subject_public_key_info().as_slice(),
+            "the certificate is for the key returned"
+        );
+        assert_eq!(issued.not_after, now() + ttl);
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub mod token_review;
 
 pub use authn::{AuthError, Authenticator, Caller, LocalTokens};
 pub use authority::{CertificateAuthority, Issued};
-pub use server::{CaService, SecureServer};
+/// Workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`), as the CA issues them.
+pub use ferry_proto::config::SpiffeId;
+pub use server::{CaService, IssuedLog, IssuedRecord, SecureServer};
 pub use store::{CaMaterial, FileStore, RootStore};
 
 use std::time::Duration;

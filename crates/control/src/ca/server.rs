@@ -5,7 +5,9 @@
 //! with a mesh certificate still valid may prove its identity with it instead of a token.
 //!
 //! [`SecureServer::serve`] takes [`tonic::service::Routes`], so the configuration stream
-//! (`Distribution::service()`) can be served on the same TLS port.
+//! (`Distribution::service()`) can be served on the same TLS port. The service keeps the
+//! latest certificate it issued to each pod ([`IssuedLog`]), which the control plane's
+//! monitoring endpoint shows (`ferry proxy-config secret`).
 
 use super::CaError;
 use super::authn::{AuthError, Authenticator};
@@ -83,12 +85,75 @@ impl CaMetrics {
     }
 }
 
+/// A workload certificate the CA signed, as `ferry proxy-config secret` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedRecord {
+    /// The SPIFFE identity.
+    pub identity: String,
+    /// The pod the proof of identity named, if it named one.
+    pub pod: Option<String>,
+    /// The namespace of the identity.
+    pub namespace: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Start of validity (Unix seconds; backdated a little for clock skew).
+    pub not_before: u64,
+    /// End of validity (Unix seconds).
+    pub not_after: u64,
+    /// Start of validity, as the certificate says it.
+    pub valid_from: String,
+    /// End of validity, as the certificate says it.
+    pub valid_until: String,
+    /// When it was signed (Unix seconds).
+    pub issued_at: u64,
+    /// The chain sent to the proxy, PEM: the workload certificate first, the root last.
+    pub chain: Vec<String>,
+}
+
+/// The latest certificate issued to each pod (by namespace and pod; by namespace and
+/// service account when the proof named no pod). Cheap to clone; clones share the log.
+#[derive(Debug, Clone, Default)]
+pub struct IssuedLog {
+    latest: Arc<Mutex<std::collections::BTreeMap<(String, String), IssuedRecord>>>,
+}
+
+impl IssuedLog {
+    fn record(&self, key: (String, String), record: IssuedRecord) {
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.insert(key, record);
+        }
+    }
+
+    /// The latest certificate issued to pod `pod` of `namespace`.
+    pub fn for_pod(&self, namespace: &str, pod: &str) -> Option<IssuedRecord> {
+        let latest = self.latest.lock().ok()?;
+        latest
+            .get(&(namespace.to_string(), pod.to_string()))
+            .cloned()
+    }
+
+    /// Every latest certificate, by namespace and pod (or service account).
+    pub fn all(&self) -> Vec<IssuedRecord> {
+        self.latest
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The certificate service: authenticates the caller, then signs.
 #[derive(Clone)]
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
     authn: Arc<dyn Authenticator>,
     metrics: CaMetrics,
+    issued: IssuedLog,
 }
 
 impl CaService {
@@ -98,7 +163,13 @@ impl CaService {
             ca,
             authn,
             metrics: CaMetrics::default(),
+            issued: IssuedLog::default(),
         }
+    }
+
+    /// The latest certificate issued to each pod.
+    pub fn issued(&self) -> &IssuedLog {
+        &self.issued
     }
 
     /// The service's metrics.
@@ -117,8 +188,9 @@ impl CaService {
         tonic::service::Routes::new(self.service())
     }
 
-    /// The identity proven by a bearer token, or else by a verified mesh client certificate.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+    /// The identity proven by a bearer token (with the pod it names, if any), or else by a
+    /// verified mesh client certificate.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<(SpiffeId, Option<String>), Status> {
         let token = request
             .metadata()
             .get("authorization")
@@ -129,6 +201,7 @@ impl CaService {
         if let Some(token) = token {
             return match self.authn.authenticate(token).await {
                 Ok(c) => SpiffeId::new(td, &c.namespace, &c.service_account)
+                    .map(|id| (id, c.pod))
                     .map_err(|e| Status::permission_denied(e.to_string())),
                 Err(AuthError::Unavailable(e)) => {
                     self.metrics.refuse("authenticator-unavailable");
@@ -147,7 +220,7 @@ impl CaService {
         if let Some(leaf) = certs.as_ref().and_then(|c| c.first()) {
             // The TLS layer verified the chain against the mesh roots.
             return match spiffe_of(leaf) {
-                Some(id) if id.trust_domain == td => Ok(id),
+                Some(id) if id.trust_domain == td => Ok((id, None)),
                 _ => {
                     self.metrics.refuse("client-certificate");
                     Err(Status::unauthenticated(
@@ -183,19 +256,56 @@ impl CertificateService for CaService {
         &self,
         request: Request<CertificateRequest>,
     ) -> Result<Response<CertificateResponse>, Status> {
-        let identity = self.caller(&request).await?;
+        let (identity, pod) = self.caller(&request).await?;
         let req = request.into_inner();
         let requested = u64::try_from(req.validity_duration)
             .ok()
             .filter(|s| *s > 0)
             .map(Duration::from_secs);
-        match self
-            .ca
-            .issue(&req.csr, &identity, requested, SystemTime::now())
-        {
+        let now = SystemTime::now();
+        match self.ca.issue(&req.csr, &identity, requested, now) {
             Ok(issued) => {
                 self.metrics.issued.inc();
-                info!(identity = %identity, serial = %issued.serial, "issued a workload certificate");
+                info!(identity = %identity, serial = %issued.serial, pod = pod.as_deref().unwrap_or("-"), "issued a workload certificate");
+                let validity = issued
+                    .chain
+                    .first()
+                    .and_then(|pem| pem_to_ders("issued", pem).ok())
+                    .and_then(|ders| ders.into_iter().next())
+                    .and_then(|der| {
+                        x509_parser::parse_x509_certificate(&der)
+                            .ok()
+                            .map(|(_, c)| {
+                                let v = c.validity();
+                                (
+                                    u64::try_from(v.not_before.timestamp()).unwrap_or(0),
+                                    v.not_before.to_string(),
+                                    v.not_after.to_string(),
+                                )
+                            })
+                    });
+                let (not_before, valid_from, valid_until) =
+                    validity.unwrap_or_else(|| (unix_secs(now), String::new(), String::new()));
+                let key = (
+                    identity.namespace.clone(),
+                    pod.clone()
+                        .unwrap_or_else(|| format!("sa/{}", identity.service_account)),
+                );
+                self.issued.record(
+                    key,
+                    IssuedRecord {
+                        identity: identity.uri(),
+                        pod,
+                        namespace: identity.namespace.clone(),
+                        serial: issued.serial.clone(),
+                        not_before,
+                        not_after: unix_secs(issued.not_after),
+                        valid_from,
+                        valid_until,
+                        issued_at: unix_secs(now),
+                        chain: issued.chain.clone(),
+                    },
+                );
                 Ok(Response::new(CertificateResponse {
                     cert_chain: issued.chain,
                     trust_bundle: issued.trust_bundle,

@@ -66,7 +66,7 @@ struct OwnPart {
     said: ProxyIdentity,
     /// `{"version":"","identity":{..},"services":`
     head: Bytes,
-    /// `,"inbound":{..}}`, or `}` when the inbound part is the default.
+    /// `,"inbound":{..},"tracing":{..}}`, each left out when the default (`}` alone).
     tail: Bytes,
     /// SHA-256 of `head`, 0xff, `tail`.
     digest: [u8; 32],
@@ -365,7 +365,8 @@ impl State {
         }
         let own = self.own(proxy, pod, labels);
         // ProxyConfig's fields in declaration order, with its `skip_serializing_if` rules
-        // (`version` is empty and `outbound_traffic_policy` the default here).
+        // (`version` is empty and `outbound_traffic_policy` the default here; `tracing`
+        // comes last, when set).
         let mut head = b"{\"version\":\"\",\"identity\":".to_vec();
         serde_json::to_writer(&mut head, &own.identity)?;
         head.extend_from_slice(b",\"services\":");
@@ -373,6 +374,10 @@ impl State {
         if !own.inbound.is_default() {
             tail.extend_from_slice(b",\"inbound\":");
             serde_json::to_writer(&mut tail, &own.inbound)?;
+        }
+        if let Some(tracing) = &own.tracing {
+            tail.extend_from_slice(b",\"tracing\":");
+            serde_json::to_writer(&mut tail, tracing)?;
         }
         tail.push(b'}');
         let mut hasher = Sha256::new();
@@ -502,10 +507,21 @@ mod tests {
         p
     }
 
+    /// db-1 asks for tracing (Istio's `proxy.istio.io/config` annotation).
+    fn traced(mut p: PodEntry) -> PodEntry {
+        if p.name == "db-1" {
+            p.annotations.insert(
+                "proxy.istio.io/config".into(),
+                r#"{"tracing":{"sampling":50,"zipkin":{"address":"zipkin:9411"}}}"#.into(),
+            );
+        }
+        p
+    }
+
     /// A mesh with something of everything: cluster-IP and headless services, StatefulSet
     /// per-pod names, pods without a sidecar, exportTo, VirtualServices (one for a pod's
     /// name, two for one host), DestinationRules at every scope (one selecting workloads),
-    /// PeerAuthentications with port-level modes.
+    /// PeerAuthentications with port-level modes, RedisPolicies in two namespaces.
     fn registry() -> Registry {
         // The service `app` of `ns` selects the pods of that app; ports (name, port, target).
         let service =
@@ -645,6 +661,21 @@ mod tests {
                 ),
                 res("prod", "second", 4, json!({"mtls": {"mode": "STRICT"}})),
             ],
+            redis_policies: vec![
+                res(
+                    "default",
+                    "redis-faults",
+                    1,
+                    json!({"host": "redis", "faults": [
+                    {"commands": ["GET"], "abort": {"percentage": 20}}]}),
+                ),
+                res(
+                    "prod",
+                    "db-delay",
+                    2,
+                    json!({"host": "db", "faults": [{"delay": {"fixedDelay": "5ms"}}]}),
+                ),
+            ],
         };
         Registry {
             namespaces: [("default", Labels::new()), ("prod", Labels::new())]
@@ -652,7 +683,7 @@ mod tests {
                 .map(|(n, l)| (n.to_string(), l))
                 .collect(),
             services,
-            pods: PODS.iter().map(pod_of).collect(),
+            pods: PODS.iter().map(pod_of).map(traced).collect(),
             policies,
             cluster_domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),
@@ -720,6 +751,23 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), fingerprints.len(), "each proxy has its own");
+        let traced: Vec<String> = proxies(&registry)
+            .iter()
+            .filter(|p| cache.compile(&registry, p).config.tracing.is_some())
+            .map(|p| p.pod.clone())
+            .collect();
+        assert_eq!(traced, ["db-1"]);
+        // RedisPolicies are in the class part; a policy in the service's namespace applies
+        // to the clients of every namespace that sees the service.
+        let redis = |i: usize| -> Vec<String> {
+            let config = cache.compile(&registry, &proxies(&registry)[i]).config;
+            (config.outbound.iter())
+                .flat_map(|p| &p.redis_policies)
+                .map(|p| p.policy.clone())
+                .collect()
+        };
+        assert_eq!(redis(0), ["prod/db-delay", "default/redis-faults"]);
+        assert_eq!(redis(5), ["prod/db-delay", "default/redis-faults"]);
         // The workload-selecting rule makes web-0 and api-0 of one namespace differ.
         let web = cache.compile(&registry, &proxies(&registry)[0]).config;
         let api = cache.compile(&registry, &proxies(&registry)[2]).config;
@@ -751,7 +799,7 @@ mod tests {
         // Each step changes the registry of the step before; (what, change, namespaces
         // whose classes may be recompiled).
         type Change = fn(&mut Registry);
-        let steps: [(&str, Change, &[&str]); 8] = [
+        let steps: [(&str, Change, &[&str]); 9] = [
             (
                 "the labels of default/web-0 (its own part only)",
                 |r| {
@@ -796,6 +844,11 @@ mod tests {
             (
                 "a policy",
                 |r| r.policies.peer_authentications.truncate(1),
+                &["default", "prod", "elsewhere"],
+            ),
+            (
+                "a RedisPolicy",
+                |r| r.policies.redis_policies.truncate(1),
                 &["default", "prod", "elsewhere"],
             ),
             ("nothing", |_| {}, &[]),

@@ -8,7 +8,8 @@
 //! specificity), `services` (identity, visible services), `routes` (VirtualService binding
 //! and rules), `delegate` (delegated HTTP rules merged into their root), `destination_rule` (rule choice, policy merging), `clusters` (endpoints,
 //! policy, TLS), `mtls` and `inbound` (PeerAuthentication, inbound ports), `redis_policy`
-//! (Ferry's RedisPolicies on outbound ports).
+//! (Ferry's RedisPolicies on outbound ports), `tracing` (Telemetry, mesh config and the pod's
+//! `proxy.istio.io/config`: the proxy's tracing settings).
 
 pub mod cache;
 mod clusters;
@@ -20,6 +21,7 @@ mod redis_policy;
 mod routes;
 mod scope;
 mod services;
+pub mod tracing;
 
 use ferry_model::IstioResource;
 use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
@@ -120,6 +122,7 @@ pub fn compile(registry: &Registry, proxy: &ProxyIdentity) -> Compiled {
             clusters: shared.clusters,
             inbound: own.inbound,
             outbound_traffic_policy: Default::default(),
+            tracing: own.tracing,
         },
         warnings,
     }
@@ -137,10 +140,12 @@ pub(crate) struct Shared {
     pub warnings: Vec<String>,
 }
 
-/// The part of a configuration that is the proxy's own: identity and inbound ports.
+/// The part of a configuration that is the proxy's own: identity, inbound ports and
+/// tracing.
 pub(crate) struct Own {
     pub identity: Identity,
     pub inbound: Inbound,
+    pub tracing: Option<ferry_proto::config::Tracing>,
     pub warnings: Vec<String>,
 }
 
@@ -298,9 +303,18 @@ pub(crate) fn own(
     let mut cx = context(registry, &proxy.namespace, client_labels);
     let identity = services::identity_of(pod, proxy);
     let inbound = inbound::build(&mut cx, &proxy.pod, identity.ip, candidates);
+    let no_annotations = Labels::new();
+    let tracing = tracing::of(
+        registry,
+        &cx.root_ns,
+        &proxy.namespace,
+        client_labels,
+        pod.map_or(&no_annotations, |p| &p.annotations),
+    );
     Own {
         identity,
         inbound,
+        tracing,
         warnings: cx.warnings,
     }
 }

@@ -20,10 +20,10 @@ use crate::registry::Registry;
 /// A RedisPolicy.
 pub type Policy<'a> = &'a IstioResource<RedisPolicySpec>;
 
-/// The RedisPolicies in force, oldest first. The registry does not hold them yet (its
-/// sources and store read Istio's kinds); until it does, there are none.
-pub(crate) fn of(_registry: &Registry) -> Vec<Policy<'_>> {
-    Vec::new()
+/// The RedisPolicies in force, as the registry holds them ([`attach`] puts them in
+/// precedence order).
+pub(crate) fn of(registry: &Registry) -> Vec<Policy<'_>> {
+    registry.policies.redis_policies.iter().collect()
 }
 
 /// Attaches `policies` to the outbound ports they select, and asks for their mirror
@@ -207,6 +207,112 @@ mod tests {
             }),
             delay: None,
         }]
+    }
+
+    const MESH: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  clusterIP: None
+  selector: {app: redis}
+  ports: [{name: tcp-redis, port: 6379}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: redis-0, labels: {app: redis}}
+spec: {containers: [{name: redis, image: redis}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, labels: {app: client}}
+spec: {containers: [{name: shell, image: busybox}]}
+status: {podIP: 10.0.0.2}
+"#;
+
+    const POLICY: &str = r#"apiVersion: ferry.dev/v1alpha1
+kind: RedisPolicy
+metadata: {name: faults}
+spec:
+  host: redis
+  faults:
+  - commands: [GET]
+    abort: {error: ERR injected, percentage: 20}
+"#;
+
+    /// The registry of a store fed `text` as one file of the file source.
+    fn stored(store: &mut crate::store::Store, text: &str) -> std::sync::Arc<Registry> {
+        let loaded = crate::source::files::parse_file("files:x", "mesh.yaml", text);
+        assert_eq!(loaded.errors().count(), 0, "{:?}", loaded.diagnostics);
+        store.apply(loaded.update);
+        std::sync::Arc::new(store.registry("cluster.local", "istio-system"))
+    }
+
+    /// The policies on the client's outbound port of redis, compiled and through the cache.
+    fn compiled(
+        cache: &crate::compiler::cache::Cache,
+        registry: &std::sync::Arc<Registry>,
+    ) -> Vec<String> {
+        let client = crate::registry::testing::proxy("default", "client");
+        let config = crate::compiler::compile(registry, &client).config;
+        let port = config
+            .outbound
+            .iter()
+            .find(|p| p.host == "redis.default.svc.cluster.local" && p.port == 6379);
+        let names: Vec<String> = port
+            .map(|p| p.redis_policies.iter().map(|r| r.policy.clone()).collect())
+            .unwrap_or_default();
+        let rendered = match cache.prepare(registry, &client, None) {
+            Ok(crate::distribution::push::Prepared::Rendered { rendered, .. }) => rendered,
+            other => panic!("expected a rendered configuration, got {other:?}"),
+        };
+        let json = String::from_utf8(rendered.to_vec()).unwrap_or_default();
+        for name in &names {
+            assert!(json.contains(&format!("\"{name}\"")), "{json}");
+        }
+        assert_eq!(
+            names.is_empty(),
+            !json.contains("\"redisPolicies\""),
+            "{json}"
+        );
+        names
+    }
+
+    #[test]
+    fn stored_policies_reach_the_compiled_configuration_and_leave_it() {
+        let mut store = crate::store::Store::default();
+        let cache = crate::compiler::cache::Cache::new();
+        let without = stored(&mut store, MESH);
+        assert!(of(&without).is_empty());
+        assert!(compiled(&cache, &without).is_empty());
+        let with = stored(&mut store, &format!("{MESH}---\n{POLICY}"));
+        assert_eq!(of(&with).len(), 1);
+        assert_eq!(compiled(&cache, &with), ["default/faults"]);
+        let port =
+            crate::compiler::compile(&with, &crate::registry::testing::proxy("default", "client"))
+                .config
+                .outbound
+                .into_iter()
+                .find(|p| p.port == 6379)
+                .map(|p| p.redis_policies);
+        let faults = port
+            .as_ref()
+            .and_then(|p| p.first())
+            .map(|p| p.faults.clone());
+        assert_eq!(
+            faults
+                .as_ref()
+                .and_then(|f| f.first())
+                .and_then(|f| f.abort.clone()),
+            Some(RedisAbort {
+                error: Some("ERR injected".into()),
+                percentage: Some(20.0),
+            })
+        );
+        // Deleted: gone from the registry, the compiled configuration and the cache's.
+        let again = stored(&mut store, MESH);
+        assert!(of(&again).is_empty());
+        assert!(compiled(&cache, &again).is_empty());
     }
 
     #[test]

@@ -7,6 +7,18 @@ use super::scope::exported_to;
 use crate::registry::{Labels, PodEntry, ProxyIdentity};
 use crate::registry::{Registry, ServiceEntry};
 
+/// The endpoint labels a proxy reads (its telemetry's app, version and canonical service
+/// and revision of a peer; `Workload::from_labels` in the proxy): only these are sent, the
+/// rest of a pod's labels would make every snapshot several times larger.
+pub const TELEMETRY_LABELS: [&str; 6] = [
+    "app",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/version",
+    "service.istio.io/canonical-name",
+    "service.istio.io/canonical-revision",
+    "version",
+];
+
 /// The proxy's pod entry (the first with its namespace and name).
 pub fn pod<'a>(registry: &'a Registry, proxy: &ProxyIdentity) -> Option<&'a PodEntry> {
     registry
@@ -74,7 +86,10 @@ pub fn service(s: &ServiceEntry) -> Service {
             workload: e.workload.clone(),
             namespace: Some(e.namespace.clone()),
             service_account: e.service_account.clone(),
-            labels: e.labels.clone(),
+            labels: (e.labels.iter())
+                .filter(|(k, _)| TELEMETRY_LABELS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             has_sidecar: e.has_sidecar,
             ready: e.ready,
         })

@@ -4,9 +4,10 @@
 //! A proxy opens one stream and says who it is; the server asks a [`ConfigSource`] for that
 //! proxy's configuration and sends it as a versioned snapshot, cut into chunks of a few KiB
 //! (so that no stream keeps a snapshot-sized buffer), which the proxy ACKs or NACKs with a
-//! reason. When the source's generation changes, each stream waits about 100 ms (so a burst
-//! of changes yields one push), recomputes its proxy's configuration and pushes it only if
-//! its hash changed.
+//! reason. When the source's generation changes, each stream waits until about 100 ms after
+//! the source received the change (so a burst of changes yields one push, and the source's
+//! own work on it counts toward the wait), recomputes its proxy's configuration and pushes
+//! it only if its hash changed.
 //!
 //! - [`server`]: the tonic service and the listener ([`Distribution`]).
 //! - [`push`]: stable hashing, version labels and the debounce window.
@@ -22,6 +23,7 @@ pub use status::{DistributionMetrics, Nacked, ProxyStatus};
 
 use crate::registry::ProxyIdentity;
 use ferry_proto::config::ProxyConfig;
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Where proxies' configurations come from; the control plane's compiler implements it.
@@ -32,6 +34,14 @@ pub trait ConfigSource: Send + Sync + 'static {
 
     /// A generation counter that changes whenever any configuration may have changed.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// When the change behind the current generation reached the source, if it knows: the
+    /// debounce window is counted from then, so that the source's own work on a change
+    /// (rebuilding its registry) runs inside the window instead of before it. `None` (the
+    /// default): from when a stream sees the new generation.
+    fn change_received(&self) -> Option<Instant> {
+        None
+    }
 
     /// The configuration of `proxy` ready to send — unless the source can tell that it is
     /// still the one whose [`Fingerprint`] the stream holds (`held`), which spares compiling

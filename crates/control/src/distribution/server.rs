@@ -280,7 +280,10 @@ impl ProxyStream {
                             .prepare(&self.identity, self.last_fingerprint.as_ref());
                     }
                     // Let the rest of a burst arrive, then look once.
-                    tokio::time::sleep(self.shared.debounce).await;
+                    let received = (self.shared.source.change_received())
+                        .filter(|at| *at <= since)
+                        .unwrap_or(since);
+                    tokio::time::sleep_until((received + self.shared.debounce).into()).await;
                     changes.borrow_and_update();
                     if !self.sync(since, None).await {
                         break;

@@ -9,7 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ferry_model::{Diagnostic, Document, Resource, Severity, expand_lists, parse_documents};
+use ferry_model::ferry::RedisPolicySpec;
+use ferry_model::{
+    Diagnostic, Document, IstioResource, Resource, Severity, expand_lists, parse_documents,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use crate::store::{Entry, Kind, Object, ObjectKey, Rejection, SourceUpdate};
@@ -142,16 +146,21 @@ pub fn parse_file(source: &str, name: &str, text: &str) -> Loaded {
     for doc in &docs {
         let report = ferry_model::validate_documents(std::slice::from_ref(doc));
         let lines = item_lines(doc);
-        for resource in report.resources {
-            if let Some((key, object)) = stored(resource) {
-                let line = lines.get(&key).copied().unwrap_or(doc.line);
-                loaded.update.entries.push(Entry {
-                    key,
-                    origin: name.to_string(),
-                    line,
-                    object,
-                });
-            }
+        // Ferry's RedisPolicies come apart from the other resources (`Report::redis_policies`).
+        let policies = report.redis_policies.into_iter().filter_map(redis_policy);
+        for (key, object) in report
+            .resources
+            .into_iter()
+            .filter_map(stored)
+            .chain(policies)
+        {
+            let line = lines.get(&key).copied().unwrap_or(doc.line);
+            loaded.update.entries.push(Entry {
+                key,
+                origin: name.to_string(),
+                line,
+                object,
+            });
         }
         for d in &report.errors {
             let key = ObjectKey::from_resource_id(&d.resource);
@@ -222,13 +231,22 @@ fn key_of_value(value: &Value) -> Option<ObjectKey> {
     Some(ObjectKey::new(kind, namespace, name))
 }
 
+/// The store key of an Istio-style resource (a name is required; the namespace defaults to
+/// `default`).
+fn istio_key(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
+    let name = meta.name.as_deref()?;
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    Some(ObjectKey::new(kind, ns, name))
+}
+
+/// A validated RedisPolicy as a store entry.
+fn redis_policy(policy: IstioResource<RedisPolicySpec>) -> Option<(ObjectKey, Object)> {
+    let key = istio_key(Kind::RedisPolicy, &policy.metadata)?;
+    Some((key, Object::RedisPolicy(Box::new(policy))))
+}
+
 /// A validated resource as a store entry, when it is a kind the store holds.
 fn stored(resource: Resource) -> Option<(ObjectKey, Object)> {
-    let istio_key = |kind, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        let name = meta.name.as_deref()?;
-        let ns = meta.namespace.as_deref().unwrap_or("default");
-        Some(ObjectKey::new(kind, ns, name))
-    };
     match resource {
         Resource::VirtualService(r) => Some((
             istio_key(Kind::VirtualService, &r.metadata)?,
@@ -337,6 +355,44 @@ mod tests {
             Some(ObjectKey::new(Kind::VirtualService, "default", "vs"))
         );
         assert!(r.to_string().starts_with("a.yaml:"), "{r}");
+    }
+
+    const POLICY: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n---\napiVersion: ferry.dev/v1alpha1\nkind: RedisPolicy\nmetadata:\n  name: faults\n  namespace: app\nspec:\n  host: redis\n  faults:\n  - commands: [GET]\n    abort: {percentage: 20}\n";
+
+    #[test]
+    fn redis_policies_are_entries_and_invalid_ones_keyed_rejections() {
+        let loaded = parse_file("files:x", "p.yaml", POLICY);
+        assert_eq!(loaded.errors().count(), 0, "{:?}", loaded.diagnostics);
+        let entries: Vec<_> = (loaded.update.entries.iter())
+            .map(|e| (e.key.to_string(), e.line))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("Namespace/app".to_string(), 1),
+                ("RedisPolicy/app/faults".to_string(), 6)
+            ]
+        );
+        let Object::RedisPolicy(policy) = &loaded.update.entries[1].object else {
+            panic!("not a RedisPolicy: {:?}", loaded.update.entries[1]);
+        };
+        assert_eq!(policy.spec.host.as_deref(), Some("redis"));
+
+        let invalid = POLICY.replace("percentage: 20", "percentage: 200");
+        let loaded = parse_file("files:x", "p.yaml", &invalid);
+        assert_eq!(loaded.update.entries.len(), 1, "the Namespace stays valid");
+        assert!(loaded.update.broken_origins.is_empty());
+        let r = &loaded.update.rejections[0];
+        assert_eq!(
+            r.key,
+            Some(ObjectKey::new(Kind::RedisPolicy, "app", "faults"))
+        );
+        let message = r.to_string();
+        assert!(
+            message.starts_with("p.yaml:")
+                && message.contains("RedisPolicy/app/faults: spec.faults[0].abort.percentage: "),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Kubernetes source (`--kube`): kube-rs watchers on Namespaces, Pods, Services,
-//! EndpointSlices and the three Istio kinds (VirtualService, DestinationRule,
-//! PeerAuthentication), turned into one [`SourceUpdate`] named [`SOURCE_NAME`].
+//! EndpointSlices, the three Istio kinds (VirtualService, DestinationRule,
+//! PeerAuthentication) and Ferry's RedisPolicy (`redispolicies.ferry.dev`), turned into one
+//! [`SourceUpdate`] named [`SOURCE_NAME`].
 //!
 //! Every object is read as a [`DynamicObject`], its `managedFields` stripped, and validated
 //! exactly as a manifest file is ([`files::parse_file`]), so a bad resource is rejected with
@@ -80,11 +81,13 @@ impl KubeMetrics {
     }
 }
 
-/// The kinds watched, with their API resources.
+/// The kinds watched, with their API resources. A custom kind whose CRD is not installed
+/// (`404`) counts as empty.
 pub fn watched_kinds() -> Vec<(Kind, ApiResource)> {
-    let istio = |group: &str, kind: &str, plural: &str| {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
+    let custom = |group: &str, version: &str, kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
     };
+    let istio = |group: &str, kind: &str, plural: &str| custom(group, "v1", kind, plural);
     vec![
         (Kind::Namespace, ApiResource::erase::<Namespace>(&())),
         (Kind::Pod, ApiResource::erase::<Pod>(&())),
@@ -107,6 +110,15 @@ pub fn watched_kinds() -> Vec<(Kind, ApiResource)> {
                 "security.istio.io",
                 "PeerAuthentication",
                 "peerauthentications",
+            ),
+        ),
+        (
+            Kind::RedisPolicy,
+            custom(
+                ferry_model::ferry::GROUP,
+                "v1alpha1",
+                "RedisPolicy",
+                "redispolicies",
             ),
         ),
     ]
@@ -479,6 +491,60 @@ mod tests {
         assert!(!state.handle(0, Event::Init));
         assert!(state.handle(0, Event::InitDone));
         assert_eq!(state.loaded().update.entries.len(), 0);
+    }
+
+    #[test]
+    fn redis_policies_are_watched_validated_and_deleted() {
+        let kinds = watched_kinds();
+        let slot = kinds
+            .iter()
+            .position(|(k, _)| *k == Kind::RedisPolicy)
+            .unwrap_or_else(|| panic!("RedisPolicy is not watched"));
+        assert_eq!(kinds[slot].1.api_version, "ferry.dev/v1alpha1");
+        assert_eq!(kinds[slot].1.plural, "redispolicies");
+        let policy = |percentage: Value, version: &str| {
+            object(json!({
+                "metadata": {"name": "faults", "namespace": "default", "resourceVersion": version},
+                "spec": {"host": "redis",
+                         "faults": [{"commands": ["GET"], "abort": {"percentage": percentage}}]}
+            }))
+        };
+        let mut state = State::new(kinds);
+        assert!(state.handle(slot, Event::Apply(policy(json!(20), "1"))));
+        let loaded = state.loaded();
+        assert!(
+            loaded.update.rejections.is_empty(),
+            "{:?}",
+            loaded.diagnostics
+        );
+        let keys: Vec<String> = (loaded.update.entries.iter())
+            .map(|e| e.key.to_string())
+            .collect();
+        assert_eq!(keys, ["RedisPolicy/default/faults"]);
+        assert!(matches!(
+            loaded.update.entries[0].object,
+            crate::store::Object::RedisPolicy(_)
+        ));
+
+        assert!(state.handle(slot, Event::Apply(policy(json!(200), "2"))));
+        let loaded = state.loaded();
+        assert!(loaded.update.entries.is_empty());
+        let rejection = &loaded.update.rejections[0];
+        assert_eq!(
+            rejection.key.as_ref().map(ToString::to_string).as_deref(),
+            Some("RedisPolicy/default/faults")
+        );
+        let message = rejection.to_string();
+        assert!(
+            message.starts_with(
+                "kube:/apis/ferry.dev/v1alpha1/namespaces/default/redispolicies/faults:"
+            ) && message.contains("spec.faults[0].abort.percentage"),
+            "{message}"
+        );
+
+        assert!(state.handle(slot, Event::Delete(policy(json!(200), "2"))));
+        let loaded = state.loaded();
+        assert!(loaded.update.entries.is_empty() && loaded.update.rejections.is_empty());
     }
 
     #[test]

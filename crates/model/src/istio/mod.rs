@@ -7,9 +7,11 @@
 pub mod common;
 pub mod destination_rule;
 pub mod peer_authentication;
+pub mod telemetry;
 pub mod virtual_service;
 
 pub use common::{Percent, PortSelector, StringMatch, WorkloadSelector};
 pub use destination_rule::DestinationRuleSpec;
 pub use peer_authentication::PeerAuthenticationSpec;
+pub use telemetry::{MeshConfig, TelemetrySpec};
 pub use virtual_service::VirtualServiceSpec;

@@ -9,6 +9,7 @@ mod path;
 mod peer_authentication;
 mod redis_policy;
 mod structural;
+mod telemetry;
 mod virtual_service;
 
 use std::fmt;
@@ -108,9 +109,12 @@ pub struct Report {
     pub warnings: Vec<Diagnostic>,
     /// Resources without errors, typed.
     pub resources: Vec<Resource>,
-    /// RedisPolicies (`ferry.dev/v1alpha1`) without errors, typed. Kept apart from
-    /// `resources` until the control plane's store holds Ferry's kinds.
+    /// RedisPolicies (`ferry.dev/v1alpha1`) without errors, typed; kept apart from
+    /// `resources` (Istio's kinds), the store takes them from here.
     pub redis_policies: Vec<IstioResource<RedisPolicySpec>>,
+    /// Telemetry resources (`telemetry.istio.io`) without errors, typed; kept apart like
+    /// RedisPolicies until the store holds them.
+    pub telemetries: Vec<IstioResource<crate::istio::TelemetrySpec>>,
 }
 
 /// Validates `docs` with default options.
@@ -178,12 +182,12 @@ const UNCHECKED_ISTIO: &[(&str, &[&str])] = &[
         "security.istio.io",
         &["AuthorizationPolicy", "RequestAuthentication"],
     ),
-    ("telemetry.istio.io", &["Telemetry"]),
     ("extensions.istio.io", &["WasmPlugin"]),
 ];
 
 const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
 
 fn validate_resource(
     doc: &Document,
@@ -281,6 +285,7 @@ fn validate_resource(
     let mut checker = Checker::new(&namespace, &options.cluster_domain);
     let meta = metadata.clone().unwrap_or_default();
     let mut redis = None;
+    let mut telemetry_resource = None;
     let resource = match (group, kind.as_str()) {
         ("networking.istio.io", "VirtualService") => istio(
             obj,
@@ -328,6 +333,19 @@ fn validate_resource(
             );
             None
         }
+        ("telemetry.istio.io", "Telemetry") => {
+            telemetry_resource = istio(
+                obj,
+                &mut f,
+                &mut checker,
+                &api_version,
+                version,
+                TELEMETRY_VERSIONS,
+                meta,
+                telemetry::check,
+            );
+            None
+        }
         _ => other_kind(value, &mut f, &api_version, group, &kind, &id),
     };
     f.errors.append(&mut checker.errors);
@@ -336,6 +354,9 @@ fn validate_resource(
     finish(doc, prefix, &id.to_string(), f, resource, report);
     if let Some(r) = redis.filter(|_| valid) {
         report.redis_policies.push(r);
+    }
+    if let Some(r) = telemetry_resource.filter(|_| valid) {
+        report.telemetries.push(r);
     }
 }
 

@@ -122,10 +122,17 @@ impl Algorithm {
         }
         match self {
             Algorithm::RoundRobin => {
-                let start = turn.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .map(|step| (start + step) % n)
-                    .find(|&i| hosts.usable(i))
+                let t = turn.fetch_add(1, Ordering::Relaxed);
+                if hosts.all_usable() {
+                    return Some(t % n);
+                }
+                // In turn over the usable ones only, as Envoy rotates over its healthy
+                // hosts: skipping an ejected endpoint must not double its successor's share.
+                let usable = (0..n).filter(|&i| hosts.usable(i)).count();
+                if usable == 0 {
+                    return None;
+                }
+                (0..n).filter(|&i| hosts.usable(i)).nth(t % usable)
             }
             Algorithm::Random | Algorithm::Passthrough => random_usable(hosts),
             Algorithm::LeastRequest => least_request(hosts),
@@ -240,8 +247,16 @@ mod tests {
         assert_eq!(counts(&Algorithm::RoundRobin, &h, 300), [100, 100, 100]);
         h.usable[1] = false;
         let c = counts(&Algorithm::RoundRobin, &h, 300);
-        assert_eq!(c[1], 0);
-        assert_eq!(c[0] + c[2], 300);
+        // The others share evenly (not 2:1 for the one after the ejected endpoint).
+        assert_eq!(c, [150, 0, 150]);
+        let mut h = fake(4);
+        h.usable[2] = false;
+        assert_eq!(counts(&Algorithm::RoundRobin, &h, 300), [100, 100, 0, 100]);
+        h.usable = vec![false; 4];
+        assert_eq!(
+            Algorithm::RoundRobin.pick(&h, None, &AtomicUsize::new(0)),
+            None
+        );
     }
 
     #[test]
@@ -289,6 +304,52 @@ mod tests {
                 let first = a.pick(&h, Some(k), &turn);
                 assert!((0..10).all(|_| a.pick(&h, Some(k), &turn) == first));
             }
+        }
+    }
+
+    #[test]
+    fn consistent_hash_spreads_keys_and_moves_few_when_an_endpoint_leaves() {
+        let five: Vec<String> = (0..5).map(|i| format!("10.0.0.{i}:80")).collect();
+        let four: Vec<String> = five
+            .iter()
+            .filter(|k| !k.starts_with("10.0.0.2:"))
+            .cloned()
+            .collect();
+        let users: Vec<u64> = (0..5_000u32)
+            .map(|u| hash::hash(format!("user-{u}").as_bytes()))
+            .collect();
+        let turn = AtomicUsize::new(0);
+        type Build = fn(&[String]) -> Algorithm;
+        let builds: [(&str, Build); 2] = [
+            ("ring", |k| Algorithm::RingHash(ring::Ring::build(k, 1024))),
+            ("maglev", |k| {
+                Algorithm::Maglev(maglev::Maglev::build(k, 65_537))
+            }),
+        ];
+        for (name, build) in builds {
+            let (before, after) = (build(&five), build(&four));
+            let owner = |a: &Algorithm, keys: &[String], h: u64, hosts: &Fake| {
+                a.pick(hosts, Some(h), &turn).map(|i| keys[i].clone())
+            };
+            let mut share = std::collections::BTreeMap::<String, usize>::new();
+            let mut moved = 0;
+            for &h in &users {
+                let was = owner(&before, &five, h, &fake(5)).expect("owner");
+                let now = owner(&after, &four, h, &fake(4)).expect("owner");
+                *share.entry(was.clone()).or_default() += 1;
+                if was != "10.0.0.2:80" && was != now {
+                    moved += 1;
+                }
+            }
+            // Each endpoint owns a fair part of the keys (1,000 expected each).
+            assert!(
+                share.values().all(|n| (700..=1_300).contains(n)),
+                "{name}: {share:?}"
+            );
+            // Keys of the endpoints that stay mostly stay (a modulo hash would move 80% of
+            // them; the ring moves some, as Envoy's does, since each endpoint's share of
+            // the points grows).
+            assert!(moved * 5 < users.len(), "{name}: {moved} keys moved");
         }
     }
 

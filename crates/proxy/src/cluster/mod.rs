@@ -210,8 +210,10 @@ impl UpstreamCluster {
                 return Some(self.take(e.clone()));
             }
             // A pod of a headless service routed to a subset it is not in: balance over the
-            // subset. Anything else goes where it was dialled.
-            if !cx.dialled_pod || self.endpoints.is_empty() {
+            // subset. Anything else goes where it was dialled — a member that is not ready
+            // (or not yet ready in this configuration) included: the client chose that pod.
+            let member = self.config.endpoints.iter().any(|e| e.ip == dst.ip());
+            if member || !cx.dialled_pod || self.endpoints.is_empty() {
                 return Some(Picked {
                     cluster: self.clone(),
                     endpoint: None,
@@ -361,6 +363,22 @@ mod tests {
             })
             .expect("pick");
         assert!(p.endpoint.is_some() && p.addr != other);
+        // A dialled member that is not ready: still where dialled, never another pod.
+        let mut cfg = config(3, None);
+        cfg.resolution = Resolution::OriginalDst;
+        cfg.endpoints[2].ready = false;
+        let c = build(&cfg, None);
+        let unready: SocketAddr = "10.0.0.3:8080".parse().expect("addr");
+        for _ in 0..20 {
+            let p = c
+                .pick(PickContext {
+                    dst: Some(unready),
+                    dialled_pod: true,
+                    ..Default::default()
+                })
+                .expect("pick");
+            assert_eq!((p.addr, p.endpoint.is_none()), (unready, true));
+        }
     }
 
     #[test]

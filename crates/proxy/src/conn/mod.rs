@@ -43,6 +43,8 @@ pub struct Ctx {
     /// Mutual TLS, when the proxy has a workload identity; `None` keeps every connection
     /// plaintext (and PERMISSIVE ports unpeeked), STRICT ports refused.
     pub tls: Option<Arc<crate::tls::policy::MeshTls>>,
+    /// Distributed tracing: off (one branch per request) or the tracer in force.
+    pub tracing: Arc<crate::trace::TraceSwitch>,
 }
 
 /// Counts a connection as active while it lives.
@@ -89,6 +91,45 @@ fn refused(ctx: &Ctx, labels: &TcpLabels) {
     handles.closed.inc();
 }
 
+/// Both sides of a Redis connection, for its command spans (only read when traced).
+fn redis_parties(
+    snapshot: &Snapshot,
+    downstream: &TcpStream,
+    upstream: &TcpStream,
+    labels: &TcpLabels,
+) -> redis_tap::RedisParties {
+    use crate::telemetry::labels::Reporter;
+    let pod_at = |s: &TcpStream| {
+        s.peer_addr()
+            .ok()
+            .and_then(|a| snapshot.workload_at(a.ip()))
+            .map(|w| w.pod.clone())
+            .unwrap_or_default()
+    };
+    let outbound = labels.peers.reporter == Reporter::Source;
+    let me = snapshot.me.pod.clone();
+    let (source_pod, destination_pod) = if outbound {
+        (me, pod_at(upstream))
+    } else {
+        (pod_at(downstream), me)
+    };
+    redis_tap::RedisParties {
+        kind: Some(if outbound {
+            crate::trace::SpanKind::Client
+        } else {
+            crate::trace::SpanKind::Server
+        }),
+        source_workload: labels.peers.source_workload.0.to_string(),
+        source_pod,
+        destination_workload: labels.peers.destination_workload.0.to_string(),
+        destination_pod,
+        peer_address: upstream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    }
+}
+
 /// Forwards an established pair of connections to their end, with TCP metrics and, for
 /// Redis, per-command telemetry.
 async fn pipe(
@@ -123,7 +164,14 @@ async fn pipe_with(
         _ if !telemetry => Redis::Off,
         // Under a RedisPolicy, the enforcement records the Redis telemetry itself.
         _ if policy.redis.is_some() => Redis::Off,
-        Protocol::Redis => Redis::On(Box::new(RedisTap::new(ctx.metrics.clone(), labels))),
+        Protocol::Redis => {
+            let mut tap = RedisTap::new(ctx.metrics.clone(), labels);
+            if let Some(active) = ctx.tracing.current().filter(|a| a.tracer.redis_spans()) {
+                let parties = redis_parties(snapshot, downstream, upstream, labels);
+                tap = tap.traced(Some(active), parties);
+            }
+            Redis::On(Box::new(tap))
+        }
         Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
         _ => Redis::Off,
     };

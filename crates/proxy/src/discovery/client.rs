@@ -4,21 +4,30 @@
 //! a precise reason when it is not well-typed; JSON is YAML) and either swap it in
 //! atomically and ACK, or NACK with the reason and keep the last good one. Reconnects with
 //! [`Backoff`] and serves with what it holds meanwhile.
+//!
+//! The stream runs over plaintext HTTP/2 (15010) or over TLS (15012, the CA's port), the
+//! control plane's certificate verified against the mesh root and its expected name
+//! ([`ControlPlaneTls`]): [`run_with`] says which; [`run`] uses TLS for an address
+//! registered with [`use_tls`] (how `ferry proxy` passes its CA settings through the
+//! proxy's server) and plaintext otherwise.
 
 use super::backoff::Backoff;
 use crate::config::{ProxyConfig, Snapshot, file};
+use crate::identity::source::CaClient;
 use arc_swap::ArcSwap;
 use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
 use ferry_proto::discovery::v1::{Ack, Hello, Nack, ProxyMessage, proxy_message};
 use ferry_proto::discovery::{Assembled, Completed, Reassembly};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 /// Largest snapshot accepted (a big mesh's configuration is several megabytes).
@@ -126,10 +135,41 @@ impl DiscoveryState {
     }
 }
 
+/// How to reach the control plane over TLS (its port 15012).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneTls {
+    /// The name the control plane's certificate must carry (`istiod.istio-system.svc`).
+    pub server_name: String,
+    /// PEM file of the mesh root(s) the control plane's certificate chains to; re-read at
+    /// every connection, so a root rollover is followed.
+    pub root_cert: PathBuf,
+}
+
+/// Addresses whose stream runs over TLS, with how (see [`use_tls`]).
+static TLS_ADDRESSES: LazyLock<Mutex<HashMap<String, ControlPlaneTls>>> =
+    LazyLock::new(Default::default);
+
+/// From now on, [`run`] reaches the control plane at `addr` over TLS as `tls` says. This is
+/// how the command line hands its CA settings to the stream the proxy's server starts.
+pub fn use_tls(addr: &str, tls: ControlPlaneTls) {
+    TLS_ADDRESSES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(addr.to_string(), tls);
+}
+
+/// The TLS settings registered for `addr`, if any.
+pub fn tls_for(addr: &str) -> Option<ControlPlaneTls> {
+    TLS_ADDRESSES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(addr)
+        .cloned()
+}
+
 /// Keeps the configuration in `config` current from the control plane at `addr`
-/// (`host:port` or `http://host:port`) until `shutdown` completes. Never gives up: while the
-/// control plane is unreachable the proxy serves with what it holds (the static or empty
-/// configuration until the first snapshot) and retries with backoff.
+/// (`host:port` or `http://host:port`) until `shutdown` completes, over TLS when `addr` was
+/// registered with [`use_tls`]. See [`run_with`].
 pub async fn run(
     addr: &str,
     info: ProxyInfo,
@@ -137,23 +177,73 @@ pub async fn run(
     state: DiscoveryState,
     shutdown: impl Future<Output = ()>,
 ) {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = match Endpoint::from_shared(uri) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true),
-        Err(e) => {
-            warn!(
-                "control plane address `{addr}` is not usable: {e}; staying on the configuration held"
-            );
-            shutdown.await;
-            return;
+    let tls = tls_for(addr);
+    run_with(addr, tls, info, config, state, shutdown).await;
+}
+
+/// How each session connects.
+enum Connector {
+    Plain(Box<Endpoint>),
+    Tls(CaClient),
+}
+
+impl Connector {
+    async fn connect(&self) -> Result<Channel, String> {
+        match self {
+            Connector::Plain(endpoint) => endpoint.connect().await.map_err(|e| e.to_string()),
+            Connector::Tls(ca) => ca.channel(None).await,
+        }
+    }
+}
+
+/// Keeps the configuration in `config` current from the control plane at `addr`
+/// (`host:port` or `http://host:port`; over TLS when `tls` says how) until `shutdown`
+/// completes. Never gives up: while the control plane is unreachable the proxy serves with
+/// what it holds (the static or empty configuration until the first snapshot) and retries
+/// with backoff.
+pub async fn run_with(
+    addr: &str,
+    tls: Option<ControlPlaneTls>,
+    info: ProxyInfo,
+    config: Arc<ArcSwap<Snapshot>>,
+    state: DiscoveryState,
+    shutdown: impl Future<Output = ()>,
+) {
+    let connector = match tls {
+        Some(tls) => {
+            let host_port = addr
+                .split_once("://")
+                .map_or(addr, |(_, rest)| rest)
+                .trim_end_matches('/');
+            Connector::Tls(CaClient {
+                addr: host_port.to_string(),
+                server_name: tls.server_name,
+                root_cert: tls.root_cert,
+                token_file: None,
+            })
+        }
+        None => {
+            let uri = if addr.contains("://") {
+                addr.to_string()
+            } else {
+                format!("http://{addr}")
+            };
+            match Endpoint::from_shared(uri) {
+                Ok(endpoint) => Connector::Plain(Box::new(
+                    endpoint
+                        .connect_timeout(Duration::from_secs(5))
+                        .http2_keep_alive_interval(Duration::from_secs(10))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                        .keep_alive_while_idle(true),
+                )),
+                Err(e) => {
+                    warn!(
+                        "control plane address `{addr}` is not usable: {e}; staying on the configuration held"
+                    );
+                    shutdown.await;
+                    return;
+                }
+            }
         }
     };
     let mut backoff = Backoff::default();
@@ -161,7 +251,7 @@ pub async fn run(
     loop {
         let outcome = tokio::select! {
             () = &mut shutdown => return,
-            outcome = session(&endpoint, &info, &config, &state) => outcome,
+            outcome = session(&connector, &info, &config, &state) => outcome,
         };
         match outcome {
             Ok(opened) => {
@@ -194,7 +284,7 @@ struct SessionError {
 
 /// One stream, until it ends; `Ok(opened)` when the control plane ended it cleanly.
 async fn session(
-    endpoint: &Endpoint,
+    connector: &Connector,
     info: &ProxyInfo,
     config: &ArcSwap<Snapshot>,
     state: &DiscoveryState,
@@ -205,7 +295,7 @@ async fn session(
             message: e.to_string(),
         }
     };
-    let channel = endpoint.connect().await.map_err(|e| fail(false)(&e))?;
+    let channel = connector.connect().await.map_err(|e| fail(false)(&e))?;
     let mut client = ConfigDiscoveryClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -4,7 +4,8 @@
 //! [`run`] keeps one stream open, applies each valid snapshot atomically (ACK) and rejects
 //! an invalid one with the loader's reason (NACK), keeping its last good configuration.
 //! When the control plane is unreachable it keeps serving with what it holds and reconnects
-//! with exponential backoff and jitter.
+//! with exponential backoff and jitter. The stream runs over plaintext (15010) or over TLS
+//! to the CA's port (15012), verifying the control plane against the mesh root.
 //!
 //! - [`client`]: the stream, validation, ACK/NACK.
 //! - [`backoff`]: reconnection delays.
@@ -12,4 +13,4 @@
 pub mod backoff;
 pub mod client;
 
-pub use client::{DiscoveryState, ProxyInfo, run};
+pub use client::{ControlPlaneTls, DiscoveryState, ProxyInfo, run, run_with, use_tls};

@@ -15,6 +15,7 @@ use crate::config::snapshot::{Target, Workload};
 use crate::conn::Ctx;
 use crate::lifecycle::Phase;
 use crate::telemetry::labels::{HttpLabels, Parties, Peers, Value};
+use crate::trace::{PendingHttp, SpanKind};
 use body::{Counted, ProxyBody, Seen, boxed, full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Uri};
@@ -54,7 +55,8 @@ fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
     r
 }
 
-/// Records one request's metrics once its response has ended.
+/// Records one request's metrics once its response has ended, and its span when the
+/// request is traced.
 #[allow(clippy::too_many_arguments)]
 fn record(
     ctx: &Ctx,
@@ -66,7 +68,11 @@ fn record(
     request_bytes: u64,
     started: Instant,
     protocol: Protocol,
+    span: Option<PendingHttp>,
 ) {
+    if let Some(span) = span {
+        span.finish(code, flags, request_bytes, seen.bytes);
+    }
     let grpc = match (protocol, seen.grpc_status) {
         (_, Some(status)) => Value(Arc::from(status.to_string())),
         (Protocol::Grpc, None) => Value::unknown(),
@@ -84,10 +90,63 @@ fn record(
         .http_request(&labels, ms, request_bytes, seen.bytes);
 }
 
+/// The host and port a request's span is named after (Istio: `<host>:<port>/<path>`): the
+/// service when the connection's destination is one, else the request's authority.
+fn span_target<'a>(
+    conn: &'a Connection,
+    routes: Option<&'a crate::route::PortRoutes>,
+    authority: &'a str,
+) -> (&'a str, u16) {
+    let (auth_host, auth_port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !authority.ends_with(']') => match p.parse::<u16>() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
+    };
+    if let Some(r) = routes {
+        return (r.host.as_str(), r.port);
+    }
+    match &conn.upstream {
+        Upstream::Balanced(t) => (t.service.fqdn.as_str(), t.port),
+        Upstream::Fixed(addr, _) if conn.inbound => {
+            let host = conn
+                .parties
+                .service
+                .as_ref()
+                .map_or(auth_host, |s| s.fqdn.as_str());
+            (host, auth_port.unwrap_or(addr.port()))
+        }
+        Upstream::Fixed(addr, _) => (auth_host, auth_port.unwrap_or(addr.port())),
+    }
+}
+
+/// Starts the span of a request when tracing is on (the context is propagated on the
+/// request's headers either way); `None` when off or not sampled.
+fn start_span(
+    ctx: &Ctx,
+    conn: &Connection,
+    routes: Option<&crate::route::PortRoutes>,
+    peer: Option<SocketAddr>,
+    req: &mut Request<Incoming>,
+) -> Option<PendingHttp> {
+    let active = ctx.tracing.current()?;
+    let kind = if conn.inbound {
+        SpanKind::Server
+    } else {
+        SpanKind::Client
+    };
+    crate::trace::start_http(&active, kind, peer, req, |authority| {
+        let (host, port) = span_target(conn, routes, authority);
+        (host.to_string(), port)
+    })
+}
+
 async fn proxy_request(
     ctx: Arc<Ctx>,
     conn: Arc<Connection>,
-    req: Request<Incoming>,
+    peer: Option<SocketAddr>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if !conn.inbound {
         let dst = match &conn.upstream {
@@ -99,10 +158,12 @@ async fn proxy_request(
             if let Some(routes) = snapshot.routes.routes(dst).cloned() {
                 let source = snapshot.config.identity.ip;
                 drop(snapshot);
-                return routed::handle(ctx, conn, routes, dst, source, req).await;
+                let span = start_span(&ctx, &conn, Some(&routes), peer, &mut req);
+                return routed::handle(ctx, conn, routes, dst, source, req, span).await;
             }
         }
     }
+    let mut span = start_span(&ctx, &conn, None, peer, &mut req);
     let started = Instant::now();
     let (addr, workload) = match &conn.upstream {
         Upstream::Fixed(addr, w) => (*addr, w.clone()),
@@ -113,6 +174,9 @@ async fn proxy_request(
             ),
             None => {
                 let peers = conn.parties.peers(None, conn.protocol);
+                if let Some(s) = span.as_mut() {
+                    s.upstream(&cluster_name(&conn), None);
+                }
                 record(
                     &ctx,
                     peers,
@@ -123,12 +187,16 @@ async fn proxy_request(
                     0,
                     started,
                     conn.protocol,
+                    span,
                 );
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
             }
         },
     };
     let peers = conn.parties.peers(workload.as_deref(), conn.protocol);
+    if let Some(s) = span.as_mut() {
+        s.upstream(&cluster_name(&conn), Some(addr));
+    }
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = match Uri::builder()
@@ -168,6 +236,7 @@ async fn proxy_request(
                     req_bytes,
                     started,
                     protocol,
+                    span,
                 );
             });
             Response::from_parts(parts, boxed(body))
@@ -186,6 +255,7 @@ async fn proxy_request(
                 req_bytes,
                 started,
                 conn.protocol,
+                span,
             );
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -195,15 +265,31 @@ async fn proxy_request(
     }
 }
 
+/// Envoy's name of the cluster a request of `conn` goes to (outside routed requests):
+/// `outbound|<port>||<service>`, `inbound|<port>||`, or `PassthroughCluster`.
+fn cluster_name(conn: &Connection) -> String {
+    match &conn.upstream {
+        Upstream::Balanced(t) => format!("outbound|{}||{}", t.port, t.service.fqdn),
+        Upstream::Fixed(addr, _) if conn.inbound => format!("inbound|{}||", addr.port()),
+        Upstream::Fixed(..) => "PassthroughCluster".to_string(),
+    }
+}
+
 /// Serves one downstream HTTP connection until it closes, or until the proxy drains (then
 /// the connection is shut down gracefully: in-flight requests finish, HTTP/2 sends GOAWAY).
 pub async fn serve(ctx: Arc<Ctx>, downstream: TcpStream, conn: Connection) {
     let conn = Arc::new(conn);
     let service_ctx = ctx.clone();
+    // The downstream peer is a span tag: only looked up when tracing is on.
+    let peer = if ctx.tracing.is_on() {
+        downstream.peer_addr().ok()
+    } else {
+        None
+    };
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = service_ctx.clone();
         let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy_request(ctx, conn, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(proxy_request(ctx, conn, peer, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(downstream), service);

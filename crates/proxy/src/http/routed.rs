@@ -22,12 +22,14 @@ use crate::resilience::sample;
 use crate::route::PortRoutes;
 use crate::route::http::{Action, HeaderPolicy, HttpRule, RequestView, first_match};
 use crate::telemetry::labels::{Peers, Value};
+use crate::trace::PendingHttp;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HOST, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, Uri};
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,6 +55,8 @@ struct Report<'a> {
     conn: &'a Connection,
     started: Instant,
     service: Option<&'a Arc<UpstreamCluster>>,
+    /// The request's span, when traced (taken by whichever answer records the request).
+    span: Cell<Option<PendingHttp>>,
 }
 
 impl Report<'_> {
@@ -64,6 +68,14 @@ impl Report<'_> {
             peers.destination_service_namespace = Value(Arc::from(svc.namespace.as_str()));
         }
         peers
+    }
+
+    /// The request's span, with the upstream cluster and endpoint as far as they are known.
+    fn span(&self, addr: Option<SocketAddr>) -> Option<PendingHttp> {
+        let mut span = self.span.take()?;
+        let cluster = self.service.map_or("-", |c| c.name.as_str());
+        span.upstream(cluster, addr);
+        Some(span)
     }
 
     /// Records an answer the proxy gave itself, and returns it.
@@ -83,6 +95,7 @@ impl Report<'_> {
             0,
             self.started,
             self.conn.protocol,
+            self.span(None),
         );
         response
     }
@@ -278,7 +291,8 @@ async fn collect_small(body: Incoming, limit: u64) -> Result<Bytes, Incoming> {
 }
 
 /// Handles one outbound request under `routes` (for the dialled `dst`); `source` is the
-/// calling workload's address (consistent hashing on the source IP).
+/// calling workload's address (consistent hashing on the source IP); `span` the request's
+/// span when it is traced.
 pub async fn handle(
     ctx: Arc<Ctx>,
     conn: Arc<Connection>,
@@ -286,6 +300,7 @@ pub async fn handle(
     dst: SocketAddr,
     source: Option<IpAddr>,
     req: Request<Incoming>,
+    span: Option<PendingHttp>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -294,6 +309,7 @@ pub async fn handle(
         conn: &conn,
         started,
         service: routes.default.cluster.as_ref(),
+        span: Cell::new(span),
     };
     let authority = RequestView {
         parts: &parts,
@@ -593,6 +609,7 @@ pub async fn handle(
                 let protocol = conn.protocol;
                 let metrics_ctx = ctx.clone();
                 let fixed = flags(&[di, exhausted]);
+                let span = report.span(Some(picked.addr));
                 let held: (Picked, _) = (picked, slot);
                 // A trailers-only gRPC answer carries its status in the headers.
                 let header_grpc = grpc_status(&head.headers);
@@ -614,6 +631,7 @@ pub async fn handle(
                         request_bytes.load(Ordering::Relaxed),
                         started,
                         protocol,
+                        span,
                     );
                 });
                 Response::from_parts(head, boxed(body))
@@ -641,6 +659,7 @@ impl Report<'_> {
             0,
             self.started,
             self.conn.protocol,
+            self.span(None),
         );
         response
     }

@@ -148,6 +148,9 @@ impl CaClient {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .map_err(|e| format!("CA address {}: {e}", self.addr))?
             .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .connect_with_connector(connector)
             .await
             .map_err(|e| format!("connecting to {}: {e:?}", self.addr))

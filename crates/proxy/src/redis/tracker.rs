@@ -52,6 +52,10 @@ pub struct CommandDone<'a> {
     pub blocking: bool,
     /// The first word of the error reply (`WRONGTYPE`, `MOVED`, `ERR`), when short enough.
     pub error: Option<&'a [u8]>,
+    /// Number of arguments after the command name (never their values).
+    pub args: u32,
+    /// When the command was read, in the caller's clock units (the `now` it was read at).
+    pub sent: u64,
 }
 
 /// Why the observer stopped following the protocol (it keeps forwarding bytes).
@@ -100,7 +104,7 @@ const SUBSCRIPTION: u8 = 8;
 /// `expect` value of an argument-less unsubscribe: resolved at its first confirmation.
 const EXPECT_ALL: u32 = u32::MAX;
 
-/// A command awaiting its reply (16 bytes).
+/// A command awaiting its reply (24 bytes).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     sent: u64,
@@ -108,6 +112,8 @@ struct Entry {
     flags: u8,
     /// Subscription confirmations still expected (subscribe family only).
     expect: u32,
+    /// Arguments after the command name.
+    args: u32,
 }
 
 /// Matches replies to commands for one connection.
@@ -272,6 +278,7 @@ impl Tracker {
             id,
             flags,
             expect,
+            args: u32::try_from(argc.saturating_sub(1)).unwrap_or(u32::MAX),
         });
         self.check_reply_off();
     }
@@ -289,6 +296,8 @@ impl Tracker {
             latency,
             blocking: e.flags & BLOCKING != 0,
             error,
+            args: e.args,
+            sent: e.sent,
         });
     }
 

@@ -6,16 +6,20 @@
 //!   requests ([`HttpSpan`]) and Redis commands ([`RedisSpan`]).
 //! - [`export`]: the [`Tracer`] handle (a bounded, never-waiting queue) and the background
 //!   exporter for OTLP/gRPC, OTLP/HTTP and Zipkin JSON v2.
+//! - [`active`]: the switch the data path reads (one branch when off), and an HTTP
+//!   request's span from its start to its end.
 //! - [`receiver`]: an OTLP/gRPC receiver that yields spans (for `ferry trace-collector` and
 //!   tests).
 //!
 //! The module is named `trace` because `tracing` is the logging crate.
 
+pub mod active;
 pub mod context;
 pub mod export;
 pub mod receiver;
 pub mod span;
 
+pub use active::{Active, PendingHttp, TraceSwitch, start_http};
 pub use context::{
     Extracted, Sampler, SpanId, TraceContext, TraceId, ensure_request_id, extract, inject,
 };

@@ -255,7 +255,7 @@ impl HttpSpan<'_> {
 /// The facts about one Redis command that its span records. Keys and values never appear.
 #[derive(Clone, Debug, Default)]
 pub struct RedisSpan<'a> {
-    /// Command name, upper-case (`GET`, `SET`, `CLIENT SETNAME`...).
+    /// Command name (`GET`, `get`...; spans name it in upper case).
     pub command: &'a str,
     /// Number of arguments after the command name.
     pub arg_count: u32,
@@ -284,7 +284,8 @@ impl RedisSpan<'_> {
         start: SystemTime,
         end: SystemTime,
     ) -> Span {
-        let mut s = Span::new(ctx, format!("redis {}", self.command), kind, start);
+        let command = self.command.to_ascii_uppercase();
+        let mut s = Span::new(ctx, format!("redis {command}"), kind, start);
         s.end = end;
         s.attributes.reserve(16);
         s.attr("node_id", me.node_id.clone())
@@ -294,7 +295,7 @@ impl RedisSpan<'_> {
             .attr("istio.canonical_service", me.canonical_service.clone())
             .attr("db.system", "redis")
             .attr("db.system.name", "redis")
-            .attr("db.operation.name", self.command.to_string())
+            .attr("db.operation.name", command)
             .attr("ferry.redis.arg_count", i64::from(self.arg_count))
             .attr("source_workload", self.source_workload.to_string())
             .attr("source_pod", self.source_pod.to_string())

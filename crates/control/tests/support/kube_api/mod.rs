@@ -101,6 +101,14 @@ pub fn collections() -> Vec<Collection> {
             true,
             true,
         ),
+        c(
+            "/apis/ferry.dev/v1alpha1",
+            "ferry.dev/v1alpha1",
+            "RedisPolicy",
+            "redispolicies",
+            true,
+            true,
+        ),
         // What the bootstrap and `ferry install --apply` read and write.
         c("/api/v1", "v1", "Secret", "secrets", true, false),
         c("/api/v1", "v1", "ConfigMap", "configmaps", true, false),

@@ -1,0 +1,689 @@
+//! Root end-to-end test of mutual TLS in the one-machine mesh, through the `ferry` binary:
+//! `ferry up` (the control plane as the mesh's CA, a per-pod token for every proxy, the
+//! configuration stream over TLS) on a Redis StatefulSet, a meshed client and a client
+//! without a sidecar, with a namespace-wide PeerAuthentication edited while it runs.
+//!
+//! - STRICT: the sidecar-less client is refused at the server's sidecar, the meshed client
+//!   works, and a capture (`tcpdump`) on the server pod's veth never shows the command's
+//!   unique key in clear; both sidecars' metrics carry the peer's identity, and the
+//!   destination says `connection_security_policy="mutual_tls"`.
+//! - `ferry proxy-config secret` shows the certificate the CA issued to the server's proxy
+//!   (its identity, the chain ending at the root `ferry ca root` prints).
+//! - PERMISSIVE: both clients work.
+//! - DISABLE: the same capture shows the key in clear (so the STRICT check is not vacuous).
+//! - Certificates living 80 s (renewed every ~10 s): `redis-benchmark` INCRs through both
+//!   sidecars across renewals of both proxies, and the counter equals the commands sent.
+//! - Ctrl-C leaves nothing behind (namespaces, links, `/etc/netns`, iptables rules,
+//!   processes, state file, tokens).
+//!
+//! Skipped unless root with iproute2, iptables, setpriv, Redis and tcpdump. Uses its own
+//! bridge and pod network, so it does not touch a mesh `ferry up` runs on this machine.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BRIDGE: &str = "ferry-mtls0";
+const POD_CIDR: &str = "198.18.200.0/24";
+const SERVICE_CIDR: &str = "198.19.200.0/24";
+/// Short certificates, so that renewals happen during the test.
+const CERT_TTL_SECS: &str = "80";
+
+const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio-injection: enabled\n";
+
+const REDIS: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: redis
+spec:
+  clusterIP: None
+  selector:
+    app: redis
+  ports:
+  - name: tcp-redis
+    port: 6379
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: redis
+spec:
+  serviceName: redis
+  replicas: 1
+  selector:
+    matchLabels:
+      app: redis
+  template:
+    metadata:
+      labels:
+        app: redis
+    spec:
+      serviceAccountName: redis
+      containers:
+      - name: redis
+        image: redis:alpine
+        ports:
+        - name: redis
+          containerPort: 6379
+        readinessProbe:
+          tcpSocket:
+            port: redis
+"#;
+
+const CLIENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: client\nspec:\n  selector:\n    matchLabels:\n      app: client\n  template:\n    metadata:\n      labels:\n        app: client\n    spec:\n      serviceAccountName: client\n      containers:\n      - name: shell\n        image: busybox\n";
+
+const PLAIN: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  labels:\n    app: plain\n    sidecar.istio.io/inject: \"false\"\nspec:\n  containers:\n  - name: shell\n    image: busybox\n";
+
+fn peer_authentication(mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: {mode}\n"
+    )
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr` (`host:port`); the body.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn ferry_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let ferry = dir.join("ferry");
+    ferry.exists().then_some(ferry)
+}
+
+fn can_run() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    for tool in [
+        "ip",
+        "iptables-restore",
+        "setpriv",
+        "redis-server",
+        "redis-cli",
+        "redis-benchmark",
+        "tcpdump",
+    ] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).exists()));
+        if !found {
+            eprintln!("skipped: {tool} is not installed (scripts/install-test-deps.sh)");
+            return None;
+        }
+    }
+    let ferry = ferry_binary();
+    if ferry.is_none() {
+        eprintln!("skipped: no ferry binary beside the test (build it: cargo build -p ferry-cli)");
+    }
+    ferry
+}
+
+/// A running `ferry up`: interrupted, then `ferry down` as a backstop, on drop.
+struct Up {
+    ferry: PathBuf,
+    child: Child,
+    state_dir: PathBuf,
+}
+
+impl Up {
+    fn start(ferry: &Path, dir: &Path, state_dir: &Path) -> Up {
+        let child = Command::new(ferry)
+            .arg("up")
+            .arg(dir)
+            .args(["--bridge", BRIDGE, "--pod-cidr", POD_CIDR])
+            .args(["--service-cidr", SERVICE_CIDR])
+            .args(["--cert-ttl-secs", CERT_TTL_SECS, "--state-dir"])
+            .arg(state_dir)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("ferry up starts");
+        Up {
+            ferry: ferry.to_path_buf(),
+            child,
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn ferry(&self, args: &[&str]) -> Output {
+        Command::new(&self.ferry)
+            .args(args)
+            .env("FERRY_STATE_DIR", &self.state_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ferry runs")
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self.ferry(&["status", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// `ferry exec POD -- ARGS`: (success, trimmed stdout).
+    fn exec(&self, pod: &str, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["exec", pod, "--"];
+        full.extend_from_slice(args);
+        let out = self.ferry(&full);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    }
+
+    /// `redis-cli -h redis-0.redis ARGS` from `pod`, with a timeout; its stdout.
+    fn redis(&self, pod: &str, args: &[&str]) -> String {
+        let mut full = vec!["timeout", "5", "redis-cli", "-h", "redis-0.redis"];
+        full.extend_from_slice(args);
+        self.exec(pod, &full).1
+    }
+
+    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = i32::try_from(self.child.id()).ok()?;
+        // SAFETY: signals our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.interrupt();
+        }
+        let _ = self.ferry(&["down"]);
+    }
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn names(status: &Value) -> Vec<String> {
+    status["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until the pods are exactly `want` (`client` matches `client-...`) and all ready.
+fn pods_ready(up: &mut Up, want: &[&str]) -> Value {
+    wait_for(&format!("pods {want:?} ready"), 60, || {
+        if let Ok(Some(exit)) = up.child.try_wait() {
+            panic!("ferry up exited: {exit}");
+        }
+        let status = up.status()?;
+        let pods = status["pods"].as_array()?;
+        let have = names(&status);
+        let matches = have.len() == want.len()
+            && want.iter().all(|w| {
+                have.iter()
+                    .any(|h| h == w || h.starts_with(&format!("{w}-")))
+            });
+        (matches && pods.iter().all(|p| p["ready"] == true)).then_some(status.clone())
+    })
+}
+
+fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["pods"]
+        .as_array()
+        .and_then(|pods| {
+            pods.iter().find(|p| {
+                p["name"] == name
+                    || p["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&format!("{name}-")))
+            })
+        })
+        .unwrap_or_else(|| panic!("no pod {name} in {status}"))
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The proxy metrics of a pod (its `metrics_url`).
+fn scrape(status: &Value, name: &str) -> String {
+    let url = pod(status, name)["metrics_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no proxy metrics"))
+        .trim_start_matches("http://")
+        .to_string();
+    let (addr, path) = url.split_once('/').expect("metrics URL has a path");
+    http_get(addr, &format!("/{path}")).unwrap_or_default()
+}
+
+/// Every proxy's last ACKed version, by pod, from the control plane's monitoring port.
+fn acked(up: &Up) -> Option<Vec<(String, String, bool)>> {
+    let status = up.status()?;
+    let monitoring = status["monitoring"].as_str()?.to_string();
+    let body = http_get(&monitoring, "/debug/proxy-status")?;
+    let json: Value = serde_json::from_str(&body).ok()?;
+    Some(
+        json["proxies"]
+            .as_array()?
+            .iter()
+            .map(|p| {
+                (
+                    p["pod"].as_str().unwrap_or_default().to_string(),
+                    p["lastAcked"].to_string(),
+                    p["synced"] == true,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Writes the PeerAuthentication and waits until the proxies of `changed` (pod names or
+/// prefixes) hold a new configuration and every proxy is in sync.
+fn set_mode(up: &Up, dir: &Path, mode: &str, changed: &[&str]) {
+    let before = wait_for("proxies in sync", 10, || {
+        acked(up).filter(|a| a.len() >= 2 && a.iter().all(|p| p.2))
+    });
+    let tmp = dir.join(".peer.yaml.tmp");
+    std::fs::write(&tmp, peer_authentication(mode)).expect("write manifest");
+    std::fs::rename(&tmp, dir.join("peer.yaml")).expect("rename manifest");
+    wait_for(&format!("{mode} acknowledged by {changed:?}"), 15, || {
+        let now = acked(up)?;
+        let moved = changed.iter().all(|c| {
+            now.iter()
+                .filter(|p| p.0 == *c || p.0.starts_with(&format!("{c}-")))
+                .any(|p| before.iter().all(|b| b.0 != p.0 || b.1 != p.1))
+        });
+        (moved && now.iter().all(|p| p.2)).then_some(())
+    });
+}
+
+/// A packet capture on one interface; stopped (and reaped) when dropped.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Captures TCP port 6379 on `interface` into `file`, once tcpdump is listening.
+    fn start(interface: &str, file: &Path) -> Capture {
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                interface,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(file)
+            .args(["tcp", "port", "6379"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump starts");
+        let stderr = child.stderr.take().expect("tcpdump's stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut capture = Capture {
+            child,
+            file: file.to_path_buf(),
+        };
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            capture.stop();
+            panic!("tcpdump did not start listening on {interface}");
+        }
+        capture
+    }
+
+    /// Stops the capture; the bytes captured (pcap file).
+    fn stop(&mut self) -> Vec<u8> {
+        if let Ok(None) = self.child.try_wait()
+            && let Ok(pid) = i32::try_from(self.child.id())
+        {
+            // SAFETY: signals our own child; SIGINT makes tcpdump flush and exit.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read(&self.file).unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Sets a unique key from the meshed client while capturing on `veth`; (the answer, the
+/// key, whether the key crossed the wire in clear, bytes captured).
+fn set_captured(up: &Up, veth: &str, work: &Path, tag: &str) -> (String, String, bool, usize) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let key = format!("ferry-secret-{tag}-{}-{nanos}", std::process::id());
+    let file = work.join(format!("{tag}.pcap"));
+    let mut capture = Capture::start(veth, &file);
+    let answer = up.redis("client", &["SET", &key, "hush"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let bytes = capture.stop();
+    let clear = contains(&bytes, key.as_bytes());
+    (answer, key, clear, bytes.len())
+}
+
+fn assert_nothing_left(seen: &[Value], state_dir: &Path) {
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list")
+            .stdout,
+    )
+    .into_owned();
+    let mut pids = Vec::new();
+    for status in seen {
+        for p in status["pods"].as_array().into_iter().flatten() {
+            let name = p["netns"].as_str().unwrap_or_default();
+            assert!(
+                !netns
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(name)),
+                "namespace {name} left behind"
+            );
+            assert!(
+                !Path::new("/etc/netns").join(name).exists(),
+                "/etc/netns/{name} left"
+            );
+            let veth = p["veth"].as_str().unwrap_or_default();
+            assert!(
+                !Path::new("/sys/class/net").join(veth).exists(),
+                "link {veth} left"
+            );
+            for c in p["containers"].as_array().into_iter().flatten() {
+                pids.extend(c["pid"].as_i64());
+            }
+        }
+    }
+    assert!(
+        !Path::new("/sys/class/net").join(BRIDGE).exists(),
+        "bridge left"
+    );
+    assert!(!state_dir.join("state.json").exists(), "state file left");
+    assert!(!state_dir.join("identity").exists(), "per-pod tokens left");
+    let rules = Command::new("iptables-save")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !rules.contains("FERRY"),
+        "host iptables rules left:\n{rules}"
+    );
+    wait_for("processes to be gone", 5, || {
+        pids.iter()
+            .all(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)
+            })
+            .then_some(())
+    });
+}
+
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+const REDIS_ID: &str = "spiffe://cluster.local/ns/default/sa/redis";
+
+#[test]
+fn mutual_tls_between_sidecars() {
+    let Some(ferry) = can_run() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let write = |name: &str, text: &str| {
+        let tmp = dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write manifest");
+        std::fs::rename(&tmp, dir.path().join(name)).expect("rename manifest");
+    };
+    write("namespace.yaml", NAMESPACE);
+    write("redis.yaml", REDIS);
+    write("client.yaml", CLIENT);
+    write("plain.yaml", PLAIN);
+    write("peer.yaml", &peer_authentication("STRICT"));
+    let state = tempfile::tempdir().expect("tmp");
+    let work = tempfile::tempdir().expect("tmp");
+    let mut seen = Vec::new();
+    {
+        let mut up = Up::start(&ferry, dir.path(), state.path());
+        let status = pods_ready(&mut up, &["client", "plain", "redis-0"]);
+        seen.push(status.clone());
+        assert_eq!(
+            status["secure"].as_str().map(|s| s.ends_with(":15012")),
+            Some(true)
+        );
+        assert!(
+            state.path().join("ca/root-cert.pem").exists(),
+            "the CA's root in the state directory"
+        );
+        let veth = pod(&status, "redis-0")["veth"]
+            .as_str()
+            .expect("redis-0's veth")
+            .to_string();
+
+        // The configuration stream runs over TLS: the control plane lists the proxies.
+        let proxies = wait_for("both proxies connected", 10, || {
+            acked(&up).filter(|a| a.len() == 2 && a.iter().all(|p| p.2))
+        });
+        assert!(proxies.iter().any(|p| p.0 == "redis-0"), "{proxies:?}");
+
+        // STRICT: the meshed client works, encrypted on the wire.
+        let (answer, key, clear, captured) = set_captured(&up, &veth, work.path(), "strict");
+        assert_eq!(answer, "OK");
+        assert!(
+            captured > 200,
+            "the capture saw the connection ({captured} bytes)"
+        );
+        assert!(!clear, "{key} crossed the wire in clear under STRICT");
+        assert_eq!(up.redis("client", &["GET", &key]), "hush");
+        // The sidecar-less client is refused at the server's sidecar.
+        let refused = up.redis("plain", &["GET", &key]);
+        assert_ne!(refused, "hush", "STRICT let a plaintext client through");
+        let text = scrape(&status, "redis-0");
+        assert!(
+            metric(&text, "ferry_mtls_refused_connections_total", &[]) >= 1.0,
+            "no refusal counted:\n{text}"
+        );
+
+        // Identities on both sides' metrics.
+        wait_for("destination metrics with identities", 10, || {
+            let text = scrape(&status, "redis-0");
+            (metric(
+                &text,
+                "istio_tcp_connections_opened_total",
+                &[
+                    "reporter=\"destination\"",
+                    "connection_security_policy=\"mutual_tls\"",
+                    &format!("source_principal=\"{CLIENT_ID}\""),
+                    &format!("destination_principal=\"{REDIS_ID}\""),
+                    "source_workload=\"client\"",
+                    "source_app=\"client\"",
+                    "destination_workload=\"redis\"",
+                ],
+            ) >= 2.0)
+                .then_some(())
+        });
+        wait_for("source metrics with identities", 10, || {
+            let text = scrape(&status, "client");
+            (metric(
+                &text,
+                "istio_tcp_connections_opened_total",
+                &[
+                    "reporter=\"source\"",
+                    &format!("source_principal=\"{CLIENT_ID}\""),
+                    &format!("destination_principal=\"{REDIS_ID}\""),
+                    "destination_workload=\"redis\"",
+                ],
+            ) >= 2.0)
+                .then_some(())
+        });
+
+        // What the CA issued, as `ferry proxy-config secret` and `ferry ca root` show it.
+        let out = up.ferry(&["proxy-config", "secret", "redis-0", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let secret: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(secret["identity"], REDIS_ID, "{secret}");
+        assert_eq!(secret["nextRotation"]["source"], "the proxy's metrics");
+        let root = std::fs::read_to_string(state.path().join("ca/root-cert.pem")).expect("root");
+        let chain = secret["chain"].as_array().expect("chain");
+        assert_eq!(chain.last().and_then(Value::as_str), Some(root.as_str()));
+        let out = up.ferry(&["ca", "root"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), root);
+
+        // PERMISSIVE: both clients work.
+        set_mode(&up, dir.path(), "PERMISSIVE", &["redis-0"]);
+        assert_eq!(up.redis("plain", &["GET", &key]), "hush");
+        let (answer, key, clear, _) = set_captured(&up, &veth, work.path(), "permissive");
+        assert_eq!(answer, "OK");
+        assert!(
+            !clear,
+            "{key} crossed the wire in clear under PERMISSIVE (auto mTLS)"
+        );
+        wait_for("plaintext and mutual TLS at the destination", 10, || {
+            let text = scrape(&status, "redis-0");
+            let tls = metric(
+                &text,
+                "istio_tcp_connections_opened_total",
+                &["connection_security_policy=\"mutual_tls\""],
+            );
+            let none = metric(
+                &text,
+                "istio_tcp_connections_opened_total",
+                &["connection_security_policy=\"none\""],
+            );
+            (tls >= 3.0 && none >= 1.0).then_some(())
+        });
+
+        // DISABLE: plaintext, and the capture sees it.
+        set_mode(&up, dir.path(), "DISABLE", &["redis-0", "client"]);
+        let (answer, key, clear, _) = set_captured(&up, &veth, work.path(), "disable");
+        assert_eq!(answer, "OK");
+        assert!(
+            clear,
+            "{key} not seen in clear under DISABLE: the capture sees nothing"
+        );
+
+        // Rotation under load: back to STRICT, then INCRs through both sidecars while both
+        // proxies renew their certificates; not one command may fail.
+        set_mode(&up, dir.path(), "STRICT", &["redis-0", "client"]);
+        let renewals = |name: &str| {
+            metric(
+                &scrape(&status, name),
+                "ferry_identity_cert_renewals_total",
+                &["outcome=\"success\""],
+            )
+        };
+        let counter = "counter:__rand_int__".to_string();
+        let _ = up.redis("client", &["DEL", &counter]);
+        let (server_before, client_before) = (renewals("redis-0"), renewals("client"));
+        let mut sent = 0u64;
+        let mut during = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(during && renewals("redis-0") > server_before && renewals("client") > client_before)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no renewal of both proxies within 60 s"
+            );
+            let before = renewals("redis-0") + renewals("client");
+            let (ok, out) = up.exec(
+                "client",
+                &[
+                    "redis-benchmark",
+                    "-h",
+                    "redis-0.redis",
+                    "-t",
+                    "incr",
+                    "-n",
+                    "20000",
+                    "-c",
+                    "8",
+                    "-q",
+                ],
+            );
+            assert!(ok, "redis-benchmark failed: {out}");
+            sent += 20000;
+            during |= renewals("redis-0") + renewals("client") > before;
+        }
+        assert_eq!(
+            up.redis("client", &["GET", &counter]),
+            sent.to_string(),
+            "INCRs lost across certificate renewals"
+        );
+        // New connections use the new certificates.
+        assert_eq!(up.redis("client", &["PING"]), "PONG");
+
+        let exit = up.interrupt().expect("ferry up exits on SIGINT");
+        assert!(exit.success(), "ferry up exits cleanly: {exit}");
+    }
+    assert_nothing_left(&seen, state.path());
+}

@@ -1,0 +1,229 @@
+//! The tracing benchmark (`bench/tracing/run.sh` runs it; ignored by `cargo test`): HTTP/1.1
+//! keep-alive requests through a whole proxy (forward mode, one traffic thread) to an
+//! in-process app, with tracing off, at 1% and at 100% sampling (OTLP/gRPC to an in-process
+//! collector), rounds rotating the modes. Reports throughput and the proxy's CPU per request
+//! (its `ferry-traffic` and `ferry-admin` threads, from /proc) against tracing off.
+//!
+//! Knobs (environment): `TRACE_BENCH_SECS` (per measurement, default 5),
+//! `TRACE_BENCH_ROUNDS` (default 3), `TRACE_BENCH_CONNS` (default 32).
+
+use bytes::Bytes;
+use ferry_proxy::config::{Tracing, TracingProvider};
+use ferry_proxy::listener::Direction;
+use ferry_proxy::listener::orig_dst::FixedDst;
+use ferry_proxy::server::{self, Options};
+use ferry_proxy::trace::serve_otlp_receiver;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn app() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"hello from the app\n",
+                    ))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// CPU time (user + system, in clock ticks) of this process's threads named `ferry-*`.
+fn proxy_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with("ferry-") {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // After the comm: state is field 3; utime 14 and stime 15 (1-based, whole line).
+        let tick = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+        total += tick(14).unwrap_or(0) + tick(15).unwrap_or(0);
+    }
+    total
+}
+
+/// Sends requests on `conns` keep-alive connections for `secs`; the number answered.
+async fn load(target: SocketAddr, conns: u64, secs: u64) -> u64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let done = done.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(stream) = tokio::net::TcpStream::connect(target).await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                return;
+            };
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(req) = Request::get("/bench")
+                    .header("host", "app.default:8080")
+                    .body(Full::new(Bytes::new()))
+                else {
+                    return;
+                };
+                let Ok(resp) = sender.send_request(req).await else {
+                    return;
+                };
+                let ok = resp.status().is_success();
+                let _ = resp.into_body().collect().await;
+                if ok {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed)
+}
+
+#[derive(Default, Clone)]
+struct Sample {
+    rps: f64,
+    cpu_us_per_req: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "benchmark: bench/tracing/run.sh"]
+async fn tracing_cost() {
+    let secs = env("TRACE_BENCH_SECS", 5);
+    let rounds = env("TRACE_BENCH_ROUNDS", 3);
+    let conns = env("TRACE_BENCH_CONNS", 32);
+    // SAFETY: sysconf has no preconditions.
+    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let app = app().await;
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let collector_addr = collector.local_addr().expect("addr");
+    let (mut spans, _task) = serve_otlp_receiver(collector, 4096);
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while spans.recv().await.is_some() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let modes: [(&str, Option<f64>); 3] = [("off", None), ("1%", Some(1.0)), ("100%", Some(100.0))];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds {
+        for k in 0..modes.len() {
+            let i = (k + round as usize) % modes.len();
+            let (name, sampling) = modes[i];
+            let tracing = sampling.map(|p| Tracing {
+                provider: TracingProvider::OtlpGrpc,
+                endpoint: format!("http://{collector_addr}"),
+                sampling_percentage: p,
+                redis_spans: false,
+            });
+            let proxy = server::start(
+                Options {
+                    listeners: vec![("127.0.0.1:0".parse().expect("addr"), Direction::Outbound)],
+                    tracing,
+                    ..Default::default()
+                },
+                Arc::new(FixedDst(app)),
+            )
+            .expect("proxy starts");
+            let target = proxy.listeners[0];
+            // Warm up (and let the tracer come on).
+            load(target, conns, 1).await;
+            let before = proxy_ticks();
+            let started = Instant::now();
+            let n = load(target, conns, secs).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            let ticks = proxy_ticks().saturating_sub(before);
+            proxy.stop();
+            let s = Sample {
+                rps: n as f64 / elapsed,
+                cpu_us_per_req: ticks as f64 * 1e6 / hz / (n.max(1) as f64),
+            };
+            println!(
+                "round {round} {name:>5}: {:>9.0} req/s, proxy CPU {:>6.2} us/request",
+                s.rps, s.cpu_us_per_req
+            );
+            samples[i].push(s);
+        }
+    }
+    let base_rps = median(samples[0].iter().map(|s| s.rps).collect());
+    let base_cpu = median(samples[0].iter().map(|s| s.cpu_us_per_req).collect());
+    println!();
+    println!(
+        "| tracing | throughput (median req/s) | vs off | proxy CPU µs/request (median) | vs off |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, (name, _)) in modes.iter().enumerate() {
+        let rps = median(samples[i].iter().map(|s| s.rps).collect());
+        let cpu = median(samples[i].iter().map(|s| s.cpu_us_per_req).collect());
+        println!(
+            "| {name} | {rps:.0} | {:.3} | {cpu:.2} | {:.3} |",
+            rps / base_rps.max(1.0),
+            cpu / base_cpu.max(1e-9)
+        );
+    }
+    println!();
+    println!(
+        "spans received by the collector: {}",
+        received.load(Ordering::Relaxed)
+    );
+    assert!(base_rps > 0.0, "requests went through");
+}
