@@ -1,12 +1,15 @@
 //! The mesh as the control plane knows it: namespaces, services with their ports and
-//! endpoints, pods, and the policies in force (Istio's, and Ferry's RedisPolicies). Sources (a manifest directory, a
-//! Kubernetes API server) fill it; the compiler reads it. Plain data, no I/O.
+//! endpoints, pods, and the policies in force (Istio's, with the Telemetries and the mesh
+//! config, and Ferry's RedisPolicies). Sources (a manifest directory, a Kubernetes API
+//! server) fill it; the compiler reads it. Plain data, no I/O.
 //!
 //! [`testing`] (with `cfg(test)` or the `test-support` feature) builds entries for tests.
 
 use ferry_model::IstioResource;
 use ferry_model::ferry::RedisPolicySpec;
-use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
+use ferry_model::istio::{
+    DestinationRuleSpec, MeshConfig, PeerAuthenticationSpec, TelemetrySpec, VirtualServiceSpec,
+};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -25,7 +28,8 @@ pub struct Registry {
     pub services: Vec<ServiceEntry>,
     /// Pods, in a stable order (namespace, name).
     pub pods: Vec<PodEntry>,
-    /// VirtualServices, DestinationRules, PeerAuthentications and RedisPolicies.
+    /// VirtualServices, DestinationRules, PeerAuthentications, RedisPolicies, Telemetries and
+    /// the mesh config.
     pub policies: Policies,
     /// DNS domain of the cluster (`cluster.local`).
     pub cluster_domain: String,
@@ -131,6 +135,10 @@ pub struct Policies {
     pub peer_authentications: Vec<IstioResource<PeerAuthenticationSpec>>,
     /// RedisPolicies (`ferry.dev/v1alpha1`).
     pub redis_policies: Vec<IstioResource<RedisPolicySpec>>,
+    /// Telemetry resources (`telemetry.istio.io`).
+    pub telemetries: Vec<IstioResource<TelemetrySpec>>,
+    /// The mesh config (`mesh` key of the root namespace's `istio` ConfigMap), if any.
+    pub mesh: Option<MeshConfig>,
 }
 
 /// Who a proxy is, as it says when it connects.

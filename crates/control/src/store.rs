@@ -1,5 +1,6 @@
 //! The typed store: every object of the mesh that Ferry reads (Namespaces, Pods, Services,
-//! EndpointSlices, workloads, the three Istio kinds, and Ferry's RedisPolicy), keyed by
+//! EndpointSlices, workloads, ConfigMaps (the `istio` one holds the mesh config), the three
+//! Istio traffic and security kinds, Istio's Telemetry, and Ferry's RedisPolicy), keyed by
 //! (kind, namespace, name).
 //!
 //! Sources (a manifest directory, a Kubernetes API server) hand the store a complete
@@ -18,7 +19,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ferry_model::ferry::RedisPolicySpec;
-use ferry_model::istio::{DestinationRuleSpec, PeerAuthenticationSpec, VirtualServiceSpec};
+use ferry_model::istio::{
+    DestinationRuleSpec, MeshConfig, PeerAuthenticationSpec, TelemetrySpec, VirtualServiceSpec,
+};
 use ferry_model::{Diagnostic, IstioResource};
 use serde_json::Value;
 
@@ -28,6 +31,11 @@ use crate::registry::{Labels, PodEntry, Registry};
 use crate::source::build::{self, MeshPod, PodSummary};
 use crate::source::endpoints::string_map;
 use crate::source::vip::{self, VipRange};
+
+/// Name of the ConfigMap (in the root namespace) that holds the mesh config.
+pub const MESH_CONFIG_MAP: &str = "istio";
+/// The key of [`MESH_CONFIG_MAP`] that holds the mesh config.
+pub const MESH_CONFIG_KEY: &str = "mesh";
 
 /// The kinds the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,6 +66,10 @@ pub enum Kind {
     PeerAuthentication,
     /// `ferry.dev` RedisPolicy.
     RedisPolicy,
+    /// `v1` ConfigMap (the root namespace's `istio` one holds the mesh config).
+    ConfigMap,
+    /// `telemetry.istio.io` Telemetry.
+    Telemetry,
 }
 
 impl Kind {
@@ -77,6 +89,8 @@ impl Kind {
             "DestinationRule" => Kind::DestinationRule,
             "PeerAuthentication" => Kind::PeerAuthentication,
             "RedisPolicy" => Kind::RedisPolicy,
+            "ConfigMap" => Kind::ConfigMap,
+            "Telemetry" => Kind::Telemetry,
             _ => return None,
         })
     }
@@ -97,6 +111,8 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RedisPolicy => "RedisPolicy",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -162,6 +178,8 @@ pub enum Object {
     PeerAuthentication(Box<IstioResource<PeerAuthenticationSpec>>),
     /// A RedisPolicy.
     RedisPolicy(Box<IstioResource<RedisPolicySpec>>),
+    /// A Telemetry.
+    Telemetry(Box<IstioResource<TelemetrySpec>>),
 }
 
 impl Object {
@@ -500,10 +518,22 @@ impl Store {
                     registry.policies.peer_authentications.push((**r).clone())
                 }
                 Object::RedisPolicy(r) => registry.policies.redis_policies.push((**r).clone()),
+                Object::Telemetry(r) => registry.policies.telemetries.push((**r).clone()),
                 Object::Kubernetes(_) => {}
             }
         }
+        registry.policies.mesh = self.mesh_config(root_namespace);
         registry
+    }
+
+    /// The mesh config: the `mesh` key of the root namespace's `istio` ConfigMap, when there
+    /// is one and it parses (sources reject a ConfigMap whose mesh config does not, so the
+    /// last valid version is the one stored).
+    fn mesh_config(&self, root_namespace: &str) -> Option<MeshConfig> {
+        let key = ObjectKey::new(Kind::ConfigMap, root_namespace, MESH_CONFIG_MAP);
+        let value = self.objects.get(&key)?.object.as_value()?;
+        let text = value.get("data")?.get(MESH_CONFIG_KEY)?.as_str()?;
+        MeshConfig::parse(text).ok()
     }
 
     /// The Kubernetes objects, by key.
@@ -767,6 +797,56 @@ mod tests {
     }
 
     #[test]
+    fn the_root_namespace_istio_config_map_and_telemetries_reach_the_registry() {
+        let config_map = |ns: &str, name: &str, mesh: &str| Entry {
+            key: ObjectKey::new(Kind::ConfigMap, ns, name),
+            origin: "mesh.yaml".into(),
+            line: 1,
+            object: Object::Kubernetes(Box::new(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": ns},
+                "data": {"mesh": mesh}}))),
+        };
+        let mesh =
+            "extensionProviders: [{name: otel, opentelemetry: {service: otel.obs, port: 4317}}]";
+        let telemetry = Entry {
+            key: ObjectKey::new(Kind::Telemetry, "default", "tracing"),
+            origin: "telemetry.yaml".into(),
+            line: 1,
+            object: Object::Telemetry(Box::new(crate::registry::testing::resource(
+                "default",
+                "tracing",
+                1,
+                json!({"tracing": [{"providers": [{"name": "otel"}], "randomSamplingPercentage": 5}]}),
+            ))),
+        };
+        let mut store = Store::default();
+        store.apply(update(vec![
+            config_map("default", "istio", mesh),
+            config_map("istio-system", "other", mesh),
+            telemetry,
+        ]));
+        // Only the root namespace's `istio` ConfigMap is the mesh config.
+        let registry = store.registry("cluster.local", "istio-system");
+        assert_eq!(registry.policies.mesh, None);
+        assert_eq!(registry.policies.telemetries.len(), 1);
+        assert_eq!(
+            registry.policies.telemetries[0].spec.tracing[0].random_sampling_percentage,
+            Some(5.0)
+        );
+        let registry = store.registry("cluster.local", "default");
+        let providers = registry.policies.mesh.map(|m| m.extension_providers);
+        assert_eq!(
+            providers.map(|p| p.iter().filter_map(|p| p.name.clone()).collect::<Vec<_>>()),
+            Some(vec!["otel".to_string()])
+        );
+        // Gone with the source's next update.
+        store.apply(update(vec![]));
+        let registry = store.registry("cluster.local", "default");
+        assert!(registry.policies.mesh.is_none() && registry.policies.telemetries.is_empty());
+    }
+
+    #[test]
     fn redis_policies_reach_the_registry_and_keep_their_last_valid_version() {
         let mut store = Store::default();
         let key = ObjectKey::new(Kind::RedisPolicy, "default", "faults");
@@ -841,7 +921,7 @@ mod tests {
             ObjectKey::from_resource_id("RedisPolicy/ns/faults"),
             Some(ObjectKey::new(Kind::RedisPolicy, "ns", "faults"))
         );
-        assert_eq!(ObjectKey::from_resource_id("ConfigMap/ns/c"), None);
+        assert_eq!(ObjectKey::from_resource_id("Secret/ns/c"), None);
         assert_eq!(ObjectKey::from_resource_id("Pod/ns/<unnamed>"), None);
         assert_eq!(ObjectKey::from_resource_id(""), None);
     }

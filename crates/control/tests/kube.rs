@@ -496,3 +496,88 @@ async fn redis_policies_are_watched_rejected_when_invalid_and_deleted() {
         h.api.unknown_paths()
     );
 }
+
+fn telemetry(sampling: Value) -> Value {
+    json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+           "metadata": {"name": "tracing", "namespace": "default", "generation": 1},
+           "spec": {"tracing": [{"providers": [{"name": "otel"}],
+                                 "randomSamplingPercentage": sampling}]}})
+}
+
+fn mesh_config_map(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": "istio-system"},
+           "data": {"mesh": "extensionProviders:\n- name: otel\n  opentelemetry: {service: otel.obs, port: 4317}\n"}})
+}
+
+fn samplings(registry: &Registry) -> Vec<Option<f64>> {
+    (registry.policies.telemetries.iter())
+        .flat_map(|t| &t.spec.tracing)
+        .map(|t| t.random_sampling_percentage)
+        .collect()
+}
+
+#[tokio::test]
+async fn telemetries_and_the_mesh_config_are_watched_rejected_when_invalid_and_deleted() {
+    let mut h = Harness::start().await;
+    h.until("the seed example", |r| endpoint_ips(r).len() == 3)
+        .await;
+    assert!(h.registry().policies.telemetries.is_empty());
+    assert!(h.registry().policies.mesh.is_none());
+    h.api.apply(mesh_config_map("istio"));
+    h.api.apply(telemetry(json!(20)));
+    h.until("the Telemetry and the mesh config", |r| {
+        samplings(r) == [Some(20.0)] && r.policies.mesh.is_some()
+    })
+    .await;
+    let providers: Vec<_> = (h.registry().policies.mesh.iter())
+        .flat_map(|m| &m.extension_providers)
+        .filter_map(|p| p.name.clone())
+        .collect();
+    assert_eq!(providers, ["otel"]);
+    // Invalid: rejected; the last valid version stays while another change goes through.
+    h.api.apply(telemetry(json!(200)));
+    h.api.delete("Pod", "default", "redis-2");
+    h.until("the rejected edit", |r| endpoint_ips(r).len() == 2)
+        .await;
+    let rejections: Vec<_> = h.store.rejections().collect();
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(
+        rejections[0].key,
+        Some(ObjectKey::new(Kind::Telemetry, "default", "tracing"))
+    );
+    let message = rejections[0].to_string();
+    assert!(
+        message.starts_with(
+            "kube:/apis/telemetry.istio.io/v1/namespaces/default/telemetries/tracing:"
+        ) && message.contains("spec.tracing[0].randomSamplingPercentage"),
+        "{message}"
+    );
+    assert_eq!(samplings(&h.registry()), [Some(20.0)]);
+    // Deleted: gone, the rejection with it; the mesh config too.
+    h.api.delete("Telemetry", "default", "tracing");
+    h.api.delete("ConfigMap", "istio-system", "istio");
+    h.until("the deletions", |r| {
+        r.policies.telemetries.is_empty() && r.policies.mesh.is_none()
+    })
+    .await;
+    assert_eq!(h.store.rejections().count(), 0);
+    assert_eq!(h.metrics.watch_errors.get(), 0);
+    assert!(
+        h.api.unknown_paths().is_empty(),
+        "{:?}",
+        h.api.unknown_paths()
+    );
+    // Only the ConfigMaps named `istio` are listed and watched.
+    let requests = h.api.requests();
+    let config_maps: Vec<_> = (requests.iter())
+        .filter(|r| r.contains("/configmaps"))
+        .collect();
+    assert!(
+        !config_maps.is_empty()
+            && config_maps
+                .iter()
+                .all(|r| r.contains("fieldSelector=metadata.name%3Distio")),
+        "{requests:?}"
+    );
+}

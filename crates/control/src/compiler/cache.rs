@@ -676,6 +676,7 @@ mod tests {
                     json!({"host": "db", "faults": [{"delay": {"fixedDelay": "5ms"}}]}),
                 ),
             ],
+            ..Policies::default()
         };
         Registry {
             namespaces: [("default", Labels::new()), ("prod", Labels::new())]
@@ -799,7 +800,7 @@ mod tests {
         // Each step changes the registry of the step before; (what, change, namespaces
         // whose classes may be recompiled).
         type Change = fn(&mut Registry);
-        let steps: [(&str, Change, &[&str]); 9] = [
+        let steps: [(&str, Change, &[&str]); 11] = [
             (
                 "the labels of default/web-0 (its own part only)",
                 |r| {
@@ -849,6 +850,33 @@ mod tests {
             (
                 "a RedisPolicy",
                 |r| r.policies.redis_policies.truncate(1),
+                &["default", "prod", "elsewhere"],
+            ),
+            (
+                "the mesh config and a mesh-wide Telemetry",
+                |r| {
+                    r.policies.mesh = ferry_model::istio::MeshConfig::parse(
+                        "extensionProviders: [{name: z, zipkin: {service: zipkin.obs, port: 9411}}]",
+                    )
+                    .ok();
+                    let root = r.root_namespace.clone();
+                    r.policies.telemetries.push(res(
+                        &root,
+                        "mesh-default",
+                        1,
+                        json!({"tracing": [{"providers": [{"name": "z"}],
+                                            "randomSamplingPercentage": 10}]}),
+                    ));
+                },
+                &["default", "prod", "elsewhere"],
+            ),
+            (
+                "a Telemetry's sampling",
+                |r| {
+                    if let Some(t) = r.policies.telemetries.first_mut() {
+                        t.spec.tracing[0].random_sampling_percentage = Some(30.0);
+                    }
+                },
                 &["default", "prod", "elsewhere"],
             ),
             ("nothing", |_| {}, &[]),

@@ -39,11 +39,13 @@ pub struct TracingInputs<'a> {
     pub telemetries: &'a [IstioResource<TelemetrySpec>],
 }
 
-/// The tracing inputs the registry carries. The registry does not hold the mesh config or
-/// Telemetry resources yet (the store's kinds do not include them), so only the pod's
-/// annotation applies for now; [`resolve`] takes all of them.
-pub(crate) fn inputs(_registry: &Registry) -> TracingInputs<'_> {
-    TracingInputs::default()
+/// The tracing inputs the registry carries: the mesh config (root namespace's `istio`
+/// ConfigMap) and the Telemetry resources.
+pub(crate) fn inputs(registry: &Registry) -> TracingInputs<'_> {
+    TracingInputs {
+        mesh: registry.policies.mesh.as_ref(),
+        telemetries: &registry.policies.telemetries,
+    }
 }
 
 /// The pod's `proxy.istio.io/config` tracing part, if the annotation parses.
@@ -454,6 +456,34 @@ meshNetworks: {}
                 &bad
             ),
             None
+        );
+    }
+
+    #[test]
+    fn the_registry_carries_the_mesh_config_and_telemetries() {
+        let mut registry = Registry {
+            root_namespace: "istio-system".into(),
+            ..Registry::default()
+        };
+        let none = Labels::new();
+        assert_eq!(of(&registry, "istio-system", "app", &none, &none), None);
+        registry.policies.mesh = MeshConfig::parse(MESH).ok();
+        registry.policies.telemetries =
+            vec![telemetry("app", "ns", None, Some("otel"), Some(40.0))];
+        let t = of(&registry, "istio-system", "app", &none, &none);
+        assert_eq!(
+            t.map(|t| (t.provider, t.endpoint, t.sampling_percentage)),
+            Some((
+                TracingProvider::OtlpGrpc,
+                "http://otel-collector.observability.svc.cluster.local:4317".to_string(),
+                40.0
+            ))
+        );
+        // Another namespace: the mesh's default provider (zipkin) and sampling (10).
+        let t = of(&registry, "istio-system", "other", &none, &none);
+        assert_eq!(
+            t.map(|t| (t.provider, t.sampling_percentage)),
+            Some((TracingProvider::Zipkin, 10.0))
         );
     }
 }

@@ -122,6 +122,20 @@ pub fn cluster_role(webhook_config: &str) -> ClusterRole {
                 &[],
             ),
             rule(
+                &["telemetry.istio.io"],
+                &["telemetries"],
+                &["get", "list", "watch"],
+                &[],
+            ),
+            // The mesh config: the `istio` ConfigMap, watched by name in every namespace (the
+            // watcher's requests carry `fieldSelector=metadata.name=istio`).
+            rule(
+                &[""],
+                &["configmaps"],
+                &["get", "list", "watch"],
+                &["istio"],
+            ),
+            rule(
                 &["authentication.k8s.io"],
                 &["tokenreviews"],
                 &["create"],

@@ -10,13 +10,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ferry_model::ferry::RedisPolicySpec;
+use ferry_model::istio::{MeshConfig, TelemetrySpec};
 use ferry_model::{
     Diagnostic, Document, IstioResource, Resource, Severity, expand_lists, parse_documents,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-use crate::store::{Entry, Kind, Object, ObjectKey, Rejection, SourceUpdate};
+use crate::store::{
+    Entry, Kind, MESH_CONFIG_KEY, MESH_CONFIG_MAP, Object, ObjectKey, Rejection, SourceUpdate,
+};
 
 /// File extensions read.
 pub const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
@@ -146,15 +149,35 @@ pub fn parse_file(source: &str, name: &str, text: &str) -> Loaded {
     for doc in &docs {
         let report = ferry_model::validate_documents(std::slice::from_ref(doc));
         let lines = item_lines(doc);
-        // Ferry's RedisPolicies come apart from the other resources (`Report::redis_policies`).
+        // Ferry's RedisPolicies and Istio's Telemetries come apart from the other resources
+        // (`Report::redis_policies`, `Report::telemetries`).
         let policies = report.redis_policies.into_iter().filter_map(redis_policy);
+        let telemetries = report.telemetries.into_iter().filter_map(telemetry);
         for (key, object) in report
             .resources
             .into_iter()
             .filter_map(stored)
             .chain(policies)
+            .chain(telemetries)
         {
             let line = lines.get(&key).copied().unwrap_or(doc.line);
+            if let Some(message) = mesh_config_error(&key, &object) {
+                let diagnostic = Diagnostic {
+                    source: name.to_string(),
+                    line,
+                    resource: key.to_string(),
+                    field: format!("data.{MESH_CONFIG_KEY}"),
+                    message,
+                    severity: Severity::Error,
+                };
+                loaded.update.rejections.push(Rejection {
+                    source: source.to_string(),
+                    key: Some(key),
+                    diagnostic: diagnostic.clone(),
+                });
+                loaded.diagnostics.push(diagnostic);
+                continue;
+            }
             loaded.update.entries.push(Entry {
                 key,
                 origin: name.to_string(),
@@ -243,6 +266,27 @@ fn istio_key(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
 fn redis_policy(policy: IstioResource<RedisPolicySpec>) -> Option<(ObjectKey, Object)> {
     let key = istio_key(Kind::RedisPolicy, &policy.metadata)?;
     Some((key, Object::RedisPolicy(Box::new(policy))))
+}
+
+/// A validated Telemetry as a store entry.
+fn telemetry(telemetry: IstioResource<TelemetrySpec>) -> Option<(ObjectKey, Object)> {
+    let key = istio_key(Kind::Telemetry, &telemetry.metadata)?;
+    Some((key, Object::Telemetry(Box::new(telemetry))))
+}
+
+/// Why an `istio` ConfigMap's mesh config does not parse (any namespace's: the source does
+/// not know which one is the root namespace), `None` for every other object.
+fn mesh_config_error(key: &ObjectKey, object: &Object) -> Option<String> {
+    if key.kind != Kind::ConfigMap || key.name != MESH_CONFIG_MAP {
+        return None;
+    }
+    let mesh = object.as_value()?.get("data")?.get(MESH_CONFIG_KEY)?;
+    let Some(text) = mesh.as_str() else {
+        return Some("must be a string".to_string());
+    };
+    MeshConfig::parse(text)
+        .err()
+        .map(|e| format!("invalid mesh config: {e}"))
 }
 
 /// A validated resource as a store entry, when it is a kind the store holds.
@@ -392,6 +436,81 @@ mod tests {
             message.starts_with("p.yaml:")
                 && message.contains("RedisPolicy/app/faults: spec.faults[0].abort.percentage: "),
             "{message}"
+        );
+    }
+
+    const TRACING: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    extensionProviders:\n    - name: otel\n      opentelemetry: {service: otel.obs, port: 4317}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: tracing\n  namespace: app\nspec:\n  tracing:\n  - providers: [{name: otel}]\n    randomSamplingPercentage: 25\n";
+
+    #[test]
+    fn telemetries_and_the_mesh_config_map_are_entries_and_invalid_ones_keyed_rejections() {
+        let loaded = parse_file("files:x", "t.yaml", TRACING);
+        assert_eq!(loaded.errors().count(), 0, "{:?}", loaded.diagnostics);
+        let entries: Vec<_> = (loaded.update.entries.iter())
+            .map(|e| (e.key.to_string(), e.line))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("ConfigMap/istio-system/istio".to_string(), 1),
+                ("Telemetry/app/tracing".to_string(), 12)
+            ]
+        );
+        let Object::Telemetry(telemetry) = &loaded.update.entries[1].object else {
+            panic!("not a Telemetry: {:?}", loaded.update.entries[1]);
+        };
+        assert_eq!(
+            telemetry.spec.tracing[0].random_sampling_percentage,
+            Some(25.0)
+        );
+
+        let invalid = TRACING.replace("Percentage: 25", "Percentage: 250");
+        let loaded = parse_file("files:x", "t.yaml", &invalid);
+        assert_eq!(loaded.update.entries.len(), 1, "the ConfigMap stays valid");
+        assert!(loaded.update.broken_origins.is_empty());
+        let r = &loaded.update.rejections[0];
+        assert_eq!(
+            r.key,
+            Some(ObjectKey::new(Kind::Telemetry, "app", "tracing"))
+        );
+        let message = r.to_string();
+        assert!(
+            message.starts_with("t.yaml:")
+                && message
+                    .contains("Telemetry/app/tracing: spec.tracing[0].randomSamplingPercentage"),
+            "{message}"
+        );
+
+        // A mesh config that does not parse rejects the ConfigMap, keyed.
+        let invalid = TRACING.replace("- name: otel\n", "- name: [otel]\n");
+        let loaded = parse_file("files:x", "t.yaml", &invalid);
+        let keys: Vec<_> = (loaded.update.entries.iter())
+            .map(|e| e.key.to_string())
+            .collect();
+        assert_eq!(keys, ["Telemetry/app/tracing"]);
+        let r = &loaded.update.rejections[0];
+        assert_eq!(
+            r.key,
+            Some(ObjectKey::new(Kind::ConfigMap, "istio-system", "istio"))
+        );
+        let message = r.to_string();
+        assert!(
+            message.starts_with("t.yaml:1")
+                && message.contains("ConfigMap/istio-system/istio: data.mesh: invalid mesh config"),
+            "{message}"
+        );
+        assert_eq!(loaded.errors().count(), 1, "{:?}", loaded.diagnostics);
+    }
+
+    #[test]
+    fn the_tracing_example_loads_whole() {
+        let text = include_str!("../../../../examples/tracing/kubernetes/telemetry.yaml");
+        let loaded = parse_file("files:x", "telemetry.yaml", text);
+        assert_eq!(loaded.errors().count(), 0, "{:?}", loaded.diagnostics);
+        let kinds: Vec<Kind> = (loaded.update.entries.iter()).map(|e| e.key.kind).collect();
+        assert_eq!(kinds[0], Kind::ConfigMap);
+        assert!(
+            kinds[1..].iter().all(|k| *k == Kind::Telemetry),
+            "{kinds:?}"
         );
     }
 

@@ -1,7 +1,8 @@
 //! The Kubernetes source (`--kube`): kube-rs watchers on Namespaces, Pods, Services,
 //! EndpointSlices, the three Istio kinds (VirtualService, DestinationRule,
-//! PeerAuthentication) and Ferry's RedisPolicy (`redispolicies.ferry.dev`), turned into one
-//! [`SourceUpdate`] named [`SOURCE_NAME`].
+//! PeerAuthentication), Ferry's RedisPolicy (`redispolicies.ferry.dev`), Istio's Telemetry
+//! (`telemetries.telemetry.istio.io`) and the `istio` ConfigMaps (the mesh config), turned
+//! into one [`SourceUpdate`] named [`SOURCE_NAME`].
 //!
 //! Every object is read as a [`DynamicObject`], its `managedFields` stripped, and validated
 //! exactly as a manifest file is ([`files::parse_file`]), so a bad resource is rejected with
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use ferry_model::Diagnostic;
 use futures_util::stream::{self, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
@@ -29,7 +30,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::source::files::{self, Loaded};
-use crate::store::{Kind, SourceUpdate};
+use crate::store::{Kind, MESH_CONFIG_MAP, SourceUpdate};
 
 /// The name this source gives the store.
 pub const SOURCE_NAME: &str = "kube";
@@ -81,6 +82,18 @@ impl KubeMetrics {
     }
 }
 
+/// How a kind is watched: ConfigMaps only by the name of the one holding the mesh config
+/// (`istio`, whichever the namespace; the registry reads the root namespace's), the rest
+/// whole.
+fn watch_config(kind: Kind) -> watcher::Config {
+    match kind {
+        Kind::ConfigMap => {
+            watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIG_MAP}"))
+        }
+        _ => watcher::Config::default(),
+    }
+}
+
 /// The kinds watched, with their API resources. A custom kind whose CRD is not installed
 /// (`404`) counts as empty.
 pub fn watched_kinds() -> Vec<(Kind, ApiResource)> {
@@ -121,6 +134,11 @@ pub fn watched_kinds() -> Vec<(Kind, ApiResource)> {
                 "redispolicies",
             ),
         ),
+        (Kind::ConfigMap, ApiResource::erase::<ConfigMap>(&())),
+        (
+            Kind::Telemetry,
+            istio("telemetry.istio.io", "Telemetry", "telemetries"),
+        ),
     ]
 }
 
@@ -159,9 +177,9 @@ impl KubeSource {
         let streams: Vec<EventStream> = kinds
             .iter()
             .enumerate()
-            .map(|(slot, (_, resource))| {
+            .map(|(slot, (kind, resource))| {
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
-                watcher::watcher(api, watcher::Config::default())
+                watcher::watcher(api, watch_config(*kind))
                     .default_backoff()
                     .map(move |event| (slot, event))
                     .boxed()
@@ -545,6 +563,67 @@ mod tests {
         assert!(state.handle(slot, Event::Delete(policy(json!(200), "2"))));
         let loaded = state.loaded();
         assert!(loaded.update.entries.is_empty() && loaded.update.rejections.is_empty());
+    }
+
+    #[test]
+    fn telemetries_and_mesh_config_maps_are_watched() {
+        let kinds = watched_kinds();
+        let slot = |kind: Kind| {
+            kinds
+                .iter()
+                .position(|(k, _)| *k == kind)
+                .unwrap_or_else(|| panic!("{kind:?} is not watched"))
+        };
+        let (telemetries, config_maps) = (slot(Kind::Telemetry), slot(Kind::ConfigMap));
+        assert_eq!(kinds[telemetries].1.api_version, "telemetry.istio.io/v1");
+        assert_eq!(kinds[telemetries].1.plural, "telemetries");
+        assert_eq!(kinds[config_maps].1.plural, "configmaps");
+        assert_eq!(
+            watch_config(Kind::ConfigMap).field_selector.as_deref(),
+            Some("metadata.name=istio")
+        );
+        let telemetry = |sampling: Value, version: &str| {
+            object(json!({
+                "metadata": {"name": "tracing", "namespace": "default", "resourceVersion": version},
+                "spec": {"tracing": [{"providers": [{"name": "otel"}],
+                                      "randomSamplingPercentage": sampling}]}
+            }))
+        };
+        let mut state = State::new(kinds.clone());
+        assert!(state.handle(telemetries, Event::Apply(telemetry(json!(20), "1"))));
+        assert!(state.handle(
+            config_maps,
+            Event::Apply(object(json!({
+                "metadata": {"name": "istio", "namespace": "istio-system", "resourceVersion": "1"},
+                "data": {"mesh": "extensionProviders: []"}
+            })))
+        ));
+        let loaded = state.loaded();
+        assert!(
+            loaded.update.rejections.is_empty(),
+            "{:?}",
+            loaded.diagnostics
+        );
+        let keys: Vec<String> = (loaded.update.entries.iter())
+            .map(|e| e.key.to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            ["ConfigMap/istio-system/istio", "Telemetry/default/tracing"]
+        );
+
+        assert!(state.handle(telemetries, Event::Apply(telemetry(json!(200), "2"))));
+        let loaded = state.loaded();
+        let rejection = &loaded.update.rejections[0];
+        let message = rejection.to_string();
+        assert!(
+            message.starts_with(
+                "kube:/apis/telemetry.istio.io/v1/namespaces/default/telemetries/tracing:"
+            ) && message.contains("spec.tracing[0].randomSamplingPercentage"),
+            "{message}"
+        );
+        assert!(state.handle(telemetries, Event::Delete(telemetry(json!(200), "2"))));
+        assert!(state.loaded().update.rejections.is_empty());
     }
 
     #[test]

@@ -109,6 +109,14 @@ pub fn collections() -> Vec<Collection> {
             true,
             true,
         ),
+        c(
+            "/apis/telemetry.istio.io/v1",
+            "telemetry.istio.io/v1",
+            "Telemetry",
+            "telemetries",
+            true,
+            true,
+        ),
         // What the bootstrap and `ferry install --apply` read and write.
         c("/api/v1", "v1", "Secret", "secrets", true, false),
         c("/api/v1", "v1", "ConfigMap", "configmaps", true, false),
