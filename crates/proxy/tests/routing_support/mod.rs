@@ -40,14 +40,17 @@ pub fn pod(n: u8, name: &str, version: &str) -> Pod {
     }
 }
 
-/// A port free on every one of `ips`.
+/// A port free on every one of `ips`, below Linux's ephemeral range (32768 and up): a port
+/// the kernel hands out could be taken by one of the many outgoing connections the tests
+/// make before the endpoints bind it. Each call of the process starts at another place.
 pub fn shared_port(ips: &[IpAddr]) -> u16 {
-    'search: for _ in 0..50 {
-        let Ok(first) = TcpListener::bind(SocketAddr::new(ips[0], 0)) else {
-            continue;
-        };
-        let port = first.local_addr().expect("addr").port();
-        for ip in &ips[1..] {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    'search: for _ in 0..200 {
+        let n = NEXT.fetch_add(7_919, Ordering::Relaxed).wrapping_add(seed);
+        let port = 20_000 + u16::try_from(n % 12_000).expect("below 12,000");
+        for ip in ips {
             if TcpListener::bind(SocketAddr::new(*ip, port)).is_err() {
                 continue 'search;
             }
