@@ -285,12 +285,24 @@ pub async fn follow(
 ) {
     tokio::pin!(stop);
     let mut last: Option<(Option<Tracing>, ProxyIdentity)> = None;
+    let mut seen: Option<Arc<Snapshot>> = None;
     loop {
+        let snapshot = config.load_full();
+        if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snapshot)) {
+            // The same snapshot: nothing to compare. Looked at often, so that the first
+            // requests after a new snapshot (the first one carries the proxy's identity)
+            // are traced under it.
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+            continue;
+        }
         let now = {
-            let snapshot = config.load();
             let want = snapshot.config.tracing.clone().or_else(|| local.clone());
             (want, identity_of(&snapshot))
         };
+        seen = Some(snapshot);
         if last.as_ref() != Some(&now) {
             let active = now.0.as_ref().filter(|t| !t.endpoint.is_empty()).map(|t| {
                 let (tracer, _task) =
@@ -316,7 +328,7 @@ pub async fn follow(
         }
         tokio::select! {
             _ = &mut stop => break,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
         }
     }
     switch.set(None);
