@@ -6,7 +6,8 @@ set -euo pipefail
 
 "$(dirname "$0")/install-deps.sh"
 
-apt_packages=(haproxy openssl tcpdump)
+# python3 and pip: the tracing example's apps, kubernetes-validate and the Helm library.
+apt_packages=(haproxy openssl tcpdump python3 python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +18,9 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Debian marks its Python as externally managed; these test tools go to the system anyway.
+export PIP_BREAK_SYSTEM_PACKAGES=1
 
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing kubernetes-validate (Kubernetes' official schemas, from PyPI)"
