@@ -738,7 +738,9 @@ fn pool_overflow_answers_503_uo() {
 async fn grpc_server(addr: SocketAddr, name: &'static str, bad: bool) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Incoming;
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let listener = bind_endpoint(addr);
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

@@ -29,12 +29,12 @@ use http_routing_support::{Reply, get, http_server};
 use routing_support::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Istio's tcp-echo server: answers each line with `<prefix> <line>`.
 fn tcp_echo(addr: SocketAddr, prefix: &str) {
-    let listener = TcpListener::bind(addr).expect("bind tcp-echo");
+    let listener = bind_endpoint(addr);
     let prefix = prefix.to_string();
     std::thread::spawn(move || {
         for stream in listener.incoming() {

@@ -308,6 +308,7 @@ fn connect_failures_eject_and_the_endpoint_returns_after_a_growing_ejection_time
     // web-v1 answers; web-v2 refuses connections (no server).
     let (pods, port) = versioned(60, "web", 2);
     serve_pods(&pods[..1], port);
+    refuse_on(&pods[1..], port);
     let vip = IpAddr::from([127, 0, 0, 160]);
     let base_ms = 600u64;
     let proxy = tcp_proxy("web", &pods, port, vip, Vec::new(), |c| {
@@ -379,6 +380,7 @@ fn max_ejection_percent_leaves_failing_endpoints_in() {
         let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
         let port = shared_port(&ips);
         serve_pods(&pods[..2], port);
+        refuse_on(&pods[2..], port);
         let vip = IpAddr::from([127, 0, 0, base + 100]);
         let proxy = tcp_proxy("web", &pods, port, vip, Vec::new(), |c| {
             c.load_balancer.simple = Some(SimpleLb::RoundRobin);
@@ -674,6 +676,7 @@ fn below_min_health_percent_ejections_are_ignored() {
         let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
         let port = shared_port(&ips);
         serve_pods(&pods[..1], port);
+        refuse_on(&pods[1..], port);
         let vip = IpAddr::from([127, 0, 1, base]);
         let proxy = tcp_proxy("web", &pods, port, vip, Vec::new(), |c| {
             c.load_balancer.simple = Some(SimpleLb::RoundRobin);

@@ -445,6 +445,7 @@ fn endpoints_failing_to_connect_are_ejected() {
     let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
     let port = shared_port(&ips);
     serve_pods(&pods[..2], port);
+    refuse_on(&pods[2..], port);
     let vip = ip("127.0.0.190");
     let host = fqdn("web");
     let mut config = ProxyConfig {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -66,7 +66,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
 /// Serves `name` on `addr`. Request headers steer it: `x-status: N` answers N, `x-fail:
 /// <name>` answers 503 when addressed to this server, `x-delay-ms: N` waits first.
 pub fn http_server(addr: SocketAddr, name: &str) -> Arc<Seen> {
-    let listener = TcpListener::bind(addr).expect("bind upstream");
+    let listener = crate::routing_support::bind_endpoint(addr);
     let seen = Arc::new(Seen::default());
     let name = name.to_string();
     let s = seen.clone();

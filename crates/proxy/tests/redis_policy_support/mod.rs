@@ -41,6 +41,7 @@ pub fn have_redis() -> bool {
 
 /// Starts `redis-server` on `ip:port`.
 pub fn redis_on(ip: IpAddr, port: u16) -> RedisServer {
+    crate::routing_support::release(SocketAddr::new(ip, port));
     let child = Command::new("redis-server")
         .args([
             "--bind",

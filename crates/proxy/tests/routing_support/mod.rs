@@ -40,9 +40,15 @@ pub fn pod(n: u8, name: &str, version: &str) -> Pod {
     }
 }
 
-/// A port free on every one of `ips`, below Linux's ephemeral range (32768 and up): a port
-/// the kernel hands out could be taken by one of the many outgoing connections the tests
-/// make before the endpoints bind it. Each call of the process starts at another place.
+/// Listeners that [`shared_port`] bound while it searched, kept open so nothing can take
+/// their port before [`name_server`] serves on them.
+static RESERVED: std::sync::Mutex<BTreeMap<SocketAddr, TcpListener>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// A port free on every one of `ips`, below Linux's ephemeral range (32768 and up), and held
+/// bound on each of them until [`name_server`] takes it: a port merely found free could be
+/// taken by one of the many outgoing connections the tests make before the endpoints bind
+/// it. Each call of the process starts at another place.
 pub fn shared_port(ips: &[IpAddr]) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -50,20 +56,43 @@ pub fn shared_port(ips: &[IpAddr]) -> u16 {
     'search: for _ in 0..200 {
         let n = NEXT.fetch_add(7_919, Ordering::Relaxed).wrapping_add(seed);
         let port = 20_000 + u16::try_from(n % 12_000).expect("below 12,000");
+        let mut held = Vec::with_capacity(ips.len());
         for ip in ips {
-            if TcpListener::bind(SocketAddr::new(*ip, port)).is_err() {
-                continue 'search;
+            let addr = SocketAddr::new(*ip, port);
+            match TcpListener::bind(addr) {
+                Ok(l) => held.push((addr, l)),
+                Err(_) => continue 'search,
             }
         }
+        let mut reserved = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+        reserved.extend(held);
         return port;
     }
     panic!("no port free on all of {ips:?}")
 }
 
+/// The listener [`shared_port`] holds for `addr`, or a new one bound there.
+pub fn bind_endpoint(addr: SocketAddr) -> TcpListener {
+    let reserved = release_listener(addr);
+    reserved.unwrap_or_else(|| TcpListener::bind(addr).expect("bind endpoint"))
+}
+
+/// Gives up the hold [`shared_port`] keeps on `addr`, for a server in another process.
+pub fn release(addr: SocketAddr) {
+    drop(release_listener(addr));
+}
+
+fn release_listener(addr: SocketAddr) -> Option<TcpListener> {
+    RESERVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&addr)
+}
+
 /// A server on `addr` that writes `name` and a newline to every connection, then echoes
 /// what it reads.
 pub fn name_server(addr: SocketAddr, name: &str) {
-    let listener = TcpListener::bind(addr).expect("bind endpoint");
+    let listener = bind_endpoint(addr);
     let name = format!("{name}\n");
     thread::spawn(move || {
         for stream in listener.incoming() {
@@ -82,6 +111,14 @@ pub fn name_server(addr: SocketAddr, name: &str) {
             });
         }
     });
+}
+
+/// Lets connections to `pods` on `port` be refused, as to pods with no server: gives up
+/// the hold [`shared_port`] keeps there.
+pub fn refuse_on(pods: &[Pod], port: u16) {
+    for p in pods {
+        release(SocketAddr::new(p.ip, port));
+    }
 }
 
 /// Starts a name server for every pod, on `port`.
