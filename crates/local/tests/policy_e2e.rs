@@ -864,9 +864,11 @@ fn http_once(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<(
 }
 
 /// HTTP rules between two sidecars under `ferry up` (with `extra` flags): a direct response,
-/// an abort for `end-user: jason`, the default route.
+/// an abort for `end-user: jason`, the default route; under mutual TLS, the request metrics
+/// of both sidecars.
 fn http_routes_between_sidecars(extra: &[&str]) {
     let Some(ferry) = can_run() else { return };
+    let mtls = !extra.contains(&"--no-mtls");
     let python = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("python3").exists()));
     if !python {
@@ -913,8 +915,69 @@ fn http_routes_between_sidecars(extra: &[&str]) {
         assert_eq!(get("/", true).map(|r| r.0), Some(503));
         assert_eq!(get("/", false).map(|r| r.0), Some(200));
         assert_eq!(get("/nothing-here", false).map(|r| r.0), Some(404));
+        if mtls {
+            // Both sidecars count the requests as HTTP, with each other's identity.
+            let id = "spiffe://cluster.local/ns/policy/sa/default";
+            let client = metrics_of(&status, "client");
+            let source = [
+                "reporter=\"source\"",
+                "request_protocol=\"http\"",
+                "response_code=\"200\"",
+                "destination_workload=\"web\"",
+            ];
+            let principal = format!("destination_principal=\"{id}\"");
+            assert!(
+                metric(&client, "istio_requests_total", &source) >= 2.0,
+                "{client}"
+            );
+            let with_principal = [&source[..], &[principal.as_str()]].concat();
+            assert!(
+                metric(&client, "istio_requests_total", &with_principal) >= 2.0,
+                "{client}"
+            );
+            let server = metrics_of(&status, "web");
+            let principal = format!("source_principal=\"{id}\"");
+            let destination = [
+                "reporter=\"destination\"",
+                "request_protocol=\"http\"",
+                "connection_security_policy=\"mutual_tls\"",
+                "source_workload=\"client\"",
+                principal.as_str(),
+            ];
+            for code in ["200", "404"] {
+                let code = format!("response_code=\"{code}\"");
+                let labels = [&destination[..], &[code.as_str()]].concat();
+                assert!(
+                    metric(&server, "istio_requests_total", &labels) >= 1.0,
+                    "{server}"
+                );
+            }
+        }
     }
     assert_torn_down(&seen);
+}
+
+/// The proxy metrics of a pod (its `metrics_url`).
+fn metrics_of(status: &Value, name: &str) -> String {
+    let url = pod(status, name)["metrics_url"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("http://")
+        .to_string();
+    let (addr, path) = url.split_once('/').unwrap_or((&url, ""));
+    http_get(addr, &format!("/{path}")).unwrap_or_default()
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[test]
@@ -923,11 +986,9 @@ fn http_routes_between_sidecars_without_mtls() {
     http_routes_between_sidecars(&["--no-mtls"]);
 }
 
-/// Fails today: between two sidecars with mutual TLS (the default of `ferry up`), the
-/// outbound path (`crates/proxy/src/conn/secure.rs`, `inner_protocol`) forwards HTTP as a
-/// byte stream, so no HTTP rule applies (`/teapot` reaches the server and gets its 404).
+/// With mutual TLS between the sidecars (the default of `ferry up`): the same rules apply,
+/// and both sidecars count the requests as HTTP with each other's identity.
 #[test]
-#[ignore = "HTTP routes are not applied inside mutual TLS (conn/secure.rs forwards HTTP as TCP)"]
 fn http_routes_between_sidecars_with_mtls() {
     let _one = one_mesh();
     http_routes_between_sidecars(&[]);

@@ -99,7 +99,7 @@ impl Up {
             .arg("up")
             .arg(dir)
             .args(["--bridge", BRIDGE, "--pod-cidr", POD_CIDR])
-            .args(["--service-cidr", SERVICE_CIDR, "--no-mtls", "--state-dir"])
+            .args(["--service-cidr", SERVICE_CIDR, "--state-dir"])
             .arg(state_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

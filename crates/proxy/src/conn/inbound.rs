@@ -94,6 +94,7 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
         inbound: true,
         protocol,
         parties: parties.clone(),
+        target: None,
     };
     if declared.is_http() {
         return http::serve(ctx.clone(), downstream, http_conn(declared)).await;

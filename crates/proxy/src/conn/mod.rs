@@ -6,6 +6,7 @@ pub mod connect;
 pub mod inbound;
 pub mod observe;
 pub mod outbound;
+pub mod prefixed;
 pub mod redis_tap;
 pub mod secure;
 pub mod sniff;
@@ -130,6 +131,35 @@ fn redis_parties(
     }
 }
 
+/// The Redis telemetry of a connection between `downstream` and `upstream` (the TCP
+/// sockets, under TLS too): per-command metrics for Redis, with command spans when the
+/// tracer asks for them; decided on the first bytes for undeclared protocols.
+fn redis_telemetry(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    downstream: &TcpStream,
+    upstream: &TcpStream,
+    labels: &TcpLabels,
+    protocol: Protocol,
+    policy: &PipePolicy,
+) -> Redis {
+    match protocol {
+        _ if !snapshot.config.settings.redis_telemetry => Redis::Off,
+        // Under a RedisPolicy, the enforcement records the Redis telemetry itself.
+        _ if policy.redis.is_some() => Redis::Off,
+        Protocol::Redis => {
+            let mut tap = RedisTap::new(ctx.metrics.clone(), labels);
+            if let Some(active) = ctx.tracing.current().filter(|a| a.tracer.redis_spans()) {
+                let parties = redis_parties(snapshot, downstream, upstream, labels);
+                tap = tap.traced(Some(active), parties);
+            }
+            Redis::On(Box::new(tap))
+        }
+        Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
+        _ => Redis::Off,
+    }
+}
+
 /// Forwards an established pair of connections to their end, with TCP metrics and, for
 /// Redis, per-command telemetry.
 async fn pipe(
@@ -160,21 +190,9 @@ async fn pipe_with(
     let handles = ctx.metrics.tcp(labels);
     handles.opened.inc();
     let telemetry = snapshot.config.settings.redis_telemetry;
-    let redis = match protocol {
-        _ if !telemetry => Redis::Off,
-        // Under a RedisPolicy, the enforcement records the Redis telemetry itself.
-        _ if policy.redis.is_some() => Redis::Off,
-        Protocol::Redis => {
-            let mut tap = RedisTap::new(ctx.metrics.clone(), labels);
-            if let Some(active) = ctx.tracing.current().filter(|a| a.tracer.redis_spans()) {
-                let parties = redis_parties(snapshot, downstream, upstream, labels);
-                tap = tap.traced(Some(active), parties);
-            }
-            Redis::On(Box::new(tap))
-        }
-        Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
-        _ => Redis::Off,
-    };
+    let redis = redis_telemetry(
+        ctx, snapshot, downstream, upstream, labels, protocol, policy,
+    );
     let mut observer = ConnObserver {
         tcp: handles.clone(),
         redis,

@@ -3,7 +3,8 @@
 //! endpoint or unknown address -> exactly the address dialled), detect the protocol,
 //! forward (opaque TCP, Redis with telemetry, or HTTP request by request), and report with
 //! `reporter="source"`. Toward an endpoint the configuration marks for mutual TLS (or a
-//! DestinationRule's TLS), the connection goes through [`super::secure`] instead.
+//! DestinationRule's TLS), an opaque connection is forwarded over TLS ([`super::secure`]);
+//! HTTP decides TLS per request, for the endpoint each request goes to.
 
 use super::connect::connect;
 use super::secure::{self, OutboundTls};
@@ -53,30 +54,22 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
         security: Value::unknown(),
         principals: None,
     };
-    // Mutual TLS is possible toward this service port: the HTTP request path (plaintext to
-    // any endpoint) is bypassed and the endpoint is chosen per connection.
-    let mesh = match (&ctx.tls, &route) {
-        (Some(tls), Outbound::Service(t) | Outbound::Endpoint(t, _)) => {
-            let policy = tls.policy(&snapshot);
-            policy
-                .may_secure(t)
-                .then(|| (tls.clone(), policy, t.clone()))
-        }
-        _ => None,
+    let (http_upstream, target) = match &route {
+        Outbound::Service(t) => (Upstream::Balanced(t.clone()), Some(t.clone())),
+        Outbound::Endpoint(t, w) => (Upstream::Fixed(dst, w.clone()), Some(t.clone())),
+        Outbound::Passthrough => (Upstream::Fixed(dst, None), None),
     };
-    let mut http_upstream = match &route {
-        Outbound::Service(t) => Upstream::Balanced(t.clone()),
-        Outbound::Endpoint(_, w) => Upstream::Fixed(dst, w.clone()),
-        Outbound::Passthrough => Upstream::Fixed(dst, None),
+    // HTTP is routed and balanced per request (`crate::http`), which also decides mutual TLS
+    // per request, for the endpoint each one goes to.
+    let http_conn = |protocol, parties| http::Connection {
+        upstream: http_upstream.clone(),
+        inbound: false,
+        protocol,
+        parties,
+        target: target.clone(),
     };
-    if declared.is_http() && mesh.is_none() {
-        let conn = http::Connection {
-            upstream: http_upstream,
-            inbound: false,
-            protocol: declared,
-            parties,
-        };
-        return http::serve(ctx, downstream, conn).await;
+    if declared.is_http() {
+        return http::serve(ctx.clone(), downstream, http_conn(declared, parties)).await;
     }
     // Opaque protocols are routed and balanced per connection (`crate::tcp::route`):
     // VirtualService rules and weights, connection limits, outlier ejection.
@@ -99,31 +92,51 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
     }
     let (upstream_addr, workload): (SocketAddr, Option<Arc<Workload>>) =
         (plan.addr, plan.workload.clone());
-    if let Some((tls, policy, t)) = mesh {
-        let decision = policy.decide(&t, upstream_addr.ip(), workload.as_deref());
-        if !matches!(decision, Decision::Plain) {
-            let labels = parties.tcp(workload.as_deref(), declared, "-");
-            let out = OutboundTls {
-                tls,
-                policy,
-                decision,
-                upstream: upstream_addr,
-                workload,
-                pipe: plan.pipe_policy(&ctx.metrics, &labels),
-            };
-            return secure::outbound(ctx, snapshot, downstream, parties, declared, out).await;
+    let detect = Ctx::detect_timeout(&snapshot);
+    // Toward an endpoint that gets TLS (mutual TLS toward a sidecar, or a DestinationRule's).
+    let secured = match (&ctx.tls, &target) {
+        (Some(tls), Some(t)) => {
+            let policy = tls.policy(&snapshot);
+            match policy.decide(t, upstream_addr.ip(), workload.as_deref()) {
+                Decision::Plain => None,
+                decision => Some((tls.clone(), policy, decision)),
+            }
         }
-        // Plaintext to this endpoint: HTTP stays on it too.
-        http_upstream = Upstream::Fixed(upstream_addr, workload.clone());
-        if declared.is_http() {
-            let conn = http::Connection {
-                upstream: http_upstream,
-                inbound: false,
-                protocol: declared,
-                parties,
-            };
-            return http::serve(ctx, downstream, conn).await;
+        _ => None,
+    };
+    if let Some((tls, policy, decision)) = secured {
+        let timeout = plan.connect_timeout(Ctx::connect_timeout(&snapshot));
+        let frame = policy.metadata_frame.clone();
+        let (secured, (protocol, _sni)) = tokio::join!(
+            secure::originate(&tls, &frame, &decision, upstream_addr, timeout),
+            sniff::protocol(&downstream, declared, detect),
+        );
+        if protocol.is_http() {
+            drop(secured);
+            return http::serve(ctx.clone(), downstream, http_conn(protocol, parties)).await;
         }
+        let secured = match secured {
+            Ok(s) => {
+                plan.connected(Some(s.stream.get_ref().0));
+                s
+            }
+            Err(refusal) => {
+                debug!("outbound: {dst} via {upstream_addr}: {refusal}");
+                plan.connected(None);
+                let labels = parties.tcp(workload.as_deref(), protocol, "UF");
+                return secure::refused(&ctx, &labels, &refusal);
+            }
+        };
+        let labels = parties.tcp(workload.as_deref(), protocol, "-");
+        let out = OutboundTls {
+            tls,
+            policy,
+            decision,
+            upstream: upstream_addr,
+            workload,
+            pipe: plan.pipe_policy(&ctx.metrics, &labels),
+        };
+        return secure::outbound(ctx, snapshot, downstream, parties, protocol, out, secured).await;
     }
     let (upstream, (protocol, _sni)) = tokio::join!(
         connect(
@@ -131,18 +144,12 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
             plan.connect_timeout(Ctx::connect_timeout(&snapshot)),
             false
         ),
-        sniff::protocol(&downstream, declared, Ctx::detect_timeout(&snapshot)),
+        sniff::protocol(&downstream, declared, detect),
     );
-    plan.connected(&upstream);
+    plan.connected(upstream.as_ref().ok());
     if protocol.is_http() {
         drop(upstream);
-        let conn = http::Connection {
-            upstream: http_upstream,
-            inbound: false,
-            protocol,
-            parties,
-        };
-        return http::serve(ctx, downstream, conn).await;
+        return http::serve(ctx.clone(), downstream, http_conn(protocol, parties)).await;
     }
     let upstream = match upstream {
         Ok(s) => s,

@@ -3,18 +3,21 @@
 //! and the server sidecar terminating it. After an Istio mTLS handshake whose ALPN is
 //! `istio-peer-exchange`, both sides exchange peer metadata, so their metrics carry the
 //! peer's workload labels and SPIFFE principals; the destination reports
-//! `connection_security_policy="mutual_tls"`.
+//! `connection_security_policy="mutual_tls"`. HTTP inside mutual TLS is served request by
+//! request on both sides: here on the server side, through the HTTP clients' connector
+//! ([`crate::http::client`]) on the client side, so routes, request metrics and spans apply.
 //!
 //! The byte pump here is generic over the two streams (plaintext connections keep the
 //! specialised one of `tcp::forward`): one buffer per direction, allocated once per
 //! connection, with the same half-close, reset, idle and drain behaviour.
 
-use super::Ctx;
 use super::connect::connect;
-use super::observe::{ConnObserver, Redis};
-use super::redis_tap::RedisTap;
+use super::observe::ConnObserver;
+use super::prefixed::Prefixed;
+use super::{Ctx, sniff};
 use crate::config::snapshot::Workload;
 use crate::config::{Protocol, Snapshot};
+use crate::http::{self, Upstream};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::redis::enforce::{self, Stream};
 use crate::tcp::forward::{Ending, Observer, Totals};
@@ -275,14 +278,15 @@ async fn pipe<D: Socket, U: Socket>(
 ) {
     let handles = ctx.metrics.tcp(labels);
     handles.opened.inc();
-    let redis = match protocol {
-        _ if !snapshot.config.settings.redis_telemetry => Redis::Off,
-        // Under a RedisPolicy, the enforcement records the Redis telemetry itself.
-        _ if policy.redis.is_some() => Redis::Off,
-        Protocol::Redis => Redis::On(Box::new(RedisTap::new(ctx.metrics.clone(), labels))),
-        Protocol::Tcp | Protocol::Unknown => Redis::Undecided,
-        _ => Redis::Off,
-    };
+    let redis = super::redis_telemetry(
+        ctx,
+        snapshot,
+        down.tcp(),
+        up.tcp(),
+        labels,
+        protocol,
+        policy,
+    );
     let mut observer = ConnObserver {
         tcp: handles.clone(),
         redis,
@@ -317,15 +321,6 @@ async fn pipe<D: Socket, U: Socket>(
     handles.closed.inc();
 }
 
-/// What travels inside mutual TLS is forwarded as a byte stream: HTTP is labelled `tcp`.
-fn inner_protocol(declared: Protocol) -> Protocol {
-    if declared.is_http() || declared == Protocol::Unknown {
-        Protocol::Tcp
-    } else {
-        declared
-    }
-}
-
 fn principal(id: Option<&ferry_proto::config::SpiffeId>) -> Value {
     Value::or_unknown(&id.map(|i| i.uri()).unwrap_or_default())
 }
@@ -346,90 +341,145 @@ pub struct OutboundTls {
     pub pipe: PipePolicy,
 }
 
-/// Originates TLS toward `out.upstream` and forwards `downstream` over it.
+/// An upstream connection with TLS established (and, for Istio mutual TLS, peer metadata
+/// exchanged).
+pub struct Secured {
+    /// The TLS stream.
+    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+    /// What the peer sidecar says it is (metadata exchange); `None` without one.
+    pub peer: Option<Workload>,
+    /// `source_principal` and `destination_principal`, under mesh mutual TLS.
+    pub principals: Option<(Value, Value)>,
+}
+
+/// Why TLS toward an upstream could not be set up.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The TCP connection failed.
+    Connect(io::Error),
+    /// TLS could not be set up (the reason is an identity metric label).
+    Tls(&'static str),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Connect(e) => write!(f, "connect: {e}"),
+            Refusal::Tls(reason) => write!(f, "TLS refused ({reason})"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// Connects to `upstream` and sets up TLS as `decision` says (with the peer metadata
+/// exchange under mesh mutual TLS), each step within `timeout`.
+pub async fn originate(
+    tls: &MeshTls,
+    frame: &[u8],
+    decision: &Decision,
+    upstream: SocketAddr,
+    timeout: Duration,
+) -> Result<Secured, Refusal> {
+    let (config, name, mesh_id) = match decision {
+        Decision::Mesh { identities, sni } => {
+            let Some(cert) = tls.identity.current() else {
+                debug!("outbound: {upstream}: no certificate yet");
+                return Err(Refusal::Tls("no_certificate"));
+            };
+            let config = match tls::client_config(&cert, identities.clone()) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    debug!("outbound: {upstream}: {e}");
+                    return Err(Refusal::Tls("handshake"));
+                }
+            };
+            let name = ServerName::try_from(sni.to_string())
+                .unwrap_or_else(|_| ServerName::IpAddress(upstream.ip().into()));
+            (config, name, Some(cert))
+        }
+        Decision::User(u) => (u.config.clone(), u.name.clone(), None),
+        Decision::Broken(why) => {
+            debug!("outbound: {upstream}: {why}");
+            return Err(Refusal::Tls("tls_settings"));
+        }
+        // Callers handle plaintext; be safe anyway.
+        Decision::Plain => return Err(Refusal::Tls("tls_settings")),
+    };
+    let tcp = connect(upstream, timeout, false)
+        .await
+        .map_err(Refusal::Connect)?;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let mut stream = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!("outbound: TLS to {upstream}: {e}");
+            return Err(Refusal::Tls("handshake"));
+        }
+        Err(_) => {
+            debug!("outbound: TLS to {upstream} timed out");
+            return Err(Refusal::Tls("handshake"));
+        }
+    };
+    let mut secured = Secured {
+        peer: None,
+        principals: None,
+        stream,
+    };
+    let Some(cert) = &mesh_id else {
+        return Ok(secured);
+    };
+    let conn = secured.stream.get_ref().1;
+    let peer_id = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(spiffe_of);
+    let exchange = conn.alpn_protocol() == Some(tls::ALPN_PEER_EXCHANGE);
+    secured.principals = Some((principal(Some(&cert.id)), principal(peer_id.as_ref())));
+    if exchange {
+        stream = secured.stream;
+        if let Err(e) = peer::write(&mut stream, frame).await {
+            debug!("outbound: metadata to {upstream}: {e}");
+            return Err(Refusal::Tls("handshake"));
+        }
+        match peer::read(&mut stream, METADATA_TIMEOUT).await {
+            Ok(w) => secured.peer = Some(w),
+            Err(e) => {
+                debug!("outbound: metadata from {upstream}: {e}");
+                return Err(Refusal::Tls("handshake"));
+            }
+        }
+        secured.stream = stream;
+    }
+    Ok(secured)
+}
+
+/// Counts an outbound connection refused for `refusal`.
+pub fn refused(ctx: &Ctx, labels: &TcpLabels, refusal: &Refusal) {
+    if let Refusal::Tls(reason) = refusal {
+        ctx.metrics.identity.refuse(reason);
+    }
+    super::refused(ctx, labels);
+}
+
+/// Forwards `downstream` over the secured connection `secured` to `out.upstream`.
 pub async fn outbound(
     ctx: Arc<Ctx>,
     snapshot: Arc<Snapshot>,
     mut downstream: TcpStream,
     mut parties: Parties,
-    declared: Protocol,
+    protocol: Protocol,
     out: OutboundTls,
+    secured: Secured,
 ) {
-    let protocol = inner_protocol(declared);
-    let refuse = |ctx: &Ctx, parties: &Parties, reason: &'static str| {
-        ctx.metrics.identity.refuse(reason);
-        super::refused(ctx, &parties.tcp(out.workload.as_deref(), protocol, "UF"));
-    };
-    let timeout = Ctx::connect_timeout(&snapshot);
-    let (config, name, mesh_id) = match &out.decision {
-        Decision::Mesh { identities, sni } => {
-            let Some(cert) = out.tls.identity.current() else {
-                debug!("outbound: {}: no certificate yet", out.upstream);
-                return refuse(&ctx, &parties, "no_certificate");
-            };
-            let config = match tls::client_config(&cert, identities.clone()) {
-                Ok(c) => Arc::new(c),
-                Err(e) => {
-                    debug!("outbound: {}: {e}", out.upstream);
-                    return refuse(&ctx, &parties, "handshake");
-                }
-            };
-            let name = ServerName::try_from(sni.to_string())
-                .unwrap_or_else(|_| ServerName::IpAddress(out.upstream.ip().into()));
-            (config, name, Some(cert))
-        }
-        Decision::User(u) => (u.config.clone(), u.name.clone(), None),
-        Decision::Broken(why) => {
-            debug!("outbound: {}: {why}", out.upstream);
-            return refuse(&ctx, &parties, "tls_settings");
-        }
-        Decision::Plain => {
-            // The caller handles plaintext; be safe anyway.
-            return refuse(&ctx, &parties, "tls_settings");
-        }
-    };
-    let tcp = match connect(out.upstream, timeout, false).await {
-        Ok(s) => s,
-        Err(e) => {
-            debug!("outbound: {}: {e}", out.upstream);
-            super::refused(&ctx, &parties.tcp(out.workload.as_deref(), protocol, "UF"));
-            return;
-        }
-    };
-    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
-    let mut stream = match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!("outbound: TLS to {}: {e}", out.upstream);
-            return refuse(&ctx, &parties, "handshake");
-        }
-        Err(_) => {
-            debug!("outbound: TLS to {} timed out", out.upstream);
-            return refuse(&ctx, &parties, "handshake");
-        }
-    };
-    let mut peer_workload = out.workload.clone();
-    if let Some(cert) = &mesh_id {
-        let conn = stream.get_ref().1;
-        let peer_id = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(spiffe_of);
-        let exchange = conn.alpn_protocol() == Some(tls::ALPN_PEER_EXCHANGE);
-        parties.principals = Some((principal(Some(&cert.id)), principal(peer_id.as_ref())));
-        if exchange {
-            if let Err(e) = peer::write(&mut stream, &out.policy.metadata_frame).await {
-                debug!("outbound: metadata to {}: {e}", out.upstream);
-                return refuse(&ctx, &parties, "handshake");
-            }
-            match peer::read(&mut stream, METADATA_TIMEOUT).await {
-                Ok(w) => peer_workload = Some(Arc::new(w)),
-                Err(e) => {
-                    debug!("outbound: metadata from {}: {e}", out.upstream);
-                    return refuse(&ctx, &parties, "handshake");
-                }
-            }
-        }
+    let Secured {
+        mut stream,
+        peer,
+        principals,
+    } = secured;
+    let peer_workload = peer.map(Arc::new).or_else(|| out.workload.clone());
+    if principals.is_some() {
+        parties.principals = principals;
     }
     let labels = parties.tcp(peer_workload.as_deref(), protocol, "-");
     pipe(
@@ -444,7 +494,9 @@ pub async fn outbound(
     .await;
 }
 
-/// Terminates mutual TLS from a client sidecar and delivers to the application at `dst`.
+/// Terminates mutual TLS from a client sidecar and delivers to the application at `dst`:
+/// HTTP (declared, or detected inside TLS on an undeclared port) request by request, with
+/// the peer's identity in the request metrics and spans; anything else as a byte stream.
 #[allow(clippy::too_many_arguments)]
 pub async fn inbound(
     ctx: Arc<Ctx>,
@@ -456,7 +508,6 @@ pub async fn inbound(
     declared: Protocol,
     tls: &MeshTls,
 ) {
-    let protocol = inner_protocol(declared);
     let me = Some(&*snapshot.me);
     let Some(cert) = tls.identity.current() else {
         debug!("inbound: mTLS from {peer_addr}: no certificate yet");
@@ -465,9 +516,18 @@ pub async fn inbound(
     };
     let timeout = Ctx::connect_timeout(&snapshot);
     let acceptor = tokio_rustls::TlsAcceptor::from(cert.server.clone());
+    // Opaque protocols are delivered on a connection opened beside the handshake; HTTP goes
+    // through the pooled client.
+    let deliver = async {
+        if declared.is_http() {
+            None
+        } else {
+            Some(connect(dst, timeout, true).await)
+        }
+    };
     let (accepted, upstream) = tokio::join!(
         tokio::time::timeout(timeout, acceptor.accept(downstream)),
-        connect(dst, timeout, true),
+        deliver,
     );
     let mut stream = match accepted {
         Ok(Ok(s)) => s,
@@ -510,6 +570,33 @@ pub async fn inbound(
     }
     parties.security = Value(Arc::from("mutual_tls"));
     parties.principals = Some((principal(Some(&peer_id)), principal(Some(&cert.id))));
+    let (mut stream, protocol) = if declared == Protocol::Unknown {
+        match sniff::read_protocol(&mut stream, Ctx::detect_timeout(&snapshot)).await {
+            Ok((first, protocol)) => (Prefixed::new(first, stream), protocol),
+            Err(e) => {
+                debug!("inbound: mTLS from {peer_addr}: {e}");
+                return;
+            }
+        }
+    } else {
+        (Prefixed::new(Vec::new(), stream), declared)
+    };
+    if protocol.is_http() {
+        drop(upstream);
+        let conn = http::Connection {
+            upstream: Upstream::Fixed(dst, Some(snapshot.me.clone())),
+            inbound: true,
+            protocol,
+            parties,
+            target: None,
+        };
+        let traced_peer = ctx.tracing.is_on().then_some(peer_addr);
+        return http::serve_io(ctx, stream, traced_peer, conn).await;
+    }
+    let upstream = match upstream {
+        Some(result) => result,
+        None => connect(dst, timeout, true).await,
+    };
     let mut upstream = match upstream {
         Ok(s) => s,
         Err(e) => {

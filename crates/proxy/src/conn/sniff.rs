@@ -7,7 +7,7 @@ use crate::config::Protocol;
 use crate::detect::{Detected, TlsHello, detect, tls_hello};
 use std::io;
 use std::time::Duration;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// Largest prefix looked at; a TLS ClientHello longer than this is still detected as TLS,
@@ -74,4 +74,30 @@ pub async fn mesh_tls(stream: &TcpStream, timeout: Duration) -> bool {
         }
     };
     matches!(tokio::time::timeout(timeout, look).await, Ok(Ok(true)))
+}
+
+/// The protocol of a stream that cannot be peeked (the plaintext inside TLS): reads its
+/// first bytes, at most until `timeout`, and returns them with what they show (opaque TCP
+/// when they show nothing known in time). The caller replays the bytes
+/// ([`super::prefixed::Prefixed`]).
+pub async fn read_protocol<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> io::Result<(Vec<u8>, Protocol)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(MAX_PEEK);
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => return Ok((buf, Protocol::Tcp)),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(0)) => return Ok((buf, Protocol::Tcp)),
+            Ok(Ok(_)) => {}
+        }
+        match detect(&buf) {
+            Detected::Protocol(p, _) => return Ok((buf, p)),
+            Detected::NeedMore if buf.len() >= MAX_PEEK => return Ok((buf, Protocol::Tcp)),
+            Detected::NeedMore => {}
+        }
+    }
 }

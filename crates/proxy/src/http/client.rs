@@ -1,17 +1,265 @@
 //! Pooled upstream HTTP clients (hyper-util's), one per flavour: HTTP/1.1 or HTTP/2 with
 //! prior knowledge, outbound or inbound (inbound connections leave from 127.0.0.6).
 //! Connections are kept alive and reused across requests and downstream connections.
+//!
+//! Outbound, a request whose URI says `https` goes to an endpoint that gets TLS (mutual TLS
+//! toward a sidecar, or a DestinationRule's own TLS): [`scheme`] decides it per request and
+//! records the decision for the endpoint, the connector sets TLS up with it, and each
+//! response carries the answering sidecar's identity ([`MeshPeer`]) for the metrics.
 
 use super::body::ProxyBody;
 use crate::config::Protocol;
+use crate::config::snapshot::Workload;
+use crate::conn::Ctx;
+use crate::conn::secure::{self, Refusal};
+use crate::telemetry::Metrics;
+use crate::telemetry::labels::{Parties, Peers, Value};
+use crate::tls::policy::{Decision, MeshTls, Policy};
+use hyper::Uri;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// A pooled client.
-pub type PooledClient = Client<HttpConnector, ProxyBody>;
+pub type PooledClient = Client<Connector, ProxyBody>;
+
+/// Endpoints remembered with their TLS decision; beyond this many, older ones are forgotten
+/// (a request re-records its endpoint before it connects).
+const MAX_SECURE_ENDPOINTS: usize = 4096;
+
+/// How to set up TLS toward one endpoint.
+struct SecureRoute {
+    tls: Arc<MeshTls>,
+    policy: Arc<Policy>,
+    decision: Decision,
+    metrics: Arc<Metrics>,
+}
+
+/// The TLS decisions of the endpoints requests were last sent to with `https`.
+#[derive(Default)]
+struct SecureEndpoints(Mutex<HashMap<SocketAddr, Arc<SecureRoute>>>);
+
+impl SecureEndpoints {
+    fn remember(&self, addr: SocketAddr, route: SecureRoute) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_SECURE_ENDPOINTS && !map.contains_key(&addr) {
+            map.clear();
+        }
+        map.insert(addr, Arc::new(route));
+    }
+
+    fn get(&self, addr: &SocketAddr) -> Option<Arc<SecureRoute>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(addr).cloned()
+    }
+}
+
+/// The sidecar that answered a request over mutual TLS: its workload (from the peer
+/// metadata exchange) and the principals of both sides.
+#[derive(Debug, Clone)]
+pub struct MeshPeer {
+    /// The peer's workload, when it sent its metadata.
+    pub workload: Option<Arc<Workload>>,
+    /// `source_principal` and `destination_principal`.
+    pub principals: Option<(Value, Value)>,
+}
+
+impl MeshPeer {
+    /// Request labels for `parties`, with what the peer sidecar said about itself (or
+    /// `fallback`, the endpoint's workload from the configuration).
+    pub fn peers(
+        &self,
+        parties: &Parties,
+        fallback: Option<&Workload>,
+        protocol: Protocol,
+    ) -> Peers {
+        let mut peers = parties.peers(self.workload.as_deref().or(fallback), protocol);
+        self.set_principals(&mut peers);
+        peers
+    }
+
+    /// Sets the principals of both sides in `peers`.
+    pub fn set_principals(&self, peers: &mut Peers) {
+        if let Some((source, destination)) = &self.principals {
+            peers.source_principal = source.clone();
+            peers.destination_principal = destination.clone();
+        }
+    }
+}
+
+/// An upstream connection: plaintext TCP, or TLS with the peer it reached.
+pub enum UpstreamIo {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS (the peer sidecar, under mutual TLS).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, MeshPeer),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s, _) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamIo::Plain(_) => Connected::new(),
+            UpstreamIo::Tls(_, peer) => Connected::new().extra(peer.clone()),
+        }
+    }
+}
+
+/// The connector of the pooled clients: TCP for `http` URIs, TLS as recorded for the
+/// endpoint for `https` ones.
+#[derive(Clone)]
+pub struct Connector {
+    http: HttpConnector,
+    secure: Arc<SecureEndpoints>,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<UpstreamIo>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        if uri.scheme_str() != Some("https") {
+            let connecting = self.http.call(uri);
+            return Box::pin(async move {
+                let tcp = connecting.await?.into_inner();
+                Ok(TokioIo::new(UpstreamIo::Plain(tcp)))
+            });
+        }
+        let secure = self.secure.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let addr: SocketAddr = uri
+                .authority()
+                .and_then(|a| a.as_str().parse().ok())
+                .ok_or_else(|| format!("{uri}: not an endpoint address"))?;
+            let route = secure
+                .get(&addr)
+                .ok_or_else(|| format!("{addr}: no TLS settings recorded"))?;
+            let frame = &route.policy.metadata_frame;
+            match secure::originate(&route.tls, frame, &route.decision, addr, timeout).await {
+                Ok(s) => {
+                    let peer = MeshPeer {
+                        workload: s.peer.map(Arc::new),
+                        principals: s.principals,
+                    };
+                    Ok(TokioIo::new(UpstreamIo::Tls(Box::new(s.stream), peer)))
+                }
+                Err(refusal) => {
+                    if let Refusal::Tls(reason) = &refusal {
+                        route.metrics.identity.refuse(reason);
+                    }
+                    Err(refusal.into())
+                }
+            }
+        })
+    }
+}
+
+/// The URI scheme of a request from the service `host:port` to its endpoint `addr`
+/// (running `workload`): `https` when the configuration in force gives that endpoint TLS
+/// (the decision is recorded for the connector), `http` otherwise.
+pub fn scheme(
+    ctx: &Ctx,
+    host: &str,
+    port: u16,
+    addr: SocketAddr,
+    workload: Option<&Workload>,
+) -> &'static str {
+    let Some(tls) = &ctx.tls else {
+        return "http";
+    };
+    let snapshot = ctx.config.load();
+    let policy = tls.policy(&snapshot);
+    let decision = policy.decide_at(host, port, addr.ip(), workload);
+    if matches!(decision, Decision::Plain) {
+        return "http";
+    }
+    ctx.http.secure.remember(
+        addr,
+        SecureRoute {
+            tls: tls.clone(),
+            policy,
+            decision,
+            metrics: ctx.metrics.clone(),
+        },
+    );
+    "https"
+}
 
 /// The four upstream clients.
 #[derive(Clone)]
@@ -20,6 +268,7 @@ pub struct Clients {
     outbound_h2: PooledClient,
     inbound_h1: PooledClient,
     inbound_h2: PooledClient,
+    secure: Arc<SecureEndpoints>,
 }
 
 impl std::fmt::Debug for Clients {
@@ -28,34 +277,42 @@ impl std::fmt::Debug for Clients {
     }
 }
 
-fn connector(inbound: bool, connect_timeout: Duration) -> HttpConnector {
+fn connector(inbound: bool, timeout: Duration, secure: Arc<SecureEndpoints>) -> Connector {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
-    c.set_connect_timeout(Some(connect_timeout));
+    c.set_connect_timeout(Some(timeout));
     c.enforce_http(true);
     if inbound {
         c.set_local_addresses(Ipv4Addr::new(127, 0, 0, 6), Ipv6Addr::UNSPECIFIED);
     }
-    c
+    Connector {
+        http: c,
+        secure,
+        timeout,
+    }
 }
 
-fn client(inbound: bool, http2: bool, connect_timeout: Duration) -> PooledClient {
+fn client(http2: bool, connector: Connector) -> PooledClient {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
         .http2_only(http2);
-    builder.build(connector(inbound, connect_timeout))
+    builder.build(connector)
 }
 
 impl Clients {
     /// Fresh pools with the given connect timeout.
     pub fn new(connect_timeout: Duration) -> Self {
+        let secure = Arc::new(SecureEndpoints::default());
+        let outbound = connector(false, connect_timeout, secure.clone());
+        let inbound = connector(true, connect_timeout, Arc::new(SecureEndpoints::default()));
         Self {
-            outbound_h1: client(false, false, connect_timeout),
-            outbound_h2: client(false, true, connect_timeout),
-            inbound_h1: client(true, false, connect_timeout),
-            inbound_h2: client(true, true, connect_timeout),
+            outbound_h1: client(false, outbound.clone()),
+            outbound_h2: client(true, outbound),
+            inbound_h1: client(false, inbound.clone()),
+            inbound_h2: client(true, inbound),
+            secure,
         }
     }
 

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -47,6 +48,9 @@ pub struct Connection {
     pub protocol: Protocol,
     /// Request labels.
     pub parties: Parties,
+    /// The service port whose TLS settings apply to the requests (outbound toward a
+    /// service: mutual TLS is decided per request, for the endpoint it goes to).
+    pub target: Option<Arc<Target>>,
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
@@ -193,14 +197,20 @@ async fn proxy_request(
             }
         },
     };
-    let peers = conn.parties.peers(workload.as_deref(), conn.protocol);
+    let mut peers = conn.parties.peers(workload.as_deref(), conn.protocol);
     if let Some(s) = span.as_mut() {
         s.upstream(&cluster_name(&conn), Some(addr));
     }
+    let scheme = match &conn.target {
+        Some(t) if !conn.inbound => {
+            client::scheme(&ctx, &t.service.fqdn, t.port, addr, workload.as_deref())
+        }
+        _ => "http",
+    };
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = match Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(addr.to_string())
         .path_and_query(path)
         .build()
@@ -220,6 +230,9 @@ async fn proxy_request(
     match client.request(upstream_req).await {
         Ok(response) => {
             let code = response.status().as_u16();
+            if let Some(mesh) = response.extensions().get::<client::MeshPeer>() {
+                peers = mesh.peers(&conn.parties, workload.as_deref(), conn.protocol);
+            }
             let (parts, body) = response.into_parts();
             let protocol = conn.protocol;
             let security = conn.parties.security.clone();
@@ -278,14 +291,23 @@ fn cluster_name(conn: &Connection) -> String {
 /// Serves one downstream HTTP connection until it closes, or until the proxy drains (then
 /// the connection is shut down gracefully: in-flight requests finish, HTTP/2 sends GOAWAY).
 pub async fn serve(ctx: Arc<Ctx>, downstream: TcpStream, conn: Connection) {
-    let conn = Arc::new(conn);
-    let service_ctx = ctx.clone();
     // The downstream peer is a span tag: only looked up when tracing is on.
     let peer = if ctx.tracing.is_on() {
         downstream.peer_addr().ok()
     } else {
         None
     };
+    serve_io(ctx, downstream, peer, conn).await
+}
+
+/// [`serve`] on any stream (the plaintext inside mutual TLS); `peer` is the downstream
+/// address for spans.
+pub async fn serve_io<S>(ctx: Arc<Ctx>, downstream: S, peer: Option<SocketAddr>, conn: Connection)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let service_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = service_ctx.clone();
         let conn = conn.clone();

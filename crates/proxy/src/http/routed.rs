@@ -9,6 +9,7 @@
 
 use super::answer;
 use super::body::{BoxError, Counted, ProxyBody, Seen, boxed, full};
+use super::client::{self, MeshPeer};
 use super::replay::{LIMIT as REPLAY_LIMIT, Replay};
 use super::{Connection, record};
 use crate::balance::HashOn;
@@ -204,9 +205,15 @@ impl Body for Deadline {
 }
 
 /// The request head of one try.
-fn try_request(parts: &Parts, addr: SocketAddr, path: &str, close: bool) -> Option<Request<()>> {
+fn try_request(
+    parts: &Parts,
+    scheme: &str,
+    addr: SocketAddr,
+    path: &str,
+    close: bool,
+) -> Option<Request<()>> {
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(addr.to_string())
         .path_and_query(path)
         .build()
@@ -223,6 +230,19 @@ fn try_request(parts: &Parts, addr: SocketAddr, path: &str, close: bool) -> Opti
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     Some(req)
+}
+
+/// The scheme of a request to the endpoint `picked` of `cluster`: `https` when it gets TLS
+/// (`client::scheme`).
+fn upstream_scheme(ctx: &Ctx, cluster: &UpstreamCluster, picked: &Picked) -> &'static str {
+    let workload = picked.workload().map(|w| &**w);
+    client::scheme(
+        ctx,
+        &cluster.config.host,
+        cluster.config.port,
+        picked.addr,
+        workload,
+    )
 }
 
 /// Sends a copy of the request to a mirror cluster, without waiting for (or recording) the
@@ -242,7 +262,8 @@ fn mirror(
     }) else {
         return;
     };
-    let Some(head) = try_request(parts, picked.addr, path, false) else {
+    let scheme = upstream_scheme(ctx, cluster, &picked);
+    let Some(head) = try_request(parts, scheme, picked.addr, path, false) else {
         return;
     };
     let (mut head, ()) = head.into_parts();
@@ -501,7 +522,8 @@ pub async fn handle(
         }) else {
             return report.local(answer::text(503, "no healthy upstream"), &[di, "UH"]);
         };
-        let Some(head) = try_request(&parts, picked.addr, &path, close) else {
+        let scheme = upstream_scheme(&ctx, &cluster, &picked);
+        let Some(head) = try_request(&parts, scheme, picked.addr, &path, close) else {
             return report.local(answer::text(400, "bad request target"), &[di]);
         };
         let (head, ()) = head.into_parts();
@@ -578,6 +600,7 @@ pub async fn handle(
             }
             Some(Ok(response)) => {
                 let code = response.status().as_u16();
+                let mesh = response.extensions().get::<MeshPeer>().cloned();
                 let (mut head, body) = response.into_parts();
                 if let Some(h) = dest_headers {
                     h.response.apply(&mut head.headers);
@@ -593,7 +616,13 @@ pub async fn handle(
                 {
                     head.headers.append(hyper::header::SET_COOKIE, v);
                 }
-                let peers = report.peers(workload.as_deref());
+                let mut peers = match &mesh {
+                    Some(m) => report.peers(m.workload.as_deref().or(workload.as_deref())),
+                    None => report.peers(workload.as_deref()),
+                };
+                if let Some(m) = &mesh {
+                    m.set_principals(&mut peers);
+                }
                 let fired = Arc::new(AtomicBool::new(false));
                 let body: ProxyBody = match deadline {
                     Some(d) => boxed(Deadline {

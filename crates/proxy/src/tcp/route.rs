@@ -83,12 +83,12 @@ impl Plan {
         self.picked.as_ref().map(|p| p.cluster.name.as_str())
     }
 
-    /// Records the outcome of the connect for outlier detection, and applies the cluster's
-    /// TCP keepalive to the new connection.
-    pub fn connected(&self, result: &io::Result<TcpStream>) {
+    /// Records the outcome of the connect (the new connection, or `None` when it failed) for
+    /// outlier detection, and applies the cluster's TCP keepalive to the new connection.
+    pub fn connected(&self, result: Option<&TcpStream>) {
         let Some(p) = &self.picked else { return };
         match result {
-            Ok(stream) => {
+            Some(stream) => {
                 p.report(Event::Connected);
                 if let Some((probes, time, interval)) = p.cluster.pool.limits.keepalive {
                     let mut ka = socket2::TcpKeepalive::new();
@@ -104,7 +104,7 @@ impl Plan {
                     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
                 }
             }
-            Err(_) => p.report(Event::LocalFailure),
+            None => p.report(Event::LocalFailure),
         }
     }
 

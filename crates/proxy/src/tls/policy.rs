@@ -197,18 +197,17 @@ impl Policy {
         }
     }
 
-    fn entry(&self, target: &Target) -> Option<&ClusterEntry> {
+    fn entry(&self, host: &str, port: u16) -> Option<&ClusterEntry> {
         self.by_host
-            .get(&target.service.fqdn)?
+            .get(host)?
             .iter()
-            .find(|(p, _)| *p == target.port)
+            .find(|(p, _)| *p == port)
             .map(|(_, e)| e)
     }
 
-    /// Whether some connection to this service port may use TLS (the HTTP request path,
-    /// which is plaintext only, is bypassed for it).
+    /// Whether some connection to this service port may use TLS.
     pub fn may_secure(&self, target: &Target) -> bool {
-        match self.entry(target) {
+        match self.entry(&target.service.fqdn, target.port) {
             Some(e) => match e.mode {
                 TlsMode::Disable => false,
                 TlsMode::IstioMutual => !e.auto || e.endpoints.values().any(|m| *m),
@@ -220,15 +219,26 @@ impl Policy {
 
     /// How to connect to endpoint `ip` of `target` (whose workload is `workload`, if known).
     pub fn decide(&self, target: &Target, ip: IpAddr, workload: Option<&Workload>) -> Decision {
-        let Some(e) = self.entry(target) else {
+        self.decide_at(&target.service.fqdn, target.port, ip, workload)
+    }
+
+    /// How to connect to endpoint `ip` of the service `host:port`.
+    pub fn decide_at(
+        &self,
+        host: &str,
+        port: u16,
+        ip: IpAddr,
+        workload: Option<&Workload>,
+    ) -> Decision {
+        let Some(e) = self.entry(host, port) else {
             if !self.has_clusters && workload.is_some_and(|w| w.has_sidecar) {
                 return Decision::Mesh {
                     identities: self
                         .identities
-                        .get(&target.service.fqdn)
+                        .get(host)
                         .cloned()
                         .unwrap_or_else(|| Arc::from([])),
-                    sni: istio_sni(target.port, None, &target.service.fqdn).into(),
+                    sni: istio_sni(port, None, host).into(),
                 };
             }
             return Decision::Plain;
