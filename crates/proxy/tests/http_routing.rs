@@ -11,8 +11,8 @@ mod routing_support;
 
 use ferry_model::Duration as D;
 use ferry_model::istio::destination_rule::{
-    ConnectionPoolSettings, ConsistentHashLb, HttpSettings, LoadBalancerSettings, OutlierDetection,
-    SimpleLb, TcpSettings,
+    ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, HttpSettings, LoadBalancerSettings,
+    OutlierDetection, SimpleLb, TcpSettings,
 };
 use ferry_model::istio::virtual_service::{
     CorsPolicy, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpBody, HttpDirectResponse,
@@ -731,6 +731,186 @@ fn pool_overflow_answers_503_uo() {
     // One in flight, one pending, one overflowing.
     assert_eq!(statuses, [200, 200, 503]);
     assert_eq!(requests(&p, "503", "UO"), 1.0);
+}
+
+fn http_pool(settings: HttpSettings) -> impl Fn(&mut Cluster) {
+    move |c: &mut Cluster| {
+        c.connection_pool = Some(ConnectionPoolSettings {
+            tcp: None,
+            http: Some(settings.clone()),
+        })
+    }
+}
+
+#[test]
+fn upstream_http_connections_are_pooled_within_the_pool_settings() {
+    let count = |s: &Seen| {
+        (
+            s.connections.load(Ordering::Relaxed),
+            s.closed.load(Ordering::Relaxed),
+        )
+    };
+    // Keep-alive toward the endpoint, whatever the client says about its own connection:
+    // nine requests, one upstream connection.
+    let w = web(100);
+    let v2 = |w: &Web| {
+        vec![HttpRouteRule {
+            route: vec![w.dest(Some("v2"), 100)],
+            ..Default::default()
+        }]
+    };
+    let p = w.proxy(v2(&w), |_| {});
+    for _ in 0..9 {
+        assert_eq!(get(l(&p), "/", &[]).status, 200);
+    }
+    assert_eq!(count(&w.seen[2]), (1, 0), "one pooled connection");
+
+    // maxRequestsPerConnection: 3 -> three connections for nine requests.
+    let w = web(104);
+    let p = w.proxy(
+        v2(&w),
+        http_pool(HttpSettings {
+            max_requests_per_connection: Some(3),
+            ..Default::default()
+        }),
+    );
+    for _ in 0..9 {
+        let r = get(l(&p), "/", &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(count(&w.seen[2]).0, 3, "a connection per three requests");
+
+    // idleTimeout: 300ms -> the idle connection is closed soon after; without it, it stays.
+    let w = web(154);
+    let p = w.proxy(
+        v2(&w),
+        http_pool(HttpSettings {
+            idle_timeout: D::parse("300ms").ok(),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(get(l(&p), "/", &[]).status, 200);
+    let closed = Instant::now();
+    while count(&w.seen[2]).1 == 0 && closed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = closed.elapsed();
+    assert_eq!(count(&w.seen[2]), (1, 1), "closed when idle");
+    assert!(after < Duration::from_secs(2), "closed after {after:?}");
+}
+
+/// An HTTP/1.1 and HTTP/2 upstream on `addr` that answers with the version it was spoken to
+/// in and the Host (or authority) it got.
+async fn version_server(addr: SocketAddr) {
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    let listener = bind_endpoint(addr);
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: hyper::Request<Incoming>| async move {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                            .unwrap_or_default();
+                        let body = format!("{:?} {host}", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_upgrade_policy_speaks_http2_upstream() {
+    let pods = vec![pod(160, "up-v1", "v1")];
+    let port = shared_port(&[pods[0].ip]);
+    version_server(SocketAddr::new(pods[0].ip, port)).await;
+    let vip = IpAddr::from([127, 0, 0, 161]);
+    let host = fqdn("up");
+    let proxy_for = |upgrade: bool| {
+        let mut clusters = clusters_by_version(&host, port, &pods, false);
+        if upgrade {
+            let tweak = http_pool(HttpSettings {
+                h2_upgrade_policy: Some(H2UpgradePolicy::Upgrade),
+                ..Default::default()
+            });
+            clusters.iter_mut().for_each(tweak);
+        }
+        let mut out = outbound(&host, port, Protocol::Http, &[vip], Vec::new());
+        out.virtual_service = Some("default/up".into());
+        out.http = vec![HttpRouteRule {
+            route: vec![HttpWeightedCluster {
+                destination: to(&host, port, None),
+                weight: 100,
+                headers: None,
+            }],
+            ..Default::default()
+        }];
+        let config = ProxyConfig {
+            identity: client_identity(&[("app", "client")]),
+            services: vec![service("up", Some(vip), "http-up", port, &pods)],
+            clusters,
+            outbound: vec![out],
+            ..Default::default()
+        };
+        start_proxy(SocketAddr::new(vip, port), config)
+    };
+    for (upgrade, want) in [
+        (false, "HTTP/1.1 up.example"),
+        (true, "HTTP/2.0 up.example"),
+    ] {
+        let proxy = proxy_for(upgrade);
+        let listener = proxy.listeners[0];
+        let reply =
+            tokio::task::spawn_blocking(move || get(listener, "/", &[("host", "up.example")]))
+                .await
+                .expect("request");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body, want, "upgrade: {upgrade}");
+    }
+    // An HTTP/2 client toward an HTTP/1.1 upstream: the request goes as HTTP/1.1, with the
+    // authority as Host.
+    use http_body_util::{BodyExt, Empty};
+    let proxy = proxy_for(false);
+    let stream = tokio::net::TcpStream::connect(proxy.listeners[0])
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::get("http://up.example/")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"HTTP/1.1 up.example");
 }
 
 /// A gRPC-like HTTP/2 upstream on `addr`: `bad` answers every call trailers-only with

@@ -227,10 +227,9 @@ fn a_quarter_of_the_sets_are_delayed() {
     // 240 at 25%: mean 60, sd ~6.7; 4.5 sd.
     assert!((30.0..=90.0).contains(&delayed), "{delayed}");
     // Every delayed command took the delay (a loaded machine may make a few others slow).
-    assert!(
-        slow as f64 >= delayed && slow as f64 <= delayed + 10.0,
-        "{slow} vs {delayed}"
-    );
+    // Every delayed request took the delay. (How many undelayed ones were slow as well says
+    // only how busy the machine is: not checked.)
+    assert!(slow as f64 >= delayed, "{slow} vs {delayed}");
 }
 
 #[test]
@@ -284,10 +283,9 @@ fn http_delays_hit_their_share() {
     eprintln!("30% HTTP delays: {delayed} delayed, {slow} slow of {n}");
     // 200 at 30%: mean 60, sd ~6.5; 4.5 sd.
     assert!((31.0..=89.0).contains(&delayed), "{delayed}");
-    assert!(
-        slow as f64 >= delayed && slow as f64 <= delayed + 10.0,
-        "{slow} vs {delayed}"
-    );
+    // Every delayed request took the delay. (How many undelayed ones were slow as well says
+    // only how busy the machine is: not checked.)
+    assert!(slow as f64 >= delayed, "{slow} vs {delayed}");
 }
 
 /// Connects through the proxy every `pace` until `until` says stop; each attempt's outcome

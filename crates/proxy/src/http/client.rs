@@ -24,6 +24,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -97,12 +98,28 @@ impl MeshPeer {
     }
 }
 
+/// The requests answered on one upstream connection so far (every response carries its
+/// connection's counter), for `maxRequestsPerConnection`.
+#[derive(Debug, Clone, Default)]
+pub struct Uses(Arc<AtomicU32>);
+
+impl Uses {
+    /// Counts one more answered request; returns the count.
+    pub fn answered(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
 /// An upstream connection: plaintext TCP, or TLS with the peer it reached.
 pub enum UpstreamIo {
     /// Plaintext.
-    Plain(TcpStream),
+    Plain(TcpStream, Uses),
     /// TLS (the peer sidecar, under mutual TLS).
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, MeshPeer),
+    Tls(
+        Box<tokio_rustls::client::TlsStream<TcpStream>>,
+        MeshPeer,
+        Uses,
+    ),
 }
 
 impl AsyncRead for UpstreamIo {
@@ -112,8 +129,8 @@ impl AsyncRead for UpstreamIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_read(cx, buf),
+            UpstreamIo::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s, ..) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -125,8 +142,8 @@ impl AsyncWrite for UpstreamIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_write(cx, buf),
+            UpstreamIo::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s, ..) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -136,29 +153,29 @@ impl AsyncWrite for UpstreamIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s, ..) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s, _) => s.is_write_vectored(),
+            UpstreamIo::Plain(s, _) => s.is_write_vectored(),
+            UpstreamIo::Tls(s, ..) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_flush(cx),
+            UpstreamIo::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s, ..) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s, _) => Pin::new(&mut **s).poll_shutdown(cx),
+            UpstreamIo::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s, ..) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
@@ -166,8 +183,10 @@ impl AsyncWrite for UpstreamIo {
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
         match self {
-            UpstreamIo::Plain(_) => Connected::new(),
-            UpstreamIo::Tls(_, peer) => Connected::new().extra(peer.clone()),
+            UpstreamIo::Plain(_, uses) => Connected::new().extra(uses.clone()),
+            UpstreamIo::Tls(_, peer, uses) => {
+                Connected::new().extra(uses.clone()).extra(peer.clone())
+            }
         }
     }
 }
@@ -197,7 +216,7 @@ impl tower_service::Service<Uri> for Connector {
             let connecting = self.http.call(uri);
             return Box::pin(async move {
                 let tcp = connecting.await?.into_inner();
-                Ok(TokioIo::new(UpstreamIo::Plain(tcp)))
+                Ok(TokioIo::new(UpstreamIo::Plain(tcp, Uses::default())))
             });
         }
         let secure = self.secure.clone();
@@ -217,7 +236,8 @@ impl tower_service::Service<Uri> for Connector {
                         workload: s.peer.map(Arc::new),
                         principals: s.principals,
                     };
-                    Ok(TokioIo::new(UpstreamIo::Tls(Box::new(s.stream), peer)))
+                    let tls = Box::new(s.stream);
+                    Ok(TokioIo::new(UpstreamIo::Tls(tls, peer, Uses::default())))
                 }
                 Err(refusal) => {
                     if let Refusal::Tls(reason) = &refusal {
@@ -261,7 +281,11 @@ pub fn scheme(
     "https"
 }
 
-/// The four upstream clients.
+/// What sets an outbound client apart: HTTP/2, idle timeout, connect timeout.
+type PoolKey = (bool, Option<Duration>, Option<Duration>);
+
+/// The upstream clients: four shared ones (HTTP/1.1 or HTTP/2, outbound or inbound), and
+/// outbound ones for clusters whose connection pool settings differ.
 #[derive(Clone)]
 pub struct Clients {
     outbound_h1: PooledClient,
@@ -269,6 +293,8 @@ pub struct Clients {
     inbound_h1: PooledClient,
     inbound_h2: PooledClient,
     secure: Arc<SecureEndpoints>,
+    connect_timeout: Duration,
+    tuned: Arc<Mutex<HashMap<PoolKey, PooledClient>>>,
 }
 
 impl std::fmt::Debug for Clients {
@@ -292,10 +318,14 @@ fn connector(inbound: bool, timeout: Duration, secure: Arc<SecureEndpoints>) -> 
     }
 }
 
-fn client(http2: bool, connector: Connector) -> PooledClient {
+/// How long idle upstream connections are kept unless a DestinationRule says otherwise.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn client(http2: bool, connector: Connector, idle: Duration) -> PooledClient {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(idle)
         .pool_max_idle_per_host(64)
         .http2_only(http2);
     builder.build(connector)
@@ -308,12 +338,45 @@ impl Clients {
         let outbound = connector(false, connect_timeout, secure.clone());
         let inbound = connector(true, connect_timeout, Arc::new(SecureEndpoints::default()));
         Self {
-            outbound_h1: client(false, outbound.clone()),
-            outbound_h2: client(true, outbound),
-            inbound_h1: client(false, inbound.clone()),
-            inbound_h2: client(true, inbound),
+            outbound_h1: client(false, outbound.clone(), IDLE_TIMEOUT),
+            outbound_h2: client(true, outbound, IDLE_TIMEOUT),
+            inbound_h1: client(false, inbound.clone(), IDLE_TIMEOUT),
+            inbound_h2: client(true, inbound, IDLE_TIMEOUT),
             secure,
+            connect_timeout,
+            tuned: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The outbound client for a cluster: HTTP/2 or not, with the connection pool's idle
+    /// and connect timeouts (the shared client when the cluster sets neither).
+    pub fn outbound(
+        &self,
+        http2: bool,
+        idle: Option<Duration>,
+        connect: Option<Duration>,
+    ) -> PooledClient {
+        if idle.is_none() && connect.is_none() {
+            return self
+                .pick(
+                    false,
+                    if http2 {
+                        Protocol::Http2
+                    } else {
+                        Protocol::Http
+                    },
+                )
+                .clone();
+        }
+        let mut tuned = self.tuned.lock().unwrap_or_else(|e| e.into_inner());
+        tuned
+            .entry((http2, idle, connect))
+            .or_insert_with(|| {
+                let timeout = connect.unwrap_or(self.connect_timeout);
+                let connector = connector(false, timeout, self.secure.clone());
+                client(http2, connector, idle.unwrap_or(IDLE_TIMEOUT))
+            })
+            .clone()
     }
 
     /// The client for a direction and protocol.

@@ -18,7 +18,9 @@ use crate::telemetry::labels::{HttpLabels, Parties, Peers, Value};
 use crate::trace::{PendingHttp, SpanKind};
 use body::{Counted, ProxyBody, Seen, boxed, full};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderValue, UPGRADE};
+use hyper::http::uri::Authority;
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
@@ -51,6 +53,48 @@ pub struct Connection {
     /// The service port whose TLS settings apply to the requests (outbound toward a
     /// service: mutual TLS is decided per request, for the endpoint it goes to).
     pub target: Option<Arc<Target>>,
+}
+
+/// Removes the hop-by-hop headers of a request (`Connection`, those it names, `Keep-Alive`,
+/// `Proxy-Connection`): they describe the downstream connection, not the upstream one, which
+/// the proxy pools.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "upgrade")
+        .collect();
+    // A protocol upgrade (WebSocket) keeps its `Connection: upgrade`.
+    if !headers.contains_key(UPGRADE) {
+        headers.remove(CONNECTION);
+    }
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// The version of a request sent to an upstream that speaks HTTP/2 (`h2`) or HTTP/1.1: an
+/// HTTP/2 request to an HTTP/1.1 upstream goes as HTTP/1.1, its authority becoming `Host`.
+pub fn fit_version(
+    version: Version,
+    headers: &mut HeaderMap,
+    authority: Option<&Authority>,
+    h2: bool,
+) -> Version {
+    if h2 || version != Version::HTTP_2 {
+        return version;
+    }
+    if !headers.contains_key(HOST)
+        && let Some(v) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(HOST, v);
+    }
+    Version::HTTP_11
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
@@ -208,6 +252,9 @@ async fn proxy_request(
         _ => "http",
     };
     let (mut parts, body) = req.into_parts();
+    let h2 = matches!(conn.protocol, Protocol::Http2 | Protocol::Grpc);
+    parts.version = fit_version(parts.version, &mut parts.headers, parts.uri.authority(), h2);
+    strip_hop_by_hop(&mut parts.headers);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = match Uri::builder()
         .scheme(scheme)

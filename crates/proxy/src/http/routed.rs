@@ -11,7 +11,7 @@ use super::answer;
 use super::body::{BoxError, Counted, ProxyBody, Seen, boxed, full};
 use super::client::{self, MeshPeer};
 use super::replay::{LIMIT as REPLAY_LIMIT, Replay};
-use super::{Connection, record};
+use super::{Connection, fit_version, record, strip_hop_by_hop};
 use crate::balance::HashOn;
 use crate::balance::hash::hash;
 use crate::cluster::{PickContext, Picked, UpstreamCluster};
@@ -30,6 +30,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HOST, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::capture_connection;
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -204,13 +205,14 @@ impl Body for Deadline {
     }
 }
 
-/// The request head of one try.
+/// The request head of one try, for an upstream that speaks HTTP/2 (`h2`) or HTTP/1.1.
 fn try_request(
     parts: &Parts,
     scheme: &str,
     addr: SocketAddr,
     path: &str,
     close: bool,
+    h2: bool,
 ) -> Option<Request<()>> {
     let uri = Uri::builder()
         .scheme(scheme)
@@ -221,10 +223,11 @@ fn try_request(
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(uri)
-        .version(parts.version)
         .body(())
         .ok()?;
     *req.headers_mut() = parts.headers.clone();
+    *req.version_mut() = fit_version(parts.version, req.headers_mut(), parts.uri.authority(), h2);
+    strip_hop_by_hop(req.headers_mut());
     if close {
         req.headers_mut()
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -263,7 +266,8 @@ fn mirror(
         return;
     };
     let scheme = upstream_scheme(ctx, cluster, &picked);
-    let Some(head) = try_request(parts, scheme, picked.addr, path, false) else {
+    let h2 = matches!(protocol, Protocol::Http2 | Protocol::Grpc);
+    let Some(head) = try_request(parts, scheme, picked.addr, path, false, h2) else {
         return;
     };
     let (mut head, ()) = head.into_parts();
@@ -478,8 +482,9 @@ pub async fn handle(
         }
     };
 
-    // Connection pool.
-    let http1 = !matches!(conn.protocol, Protocol::Http2 | Protocol::Grpc);
+    // Connection pool. `h2UpgradePolicy: UPGRADE` sends HTTP/1.1 requests as HTTP/2.
+    let limits = &cluster.pool.limits;
+    let http1 = !matches!(conn.protocol, Protocol::Http2 | Protocol::Grpc) && !limits.h2_upgrade;
     let slot = match cluster.pool.request(http1).await {
         Ok(slot) => slot,
         Err(_) => return report.local(
@@ -502,13 +507,20 @@ pub async fn handle(
     let timeout = rule.and_then(|r| r.timeout);
     let deadline = timeout.map(|t| started + t);
     let (key, new_cookie) = hash_key(cluster.hash_on.as_ref(), &parts, source);
-    let close = cluster.pool.limits.max_requests_per_connection == 1 && http1;
+    // `maxRequestsPerConnection`: 1 over HTTP/1.1 turns keep-alive off; otherwise a
+    // connection leaves the pool once it has answered that many requests.
+    let per_connection = limits.max_requests_per_connection;
+    let close = per_connection == 1 && http1;
+    let max_uses =
+        (per_connection > 1 || (per_connection == 1 && !http1)).then_some(per_connection);
     let request_bytes = Arc::new(AtomicU64::new(0));
     let counter = request_bytes.clone();
     let replay = Replay::new(boxed(Counted::new(body, move |seen: Seen| {
         counter.store(seen.bytes, Ordering::Relaxed)
     })));
-    let client = ctx.http.pick(false, conn.protocol).clone();
+    let client = ctx
+        .http
+        .outbound(!http1, limits.http_idle_timeout, limits.connect_timeout);
 
     let mut tries = 0u32;
     let mut avoid = None;
@@ -523,11 +535,12 @@ pub async fn handle(
             return report.local(answer::text(503, "no healthy upstream"), &[di, "UH"]);
         };
         let scheme = upstream_scheme(&ctx, &cluster, &picked);
-        let Some(head) = try_request(&parts, scheme, picked.addr, &path, close) else {
+        let Some(head) = try_request(&parts, scheme, picked.addr, &path, close, !http1) else {
             return report.local(answer::text(400, "bad request target"), &[di]);
         };
         let (head, ()) = head.into_parts();
-        let request = Request::from_parts(head, boxed(replay.body()));
+        let mut request = Request::from_parts(head, boxed(replay.body()));
+        let captured = max_uses.map(|_| capture_connection(&mut request));
         let per_try = retries.and_then(|r| r.per_try_timeout);
         let now = Instant::now();
         let left = deadline.map(|d| d.saturating_duration_since(now));
@@ -540,6 +553,15 @@ pub async fn handle(
             Some(l) => tokio::time::timeout(l, sent).await.ok(),
             None => Some(sent.await),
         };
+        if let (Some(max), Some(captured), Some(Ok(resp))) = (max_uses, &captured, &result)
+            && resp
+                .extensions()
+                .get::<client::Uses>()
+                .is_some_and(|u| u.answered() >= max)
+            && let Some(connection) = captured.connection_metadata().as_ref()
+        {
+            connection.poison();
+        }
         let outcome = match &result {
             None => TryOutcome::Timeout,
             Some(Ok(resp)) => TryOutcome::Response {

@@ -40,6 +40,8 @@ pub struct Limits {
     pub keepalive: Option<(Option<u32>, Option<Duration>, Option<Duration>)>,
     /// Send HTTP/1.1 requests upstream as HTTP/2.
     pub h2_upgrade: bool,
+    /// How long an idle upstream HTTP connection is kept (`http.idleTimeout`).
+    pub http_idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -55,6 +57,7 @@ impl Default for Limits {
             max_connection_duration: None,
             keepalive: None,
             h2_upgrade: false,
+            http_idle_timeout: None,
         }
     }
 }
@@ -95,6 +98,7 @@ impl Limits {
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0);
             l.h2_upgrade = http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade);
+            l.http_idle_timeout = http.idle_timeout.as_ref().map(|d| d.get());
         }
         l
     }

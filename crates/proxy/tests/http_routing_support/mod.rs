@@ -19,6 +19,10 @@ pub struct Seen {
     pub requests: AtomicUsize,
     /// Host headers received.
     pub hosts: Mutex<Vec<String>>,
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// Connections the client closed.
+    pub closed: AtomicUsize,
 }
 
 /// One request as the upstream read it.
@@ -75,6 +79,7 @@ pub fn http_server(addr: SocketAddr, name: &str) -> Arc<Seen> {
             let Ok(stream) = stream else { continue };
             let name = name.clone();
             let seen = s.clone();
+            seen.connections.fetch_add(1, Ordering::Relaxed);
             thread::spawn(move || {
                 let Ok(mut w) = stream.try_clone() else {
                     return;
@@ -123,6 +128,7 @@ pub fn http_server(addr: SocketAddr, name: &str) -> Arc<Seen> {
                         return;
                     }
                 }
+                seen.closed.fetch_add(1, Ordering::Relaxed);
             });
         }
     });
