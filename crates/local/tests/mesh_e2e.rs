@@ -10,10 +10,12 @@
 //!
 //! It needs the `ferry` binary of the same build (`cargo test --workspace` builds it).
 
+mod support;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::*;
 
 const BRIDGE: &str = "ferry-e2e0";
 
@@ -106,174 +108,6 @@ spec:
 
 const RULE: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: redis-vip\nspec:\n  host: redis-vip\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n";
 
-/// A plain HTTP/1.0 GET of `path` on `addr` (`host:port`); the body.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_string())
-}
-
-fn ferry_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let ferry = dir.join("ferry");
-    ferry.exists().then_some(ferry)
-}
-
-fn can_run() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    for tool in [
-        "ip",
-        "iptables-restore",
-        "setpriv",
-        "redis-server",
-        "redis-cli",
-        "getent",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).exists()));
-        if !found {
-            eprintln!("skipped: {tool} is not installed (scripts/install-deps.sh)");
-            return None;
-        }
-    }
-    let ferry = ferry_binary();
-    if ferry.is_none() {
-        eprintln!("skipped: no ferry binary beside the test (build it: cargo build -p ferry-cli)");
-    }
-    ferry
-}
-
-/// A running `ferry up`: interrupted, then `ferry down` as a backstop, on drop.
-struct Up {
-    ferry: PathBuf,
-    child: Child,
-    state_dir: PathBuf,
-}
-
-impl Up {
-    fn start(ferry: &Path, dir: &Path, state_dir: &Path) -> Up {
-        let child = Command::new(ferry)
-            .arg("up")
-            .arg(dir)
-            .args(["--bridge", BRIDGE, "--state-dir"])
-            .arg(state_dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ferry up starts");
-        Up {
-            ferry: ferry.to_path_buf(),
-            child,
-            state_dir: state_dir.to_path_buf(),
-        }
-    }
-
-    fn ferry(&self, args: &[&str]) -> Output {
-        Command::new(&self.ferry)
-            .args(args)
-            .env("FERRY_STATE_DIR", &self.state_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ferry runs")
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self.ferry(&["status", "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    /// `ferry exec POD -- ARGS`: (success, trimmed stdout).
-    fn exec(&self, pod: &str, args: &[&str]) -> (bool, String) {
-        let mut full = vec!["exec", pod, "--"];
-        full.extend_from_slice(args);
-        let out = self.ferry(&full);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
-    }
-
-    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = i32::try_from(self.child.id()).ok()?;
-        // SAFETY: signals our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.interrupt();
-        }
-        let _ = self.ferry(&["down"]);
-    }
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn names(status: &Value) -> Vec<String> {
-    status["pods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Waits until the pods are exactly `want` (`client` matches `client-...`) and all ready.
-fn pods_ready(up: &Up, want: &[&str]) -> Value {
-    wait_for(&format!("pods {want:?} ready"), 60, || {
-        let status = up.status()?;
-        let pods = status["pods"].as_array()?;
-        let have = names(&status);
-        let matches = have.len() == want.len()
-            && want.iter().all(|w| {
-                have.iter()
-                    .any(|h| h == w || h.starts_with(&format!("{w}-")))
-            });
-        (matches && pods.iter().all(|p| p["ready"] == true)).then_some(status.clone())
-    })
-}
-
-fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["pods"]
-        .as_array()
-        .and_then(|pods| pods.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("no pod {name} in {status}"))
-}
-
 /// The addresses `getent hosts NAME` gives inside `pod`, sorted.
 fn resolve(up: &Up, from: &str, name: &str) -> Vec<String> {
     let (_, out) = up.exec(from, &["getent", "hosts", name]);
@@ -294,66 +128,11 @@ fn dnat_rules(netns: &str) -> usize {
     out.lines().filter(|l| l.contains("-j DNAT")).count()
 }
 
-fn assert_nothing_left(seen: &[Value], state_dir: &Path) {
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .expect("ip netns list")
-            .stdout,
-    )
-    .into_owned();
-    let mut pids = Vec::new();
-    for status in seen {
-        for p in status["pods"].as_array().into_iter().flatten() {
-            let name = p["netns"].as_str().unwrap_or_default();
-            assert!(
-                !netns
-                    .lines()
-                    .any(|l| l.split_whitespace().next() == Some(name)),
-                "namespace {name} left behind"
-            );
-            assert!(
-                !Path::new("/etc/netns").join(name).exists(),
-                "/etc/netns/{name} left"
-            );
-            let veth = p["veth"].as_str().unwrap_or_default();
-            assert!(
-                !Path::new("/sys/class/net").join(veth).exists(),
-                "link {veth} left"
-            );
-            for c in p["containers"].as_array().into_iter().flatten() {
-                pids.extend(c["pid"].as_i64());
-            }
-        }
-    }
-    assert!(
-        !Path::new("/sys/class/net").join(BRIDGE).exists(),
-        "bridge left"
-    );
-    assert!(!state_dir.join("state.json").exists(), "state file left");
-    let rules = Command::new("iptables-save")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    assert!(
-        !rules.contains("FERRY"),
-        "host iptables rules left:\n{rules}"
-    );
-    wait_for("processes to be gone", 5, || {
-        pids.iter()
-            .all(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| s.contains(") Z "))
-                    .unwrap_or(true)
-            })
-            .then_some(())
-    });
-}
-
 #[test]
 fn mesh_follows_its_manifests() {
-    let Some(ferry) = can_run() else { return };
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "getent"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tmp");
     let write = |name: &str, text: &str| {
         // Written aside and renamed, as editors do, so the watcher never sees half a file.
@@ -368,8 +147,8 @@ fn mesh_follows_its_manifests() {
     let state = tempfile::tempdir().expect("tmp");
     let mut seen = Vec::new();
     {
-        let mut up = Up::start(&ferry, dir.path(), state.path());
-        let status = pods_ready(&up, &["client", "plain", "redis-0", "redis-1"]);
+        let mut up = Up::start(&ferry, dir.path(), state.path(), &["--bridge", BRIDGE]);
+        let status = pods_ready(&mut up, &["client", "plain", "redis-0", "redis-1"]);
         seen.push(status.clone());
         let ip = |name: &str| {
             pod(&status, name)["ip"]
@@ -434,7 +213,10 @@ fn mesh_follows_its_manifests() {
 
         // Scale up: DNS and the rules follow.
         write("redis.yaml", &redis_manifests(3));
-        let status = pods_ready(&up, &["client", "plain", "redis-0", "redis-1", "redis-2"]);
+        let status = pods_ready(
+            &mut up,
+            &["client", "plain", "redis-0", "redis-1", "redis-2"],
+        );
         seen.push(status.clone());
         wait_for("three redis addresses", 10, || {
             (resolve(&up, "client", "redis").len() == 3).then_some(())
@@ -446,7 +228,7 @@ fn mesh_follows_its_manifests() {
         // Scale down and remove the Deployment.
         write("redis.yaml", &redis_manifests(1));
         std::fs::remove_file(dir.path().join("client.yaml")).expect("remove client");
-        let status = pods_ready(&up, &["plain", "redis-0"]);
+        let status = pods_ready(&mut up, &["plain", "redis-0"]);
         seen.push(status.clone());
         assert_eq!(resolve(&up, "plain", "redis"), [ip("redis-0")]);
         wait_for("rules for one endpoint", 10, || {
@@ -489,7 +271,7 @@ fn mesh_follows_its_manifests() {
             let status = up.status()?;
             (!status["rejected"].as_array()?.is_empty()).then_some(())
         });
-        let status = pods_ready(&up, &["plain", "redis-0"]);
+        let status = pods_ready(&mut up, &["plain", "redis-0"]);
         assert_eq!(
             up.exec("plain", &["redis-cli", "-h", "redis-vip", "GET", "k"])
                 .1,
@@ -530,5 +312,5 @@ fn mesh_follows_its_manifests() {
         let exit = up.interrupt().expect("ferry up exits on SIGINT");
         assert!(exit.success(), "ferry up exits cleanly: {exit}");
     }
-    assert_nothing_left(&seen, state.path());
+    assert_nothing_left(&seen, BRIDGE, state.path());
 }

@@ -19,11 +19,14 @@
 //! Skipped unless root with iproute2, iptables, setpriv, Redis and tcpdump. Uses its own
 //! bridge and pod network, so it does not touch a mesh `ferry up` runs on this machine.
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::*;
 
 const BRIDGE: &str = "ferry-mtls0";
 const POD_CIDR: &str = "198.18.200.0/24";
@@ -82,255 +85,29 @@ fn peer_authentication(mode: &str) -> String {
     )
 }
 
-/// A plain HTTP/1.0 GET of `path` on `addr` (`host:port`); the body.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_string())
-}
-
-fn ferry_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let ferry = dir.join("ferry");
-    ferry.exists().then_some(ferry)
-}
-
-fn can_run() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    for tool in [
-        "ip",
-        "iptables-restore",
-        "setpriv",
-        "redis-server",
-        "redis-cli",
-        "redis-benchmark",
-        "tcpdump",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).exists()));
-        if !found {
-            eprintln!("skipped: {tool} is not installed (scripts/install-test-deps.sh)");
-            return None;
-        }
-    }
-    let ferry = ferry_binary();
-    if ferry.is_none() {
-        eprintln!("skipped: no ferry binary beside the test (build it: cargo build -p ferry-cli)");
-    }
-    ferry
-}
-
-/// A running `ferry up`: interrupted, then `ferry down` as a backstop, on drop.
-struct Up {
-    ferry: PathBuf,
-    child: Child,
-    state_dir: PathBuf,
-}
-
-impl Up {
-    fn start(ferry: &Path, dir: &Path, state_dir: &Path) -> Up {
-        let child = Command::new(ferry)
-            .arg("up")
-            .arg(dir)
-            .args(["--bridge", BRIDGE, "--pod-cidr", POD_CIDR])
-            .args(["--service-cidr", SERVICE_CIDR])
-            .args(["--cert-ttl-secs", CERT_TTL_SECS, "--state-dir"])
-            .arg(state_dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ferry up starts");
-        Up {
-            ferry: ferry.to_path_buf(),
-            child,
-            state_dir: state_dir.to_path_buf(),
-        }
-    }
-
-    fn ferry(&self, args: &[&str]) -> Output {
-        Command::new(&self.ferry)
-            .args(args)
-            .env("FERRY_STATE_DIR", &self.state_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ferry runs")
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self.ferry(&["status", "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    /// `ferry exec POD -- ARGS`: (success, trimmed stdout).
-    fn exec(&self, pod: &str, args: &[&str]) -> (bool, String) {
-        let mut full = vec!["exec", pod, "--"];
-        full.extend_from_slice(args);
-        let out = self.ferry(&full);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
-    }
-
-    /// `redis-cli -h redis-0.redis ARGS` from `pod`, with a timeout; its stdout.
-    fn redis(&self, pod: &str, args: &[&str]) -> String {
-        let mut full = vec!["timeout", "5", "redis-cli", "-h", "redis-0.redis"];
-        full.extend_from_slice(args);
-        self.exec(pod, &full).1
-    }
-
-    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = i32::try_from(self.child.id()).ok()?;
-        // SAFETY: signals our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.interrupt();
-        }
-        let _ = self.ferry(&["down"]);
-    }
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn names(status: &Value) -> Vec<String> {
-    status["pods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Waits until the pods are exactly `want` (`client` matches `client-...`) and all ready.
-fn pods_ready(up: &mut Up, want: &[&str]) -> Value {
-    wait_for(&format!("pods {want:?} ready"), 60, || {
-        if let Ok(Some(exit)) = up.child.try_wait() {
-            panic!("ferry up exited: {exit}");
-        }
-        let status = up.status()?;
-        let pods = status["pods"].as_array()?;
-        let have = names(&status);
-        let matches = have.len() == want.len()
-            && want.iter().all(|w| {
-                have.iter()
-                    .any(|h| h == w || h.starts_with(&format!("{w}-")))
-            });
-        (matches && pods.iter().all(|p| p["ready"] == true)).then_some(status.clone())
-    })
-}
-
-fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["pods"]
-        .as_array()
-        .and_then(|pods| {
-            pods.iter().find(|p| {
-                p["name"] == name
-                    || p["name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with(&format!("{name}-")))
-            })
-        })
-        .unwrap_or_else(|| panic!("no pod {name} in {status}"))
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The proxy metrics of a pod (its `metrics_url`).
-fn scrape(status: &Value, name: &str) -> String {
-    let url = pod(status, name)["metrics_url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{name} has no proxy metrics"))
-        .trim_start_matches("http://")
-        .to_string();
-    let (addr, path) = url.split_once('/').expect("metrics URL has a path");
-    http_get(addr, &format!("/{path}")).unwrap_or_default()
-}
-
-/// Every proxy's last ACKed version, by pod, from the control plane's monitoring port.
-fn acked(up: &Up) -> Option<Vec<(String, String, bool)>> {
-    let status = up.status()?;
-    let monitoring = status["monitoring"].as_str()?.to_string();
-    let body = http_get(&monitoring, "/debug/proxy-status")?;
-    let json: Value = serde_json::from_str(&body).ok()?;
-    Some(
-        json["proxies"]
-            .as_array()?
-            .iter()
-            .map(|p| {
-                (
-                    p["pod"].as_str().unwrap_or_default().to_string(),
-                    p["lastAcked"].to_string(),
-                    p["synced"] == true,
-                )
-            })
-            .collect(),
-    )
+/// `redis-cli -h redis-0.redis ARGS` from `pod`, with a timeout; its stdout.
+fn redis(up: &Up, pod: &str, args: &[&str]) -> String {
+    let mut full = vec!["timeout", "5", "redis-cli", "-h", "redis-0.redis"];
+    full.extend_from_slice(args);
+    up.exec(pod, &full).1
 }
 
 /// Writes the PeerAuthentication and waits until the proxies of `changed` (pod names or
 /// prefixes) hold a new configuration and every proxy is in sync.
-fn set_mode(up: &Up, dir: &Path, mode: &str, changed: &[&str]) {
+fn set_mode(up: &Up, mode: &str, changed: &[&str]) {
     let before = wait_for("proxies in sync", 10, || {
-        acked(up).filter(|a| a.len() >= 2 && a.iter().all(|p| p.2))
+        up.proxies()
+            .filter(|a| a.len() >= 2 && a.iter().all(|p| p.synced))
     });
-    let tmp = dir.join(".peer.yaml.tmp");
-    std::fs::write(&tmp, peer_authentication(mode)).expect("write manifest");
-    std::fs::rename(&tmp, dir.join("peer.yaml")).expect("rename manifest");
+    up.write("peer.yaml", &peer_authentication(mode));
     wait_for(&format!("{mode} acknowledged by {changed:?}"), 15, || {
-        let now = acked(up)?;
+        let now = up.proxies()?;
         let moved = changed.iter().all(|c| {
             now.iter()
-                .filter(|p| p.0 == *c || p.0.starts_with(&format!("{c}-")))
-                .any(|p| before.iter().all(|b| b.0 != p.0 || b.1 != p.1))
+                .filter(|p| p.pod == *c || p.pod.starts_with(&format!("{c}-")))
+                .any(|p| before.iter().all(|b| b.pod != p.pod || b.acked != p.acked))
         });
-        (moved && now.iter().all(|p| p.2)).then_some(())
+        (moved && now.iter().all(|p| p.synced)).then_some(())
     });
 }
 
@@ -424,69 +201,11 @@ fn set_captured(up: &Up, veth: &str, work: &Path, tag: &str) -> (String, String,
     let key = format!("ferry-secret-{tag}-{}-{nanos}", std::process::id());
     let file = work.join(format!("{tag}.pcap"));
     let mut capture = Capture::start(veth, &file);
-    let answer = up.redis("client", &["SET", &key, "hush"]);
+    let answer = redis(up, "client", &["SET", &key, "hush"]);
     std::thread::sleep(Duration::from_millis(300));
     let bytes = capture.stop();
     let clear = contains(&bytes, key.as_bytes());
     (answer, key, clear, bytes.len())
-}
-
-fn assert_nothing_left(seen: &[Value], state_dir: &Path) {
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .expect("ip netns list")
-            .stdout,
-    )
-    .into_owned();
-    let mut pids = Vec::new();
-    for status in seen {
-        for p in status["pods"].as_array().into_iter().flatten() {
-            let name = p["netns"].as_str().unwrap_or_default();
-            assert!(
-                !netns
-                    .lines()
-                    .any(|l| l.split_whitespace().next() == Some(name)),
-                "namespace {name} left behind"
-            );
-            assert!(
-                !Path::new("/etc/netns").join(name).exists(),
-                "/etc/netns/{name} left"
-            );
-            let veth = p["veth"].as_str().unwrap_or_default();
-            assert!(
-                !Path::new("/sys/class/net").join(veth).exists(),
-                "link {veth} left"
-            );
-            for c in p["containers"].as_array().into_iter().flatten() {
-                pids.extend(c["pid"].as_i64());
-            }
-        }
-    }
-    assert!(
-        !Path::new("/sys/class/net").join(BRIDGE).exists(),
-        "bridge left"
-    );
-    assert!(!state_dir.join("state.json").exists(), "state file left");
-    assert!(!state_dir.join("identity").exists(), "per-pod tokens left");
-    let rules = Command::new("iptables-save")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    assert!(
-        !rules.contains("FERRY"),
-        "host iptables rules left:\n{rules}"
-    );
-    wait_for("processes to be gone", 5, || {
-        pids.iter()
-            .all(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| s.contains(") Z "))
-                    .unwrap_or(true)
-            })
-            .then_some(())
-    });
 }
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
@@ -494,7 +213,9 @@ const REDIS_ID: &str = "spiffe://cluster.local/ns/default/sa/redis";
 
 #[test]
 fn mutual_tls_between_sidecars() {
-    let Some(ferry) = can_run() else { return };
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "redis-benchmark", "tcpdump"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tmp");
     let write = |name: &str, text: &str| {
         let tmp = dir.path().join(format!(".{name}.tmp"));
@@ -510,7 +231,21 @@ fn mutual_tls_between_sidecars() {
     let work = tempfile::tempdir().expect("tmp");
     let mut seen = Vec::new();
     {
-        let mut up = Up::start(&ferry, dir.path(), state.path());
+        let mut up = Up::start(
+            &ferry,
+            dir.path(),
+            state.path(),
+            &[
+                "--bridge",
+                BRIDGE,
+                "--pod-cidr",
+                POD_CIDR,
+                "--service-cidr",
+                SERVICE_CIDR,
+                "--cert-ttl-secs",
+                CERT_TTL_SECS,
+            ],
+        );
         let status = pods_ready(&mut up, &["client", "plain", "redis-0"]);
         seen.push(status.clone());
         assert_eq!(
@@ -528,9 +263,10 @@ fn mutual_tls_between_sidecars() {
 
         // The configuration stream runs over TLS: the control plane lists the proxies.
         let proxies = wait_for("both proxies connected", 10, || {
-            acked(&up).filter(|a| a.len() == 2 && a.iter().all(|p| p.2))
+            up.proxies()
+                .filter(|a| a.len() == 2 && a.iter().all(|p| p.synced))
         });
-        assert!(proxies.iter().any(|p| p.0 == "redis-0"), "{proxies:?}");
+        assert!(proxies.iter().any(|p| p.pod == "redis-0"), "{proxies:?}");
 
         // STRICT: the meshed client works, encrypted on the wire.
         let (answer, key, clear, captured) = set_captured(&up, &veth, work.path(), "strict");
@@ -540,9 +276,9 @@ fn mutual_tls_between_sidecars() {
             "the capture saw the connection ({captured} bytes)"
         );
         assert!(!clear, "{key} crossed the wire in clear under STRICT");
-        assert_eq!(up.redis("client", &["GET", &key]), "hush");
+        assert_eq!(redis(&up, "client", &["GET", &key]), "hush");
         // The sidecar-less client is refused at the server's sidecar.
-        let refused = up.redis("plain", &["GET", &key]);
+        let refused = redis(&up, "plain", &["GET", &key]);
         assert_ne!(refused, "hush", "STRICT let a plaintext client through");
         let text = scrape(&status, "redis-0");
         assert!(
@@ -600,8 +336,8 @@ fn mutual_tls_between_sidecars() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), root);
 
         // PERMISSIVE: both clients work.
-        set_mode(&up, dir.path(), "PERMISSIVE", &["redis-0"]);
-        assert_eq!(up.redis("plain", &["GET", &key]), "hush");
+        set_mode(&up, "PERMISSIVE", &["redis-0"]);
+        assert_eq!(redis(&up, "plain", &["GET", &key]), "hush");
         let (answer, key, clear, _) = set_captured(&up, &veth, work.path(), "permissive");
         assert_eq!(answer, "OK");
         assert!(
@@ -624,7 +360,7 @@ fn mutual_tls_between_sidecars() {
         });
 
         // DISABLE: plaintext, and the capture sees it.
-        set_mode(&up, dir.path(), "DISABLE", &["redis-0", "client"]);
+        set_mode(&up, "DISABLE", &["redis-0", "client"]);
         let (answer, key, clear, _) = set_captured(&up, &veth, work.path(), "disable");
         assert_eq!(answer, "OK");
         assert!(
@@ -634,7 +370,7 @@ fn mutual_tls_between_sidecars() {
 
         // Rotation under load: back to STRICT, then INCRs through both sidecars while both
         // proxies renew their certificates; not one command may fail.
-        set_mode(&up, dir.path(), "STRICT", &["redis-0", "client"]);
+        set_mode(&up, "STRICT", &["redis-0", "client"]);
         let renewals = |name: &str| {
             metric(
                 &scrape(&status, name),
@@ -643,7 +379,7 @@ fn mutual_tls_between_sidecars() {
             )
         };
         let counter = "counter:__rand_int__".to_string();
-        let _ = up.redis("client", &["DEL", &counter]);
+        let _ = redis(&up, "client", &["DEL", &counter]);
         let (server_before, client_before) = (renewals("redis-0"), renewals("client"));
         let mut sent = 0u64;
         let mut during = false;
@@ -675,15 +411,15 @@ fn mutual_tls_between_sidecars() {
             during |= renewals("redis-0") + renewals("client") > before;
         }
         assert_eq!(
-            up.redis("client", &["GET", &counter]),
+            redis(&up, "client", &["GET", &counter]),
             sent.to_string(),
             "INCRs lost across certificate renewals"
         );
         // New connections use the new certificates.
-        assert_eq!(up.redis("client", &["PING"]), "PONG");
+        assert_eq!(redis(&up, "client", &["PING"]), "PONG");
 
         let exit = up.interrupt().expect("ferry up exits on SIGINT");
         assert!(exit.success(), "ferry up exits cleanly: {exit}");
     }
-    assert_nothing_left(&seen, state.path());
+    assert_nothing_left(&seen, BRIDGE, state.path());
 }

@@ -20,14 +20,16 @@
 //! assertion fails. Skipped unless root with iproute2, iptables, setpriv and Redis; needs
 //! the `ferry` binary of the same build (`cargo build -p ferry-cli`).
 
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::*;
 
 const BRIDGE: &str = "ferry-pol0";
 
@@ -305,227 +307,40 @@ spec:
       percentage: 20
 "#;
 
-fn ferry_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let ferry = dir.join("ferry");
-    ferry.exists().then_some(ferry)
+/// `ferry up` over `files` on the test's own bridge and networks, with `extra` flags.
+fn start(ferry: &Path, files: &[(&str, &str)], extra: &[&str]) -> Up {
+    let mut args = vec![
+        "--bridge",
+        BRIDGE,
+        "--pod-cidr",
+        POD_CIDR,
+        "--service-cidr",
+        SERVICE_CIDR,
+    ];
+    args.extend_from_slice(extra);
+    Up::with_files(ferry, files, &args).in_namespace(NS)
 }
 
-fn can_run() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    for tool in [
-        "ip",
-        "iptables-restore",
-        "setpriv",
-        "redis-server",
-        "redis-cli",
-        "getent",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).exists()));
-        if !found {
-            eprintln!("skipped: {tool} is not installed (scripts/install-deps.sh)");
-            return None;
-        }
-    }
-    let ferry = ferry_binary();
-    if ferry.is_none() {
-        eprintln!("skipped: no ferry binary beside the test (build it: cargo build -p ferry-cli)");
-    }
-    ferry
+/// (last acknowledged version, in sync) of the proxy of the pod named `pod` (a prefix for a
+/// Deployment's pod).
+fn acked(up: &Up, pod: &str) -> Option<(String, bool)> {
+    up.proxies()?
+        .into_iter()
+        .find(|p| p.namespace == NS && (p.pod == pod || p.pod.starts_with(&format!("{pod}-"))))
+        .map(|p| (p.acked, p.synced))
 }
 
-/// A running `ferry up` over a manifest directory of its own: interrupted, then `ferry down`
-/// as a backstop, on drop.
-struct Up {
-    ferry: PathBuf,
-    child: Child,
-    dir: tempfile::TempDir,
-    state_dir: tempfile::TempDir,
-}
-
-impl Up {
-    fn start(ferry: &Path, files: &[(&str, &str)], extra: &[&str]) -> Up {
-        let dir = tempfile::tempdir().expect("tmp");
-        let state_dir = tempfile::tempdir().expect("tmp");
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).expect("write manifest");
-        }
-        let child = Command::new(ferry)
-            .arg("up")
-            .arg(dir.path())
-            .args(["--bridge", BRIDGE, "--pod-cidr", POD_CIDR])
-            .args(["--service-cidr", SERVICE_CIDR, "--state-dir"])
-            .arg(state_dir.path())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ferry up starts");
-        Up {
-            ferry: ferry.to_path_buf(),
-            child,
-            dir,
-            state_dir,
-        }
-    }
-
-    /// Writes a manifest (aside, then renamed, so the watcher never sees half a file).
-    fn write(&self, name: &str, text: &str) {
-        let tmp = self.dir.path().join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write manifest");
-        std::fs::rename(&tmp, self.dir.path().join(name)).expect("rename manifest");
-    }
-
-    fn remove(&self, name: &str) {
-        std::fs::remove_file(self.dir.path().join(name)).expect("remove manifest");
-    }
-
-    fn ferry(&self, args: &[&str]) -> Output {
-        Command::new(&self.ferry)
-            .args(args)
-            .env("FERRY_STATE_DIR", self.state_dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("ferry runs")
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self.ferry(&["status", "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    /// `ferry exec POD -- ARGS`: (success, trimmed stdout).
-    fn exec(&self, pod: &str, args: &[&str]) -> (bool, String) {
-        let pod = format!("{NS}/{pod}");
-        let mut full = vec!["exec", pod.as_str(), "--"];
-        full.extend_from_slice(args);
-        let out = self.ferry(&full);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
-    }
-
-    /// The control plane's monitoring address.
-    fn monitoring(&self) -> Option<String> {
-        self.status()?["monitoring"].as_str().map(str::to_string)
-    }
-
-    /// (last acknowledged version, in sync) of the proxy of the pod named `pod` (a prefix
-    /// for a Deployment's pod).
-    fn acked(&self, pod: &str) -> Option<(String, bool)> {
-        let body = http_get(&self.monitoring()?, "/debug/proxy-status")?;
-        let json: Value = serde_json::from_str(&body).ok()?;
-        let p = json["proxies"]
-            .as_array()?
-            .iter()
-            .find(|p| {
-                p["namespace"] == NS
-                    && p["pod"]
-                        .as_str()
-                        .is_some_and(|n| n == pod || n.starts_with(&format!("{pod}-")))
-            })?
-            .clone();
-        Some((p["lastAcked"].to_string(), p["synced"] == true))
-    }
-
-    /// Applies an edit and waits until the client's proxy acknowledged a new configuration.
-    fn apply(&self, edit: impl FnOnce()) -> Duration {
-        let before = wait_for("the client's proxy in sync", 15, || {
-            self.acked("client").filter(|a| a.1)
-        });
-        let started = Instant::now();
-        edit();
-        wait_for("the edit acknowledged by the client's proxy", 15, || {
-            self.acked("client").filter(|a| a.1 && a.0 != before.0)
-        });
-        started.elapsed()
-    }
-
-    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = i32::try_from(self.child.id()).ok()?;
-        // SAFETY: signals our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.interrupt();
-        }
-        let _ = self.ferry(&["down"]);
-    }
-}
-
-/// A plain HTTP/1.0 GET of `path` on `addr` (`host:port`); the body.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_string())
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until the pods are exactly `want` (`client` matches `client-...`) and all ready.
-fn pods_ready(up: &Up, want: &[&str]) -> Value {
-    wait_for(&format!("pods {want:?} ready"), 60, || {
-        let status = up.status()?;
-        let pods = status["pods"].as_array()?;
-        let have: Vec<&str> = pods.iter().filter_map(|p| p["name"].as_str()).collect();
-        let matches = have.len() == want.len()
-            && want.iter().all(|w| {
-                have.iter()
-                    .any(|h| h == w || h.starts_with(&format!("{w}-")))
-            });
-        (matches && pods.iter().all(|p| p["ready"] == true)).then_some(status.clone())
-    })
-}
-
-fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["pods"]
-        .as_array()
-        .and_then(|pods| {
-            pods.iter().find(|p| {
-                p["name"]
-                    .as_str()
-                    .is_some_and(|n| n == name || n.starts_with(&format!("{name}-")))
-            })
-        })
-        .unwrap_or_else(|| panic!("no pod {name} in {status}"))
+/// Applies an edit and waits until the client's proxy acknowledged a new configuration.
+fn apply(up: &Up, edit: impl FnOnce()) -> Duration {
+    let before = wait_for("the client's proxy in sync", 15, || {
+        acked(up, "client").filter(|a| a.1)
+    });
+    let started = Instant::now();
+    edit();
+    wait_for("the edit acknowledged by the client's proxy", 15, || {
+        acked(up, "client").filter(|a| a.1 && a.0 != before.0)
+    });
+    started.elapsed()
 }
 
 fn ip_of(status: &Value, name: &str) -> IpAddr {
@@ -630,35 +445,17 @@ fn compiled_cluster(up: &Up, client: &str, name: &str) -> Option<Value> {
         .cloned()
 }
 
-fn assert_torn_down(seen: &Value) {
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    for p in seen["pods"].as_array().into_iter().flatten() {
-        let name = p["netns"].as_str().unwrap_or_default();
-        assert!(
-            !netns
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(name)),
-            "namespace {name} left behind"
-        );
-    }
-    assert!(
-        !Path::new("/sys/class/net").join(BRIDGE).exists(),
-        "bridge left"
-    );
-}
-
 #[test]
 fn canary_per_pod_routes_and_ejection_under_ferry_up() {
     let _one = one_mesh();
-    let Some(ferry) = can_run() else { return };
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "getent"]) else {
+        return;
+    };
     let t0 = Instant::now();
     let seen;
+    let state;
     {
-        let up = Up::start(
+        let mut up = start(
             &ferry,
             &[
                 ("namespace.yaml", NAMESPACE),
@@ -668,7 +465,11 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
             ],
             &[],
         );
-        let status = pods_ready(&up, &["client", "dead", "redis-0", "redis-1", "redis-v2-0"]);
+        state = up.state_dir().to_path_buf();
+        let status = pods_ready(
+            &mut up,
+            &["client", "dead", "redis-0", "redis-1", "redis-v2-0"],
+        );
         seen = status.clone();
         eprintln!("mesh ready after {:?}", t0.elapsed());
         let client = pod(&status, "client");
@@ -687,7 +488,7 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
         // the client's sidecar may still be taking its first configuration or certificate:
         // give it a few seconds, telling what failed meanwhile.
         wait_for("the client's proxy in sync", 15, || {
-            up.acked("client").filter(|a| a.1)
+            acked(&up, "client").filter(|a| a.1)
         });
         wait_for(
             "30 of 30 connections dialled to redis-1 on redis-1",
@@ -703,7 +504,7 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
         );
 
         // The canary: 90/10 by connection, whichever pod the client dials.
-        let took = up.apply(|| up.write("canary.yaml", CANARY));
+        let took = apply(&up, || up.write("canary.yaml", CANARY));
         eprintln!("canary route acknowledged after {took:?}");
         let n = 2_000;
         let started = Instant::now();
@@ -728,7 +529,7 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
         );
 
         // Per-pod routing: redis-0's own name gets its own route; redis-1 stays split.
-        up.apply(|| up.write("redis-0.yaml", PER_POD));
+        apply(&up, || up.write("redis-0.yaml", PER_POD));
         let counts = whoami(&netns, at("redis-0"), 200);
         assert_eq!(counts.get("redis-0"), Some(&200), "{counts:?}");
         let counts = whoami(&netns, at("redis-1"), 200);
@@ -739,7 +540,7 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
         );
 
         // Outlier detection on `flaky` (redis-0, redis-1, and `dead`, which refuses).
-        up.apply(|| up.write("flaky-rule.yaml", OUTLIER));
+        apply(&up, || up.write("flaky-rule.yaml", OUTLIER));
         let flaky = wait_for("flaky's cluster IP", 10, || {
             let (_, out) = up.exec("client", &["getent", "hosts", "flaky"]);
             out.split_whitespace().next()?.parse::<IpAddr>().ok()
@@ -794,7 +595,7 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
         assert!((8..=12).contains(&failures(&other)), "{other:?}");
         eprintln!("policy e2e done after {:?}", t0.elapsed());
     }
-    assert_torn_down(&seen);
+    assert_nothing_left(&[seen], BRIDGE, &state);
 }
 
 /// A RedisPolicy file added to the manifest directory while the mesh runs: 20% of the
@@ -802,10 +603,13 @@ fn canary_per_pod_routes_and_ejection_under_ferry_up() {
 #[test]
 fn redis_policy_applied_and_removed_live() {
     let _one = one_mesh();
-    let Some(ferry) = can_run() else { return };
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "getent"]) else {
+        return;
+    };
     let seen;
+    let state;
     {
-        let up = Up::start(
+        let mut up = start(
             &ferry,
             &[
                 ("namespace.yaml", NAMESPACE),
@@ -814,7 +618,8 @@ fn redis_policy_applied_and_removed_live() {
             ],
             &[],
         );
-        let status = pods_ready(&up, &["client", "redis-0", "redis-1", "redis-v2-0"]);
+        state = up.state_dir().to_path_buf();
+        let status = pods_ready(&mut up, &["client", "redis-0", "redis-1", "redis-v2-0"]);
         seen = status.clone();
         let netns = pod(&status, "client")["netns"]
             .as_str()
@@ -830,7 +635,7 @@ fn redis_policy_applied_and_removed_live() {
             counts.get("ERR injected by Ferry").copied().unwrap_or(0)
         };
         assert_eq!(errors(50), 0);
-        up.apply(|| up.write("redis-policy.yaml", REDIS_POLICY));
+        apply(&up, || up.write("redis-policy.yaml", REDIS_POLICY));
         // 1,000 GETs at 20%: mean 200, sd ~12.6; 4.5 sd.
         let e = errors(1_000);
         eprintln!("RedisPolicy 20% on GET: {e} errors of 1000");
@@ -842,7 +647,7 @@ fn redis_policy_applied_and_removed_live() {
         assert!(removed.elapsed() < Duration::from_secs(5));
         assert_eq!(errors(500), 0);
     }
-    assert_torn_down(&seen);
+    assert_nothing_left(&[seen], BRIDGE, &state);
 }
 
 /// One HTTP/1.1 request on a new connection to `addr`: (status, body).
@@ -867,7 +672,9 @@ fn http_once(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<(
 /// an abort for `end-user: jason`, the default route; under mutual TLS, the request metrics
 /// of both sidecars.
 fn http_routes_between_sidecars(extra: &[&str]) {
-    let Some(ferry) = can_run() else { return };
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "getent"]) else {
+        return;
+    };
     let mtls = !extra.contains(&"--no-mtls");
     let python = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("python3").exists()));
@@ -876,8 +683,9 @@ fn http_routes_between_sidecars(extra: &[&str]) {
         return;
     }
     let seen;
+    let state;
     {
-        let up = Up::start(
+        let mut up = start(
             &ferry,
             &[
                 ("namespace.yaml", NAMESPACE),
@@ -886,7 +694,8 @@ fn http_routes_between_sidecars(extra: &[&str]) {
             ],
             extra,
         );
-        let status = pods_ready(&up, &["client", "web"]);
+        state = up.state_dir().to_path_buf();
+        let status = pods_ready(&mut up, &["client", "web"]);
         seen = status.clone();
         let netns = pod(&status, "client")["netns"]
             .as_str()
@@ -907,7 +716,7 @@ fn http_routes_between_sidecars(extra: &[&str]) {
         wait_for("web answering through the sidecars", 15, || {
             get("/", false).filter(|r| r.0 == 200)
         });
-        up.apply(|| up.write("web-routes.yaml", WEB_ROUTES));
+        apply(&up, || up.write("web-routes.yaml", WEB_ROUTES));
         assert_eq!(
             get("/teapot", false),
             Some((418, "short and stout".to_string()))
@@ -918,7 +727,7 @@ fn http_routes_between_sidecars(extra: &[&str]) {
         if mtls {
             // Both sidecars count the requests as HTTP, with each other's identity.
             let id = "spiffe://cluster.local/ns/policy/sa/default";
-            let client = metrics_of(&status, "client");
+            let client = scrape(&status, "client");
             let source = [
                 "reporter=\"source\"",
                 "request_protocol=\"http\"",
@@ -935,7 +744,7 @@ fn http_routes_between_sidecars(extra: &[&str]) {
                 metric(&client, "istio_requests_total", &with_principal) >= 2.0,
                 "{client}"
             );
-            let server = metrics_of(&status, "web");
+            let server = scrape(&status, "web");
             let principal = format!("source_principal=\"{id}\"");
             let destination = [
                 "reporter=\"destination\"",
@@ -954,30 +763,7 @@ fn http_routes_between_sidecars(extra: &[&str]) {
             }
         }
     }
-    assert_torn_down(&seen);
-}
-
-/// The proxy metrics of a pod (its `metrics_url`).
-fn metrics_of(status: &Value, name: &str) -> String {
-    let url = pod(status, name)["metrics_url"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("http://")
-        .to_string();
-    let (addr, path) = url.split_once('/').unwrap_or((&url, ""));
-    http_get(addr, &format!("/{path}")).unwrap_or_default()
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{'))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    assert_nothing_left(&[seen], BRIDGE, &state);
 }
 
 #[test]

@@ -11,12 +11,15 @@
 //! unless root with iproute2, iptables, setpriv, Redis, python3 and curl; needs the `ferry`
 //! binary of the same build (`cargo build -p ferry-cli`).
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::*;
 
 const BRIDGE: &str = "ferry-tr0";
 const POD_CIDR: &str = "198.18.200.0/24";
@@ -29,41 +32,6 @@ const EXAMPLE_TRACING: &str = r#"'{"proxyMetadata":{"FERRY_TRACING_PROVIDER":"ot
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tracing")
-}
-
-fn ferry_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let ferry = dir.join("ferry");
-    ferry.exists().then_some(ferry)
-}
-
-fn can_run() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    for tool in [
-        "ip",
-        "iptables-restore",
-        "setpriv",
-        "redis-server",
-        "python3",
-        "curl",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).exists()));
-        if !found {
-            eprintln!("skipped: {tool} is not installed (scripts/install-deps.sh)");
-            return None;
-        }
-    }
-    let ferry = ferry_binary();
-    if ferry.is_none() {
-        eprintln!("skipped: no ferry binary beside the test (build it: cargo build -p ferry-cli)");
-    }
-    ferry
 }
 
 /// The example's manifests with `tracing` as every pod's `proxy.istio.io/config`, one Redis
@@ -86,118 +54,53 @@ fn manifests(dir: &Path, tracing: &str) {
     }
 }
 
-/// A running `ferry up`: interrupted, then `ferry down` as a backstop, on drop.
-struct Up {
-    ferry: PathBuf,
-    child: Child,
-    state_dir: PathBuf,
+/// `ferry up` over `dir` on the test's own bridge and networks.
+fn start(ferry: &Path, dir: &Path, state_dir: &Path) -> Up {
+    let args = [
+        "--bridge",
+        BRIDGE,
+        "--pod-cidr",
+        POD_CIDR,
+        "--service-cidr",
+        SERVICE_CIDR,
+    ];
+    Up::start(ferry, dir, state_dir, &args)
 }
 
-impl Up {
-    fn start(ferry: &Path, dir: &Path, state_dir: &Path) -> Up {
-        let child = Command::new(ferry)
-            .arg("up")
-            .arg(dir)
-            .args(["--bridge", BRIDGE, "--pod-cidr", POD_CIDR])
-            .args(["--service-cidr", SERVICE_CIDR, "--state-dir"])
-            .arg(state_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ferry up starts");
-        Up {
-            ferry: ferry.to_path_buf(),
-            child,
-            state_dir: state_dir.to_path_buf(),
+/// Waits until a pod of each of `prefixes` is ready; returns their names and the status.
+fn ready(up: &mut Up, prefixes: &[&str]) -> (Vec<String>, Value) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        up.assert_running();
+        if let Some(ready) = ready_now(up, prefixes) {
+            return ready;
         }
-    }
-
-    fn ferry(&self, args: &[&str]) -> Output {
-        Command::new(&self.ferry)
-            .args(args)
-            .env("FERRY_STATE_DIR", &self.state_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ferry runs")
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self.ferry(&["status", "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    fn exec(&self, pod: &str, args: &[&str]) -> (bool, String) {
-        let mut full = vec!["exec", pod, "--"];
-        full.extend_from_slice(args);
-        let out = self.ferry(&full);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
-    }
-
-    /// Waits until every pod of `prefixes` is ready; returns the pod names.
-    fn ready(&self, prefixes: &[&str]) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(names) = self.ready_now(prefixes) {
-                return names;
-            }
-            if Instant::now() >= deadline {
-                let status = self.ferry(&["status"]);
-                panic!(
-                    "timed out waiting for pods {prefixes:?} ready:\n{}{}",
-                    String::from_utf8_lossy(&status.stdout),
-                    String::from_utf8_lossy(&status.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() >= deadline {
+            let status = up.ferry(&["status"]);
+            panic!(
+                "timed out waiting for pods {prefixes:?} ready:\n{}{}",
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&status.stderr)
+            );
         }
-    }
-
-    fn ready_now(&self, prefixes: &[&str]) -> Option<Vec<String>> {
-        (|| {
-            let status = self.status()?;
-            let pods = status["pods"].as_array()?;
-            let mut names = Vec::new();
-            for prefix in prefixes {
-                let p = pods
-                    .iter()
-                    .find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))?;
-                if p["ready"].as_bool() != Some(true) {
-                    return None;
-                }
-                names.push(p["name"].as_str()?.to_string());
-            }
-            Some(names)
-        })()
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait()
-            && let Ok(pid) = i32::try_from(self.child.id())
-        {
-            // SAFETY: signals our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+fn ready_now(up: &Up, prefixes: &[&str]) -> Option<(Vec<String>, Value)> {
+    let status = up.status()?;
+    let pods = status["pods"].as_array()?;
+    let mut names = Vec::new();
+    for prefix in prefixes {
+        let p = pods
+            .iter()
+            .find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))?;
+        if p["ready"].as_bool() != Some(true) {
+            return None;
         }
-        let _ = self.ferry(&["down"]);
+        names.push(p["name"].as_str()?.to_string());
     }
+    Some((names, status))
 }
 
 /// A child process killed on drop.
@@ -207,17 +110,6 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -461,8 +353,11 @@ fn redis_spans(spans: &Mutex<Vec<Seen>>) -> Vec<Seen> {
 
 #[test]
 fn traces_cross_the_mesh_over_otlp_and_zipkin() {
-    let Some(ferry) = can_run() else { return };
+    let Some(ferry) = can_run(&["redis-server", "python3", "curl"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
+    let mut seen = Vec::new();
 
     // 1. OTLP/gRPC to `ferry trace-collector`, from proxyMetadata; Redis spans on.
     {
@@ -473,8 +368,9 @@ fn traces_cross_the_mesh_over_otlp_and_zipkin() {
             r#"'{{"proxyMetadata":{{"FERRY_TRACING_PROVIDER":"otlp-grpc","FERRY_TRACING_ENDPOINT":"http://{GATEWAY}:{OTLP_PORT}","FERRY_TRACING_SAMPLING":"100","FERRY_TRACING_REDIS_SPANS":"true"}}}}'"#
         );
         manifests(&manifests_dir, &tracing);
-        let up = Up::start(&ferry, &manifests_dir, &state_dir);
-        let pods = up.ready(&["client", "front", "back", "redis-0"]);
+        let mut up = start(&ferry, &manifests_dir, &state_dir);
+        let (pods, status) = ready(&mut up, &["client", "front", "back", "redis-0"]);
+        seen.push((status, state_dir));
         let (_collector, spans) = otlp_collector(&ferry);
         // The collector is up once it accepts connections.
         wait_for("the OTLP collector", 20, || {
@@ -525,8 +421,9 @@ fn traces_cross_the_mesh_over_otlp_and_zipkin() {
             r#"'{{"tracing":{{"sampling":100,"zipkin":{{"address":"{GATEWAY}:{ZIPKIN_PORT}"}}}}}}'"#
         );
         manifests(&manifests_dir, &tracing);
-        let up = Up::start(&ferry, &manifests_dir, &state_dir);
-        let pods = up.ready(&["client", "front", "back", "redis-0"]);
+        let mut up = start(&ferry, &manifests_dir, &state_dir);
+        let (pods, status) = ready(&mut up, &["client", "front", "back", "redis-0"]);
+        seen.push((status, state_dir));
         let spans = zipkin_endpoint();
         request(&up, &pods[0], "e2e-zipkin-warmup");
         let id = "e2e-zipkin-1";
@@ -538,5 +435,8 @@ fn traces_cross_the_mesh_over_otlp_and_zipkin() {
         request(&up, &pods[0], "e2e-zipkin-2");
         spans_of(&spans, "e2e-zipkin-2", 4);
         assert_eq!(redis_spans(&spans).len(), 0, "Redis spans are off");
+    }
+    for (status, state_dir) in seen {
+        assert_nothing_left(&[status], BRIDGE, &state_dir);
     }
 }
