@@ -236,15 +236,10 @@ fn mutual_tls_between_sidecars() {
             dir.path(),
             state.path(),
             &[
-                "--bridge",
-                BRIDGE,
-                "--pod-cidr",
-                POD_CIDR,
-                "--service-cidr",
-                SERVICE_CIDR,
-                "--cert-ttl-secs",
-                CERT_TTL_SECS,
-            ],
+                own_network(BRIDGE, POD_CIDR, SERVICE_CIDR),
+                vec!["--cert-ttl-secs", CERT_TTL_SECS],
+            ]
+            .concat(),
         );
         let status = pods_ready(&mut up, &["client", "plain", "redis-0"]);
         seen.push(status.clone());

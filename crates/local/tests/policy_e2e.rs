@@ -309,14 +309,7 @@ spec:
 
 /// `ferry up` over `files` on the test's own bridge and networks, with `extra` flags.
 fn start(ferry: &Path, files: &[(&str, &str)], extra: &[&str]) -> Up {
-    let mut args = vec![
-        "--bridge",
-        BRIDGE,
-        "--pod-cidr",
-        POD_CIDR,
-        "--service-cidr",
-        SERVICE_CIDR,
-    ];
+    let mut args = own_network(BRIDGE, POD_CIDR, SERVICE_CIDR);
     args.extend_from_slice(extra);
     Up::with_files(ferry, files, &args).in_namespace(NS)
 }

@@ -56,14 +56,7 @@ fn manifests(dir: &Path, tracing: &str) {
 
 /// `ferry up` over `dir` on the test's own bridge and networks.
 fn start(ferry: &Path, dir: &Path, state_dir: &Path) -> Up {
-    let args = [
-        "--bridge",
-        BRIDGE,
-        "--pod-cidr",
-        POD_CIDR,
-        "--service-cidr",
-        SERVICE_CIDR,
-    ];
+    let args = own_network(BRIDGE, POD_CIDR, SERVICE_CIDR);
     Up::start(ferry, dir, state_dir, &args)
 }
 

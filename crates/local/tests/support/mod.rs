@@ -81,6 +81,19 @@ pub struct ProxyStatus {
     pub synced: bool,
 }
 
+/// The `ferry up` flags of a test's own bridge, pod network and service network (so that
+/// it does not touch another mesh on the machine).
+pub fn own_network<'a>(bridge: &'a str, pod_cidr: &'a str, service_cidr: &'a str) -> Vec<&'a str> {
+    vec![
+        "--bridge",
+        bridge,
+        "--pod-cidr",
+        pod_cidr,
+        "--service-cidr",
+        service_cidr,
+    ]
+}
+
 /// A running `ferry up`.
 pub struct Up {
     ferry: PathBuf,
