@@ -799,11 +799,14 @@ fn upstream_http_connections_are_pooled_within_the_pool_settings() {
     assert!(after < Duration::from_secs(2), "closed after {after:?}");
 }
 
-/// An HTTP/1.1 and HTTP/2 upstream on `addr` that answers with the version it was spoken to
-/// in and the Host (or authority) it got.
-async fn version_server(addr: SocketAddr) {
-    use http_body_util::Full;
-    use hyper::body::Incoming;
+type Answer = hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
+/// Serves HTTP/1.1 and HTTP/2 (hyper) on `addr`, answering every request with `answer`.
+fn hyper_server<F, Fut>(addr: SocketAddr, answer: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Answer> + Send + 'static,
+{
     let listener = bind_endpoint(addr);
     listener.set_nonblocking(true).expect("nonblocking");
     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -812,21 +815,12 @@ async fn version_server(addr: SocketAddr) {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|req: hyper::Request<Incoming>| async move {
-                        let host = req
-                            .headers()
-                            .get("host")
-                            .and_then(|h| h.to_str().ok())
-                            .map(str::to_string)
-                            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-                            .unwrap_or_default();
-                        let body = format!("{:?} {host}", req.version());
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            bytes::Bytes::from(body),
-                        )))
-                    });
+                let service = hyper::service::service_fn(move |req| {
+                    let reply = answer(req);
+                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 )
@@ -837,11 +831,27 @@ async fn version_server(addr: SocketAddr) {
     });
 }
 
+/// An upstream on `addr` that answers with the version it was spoken to in and the Host
+/// (or authority) it got.
+fn version_server(addr: SocketAddr) {
+    hyper_server(addr, |req| async move {
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let body = format!("{:?} {host}", req.version());
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)))
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_upgrade_policy_speaks_http2_upstream() {
     let pods = vec![pod(160, "up-v1", "v1")];
     let port = shared_port(&[pods[0].ip]);
-    version_server(SocketAddr::new(pods[0].ip, port)).await;
+    version_server(SocketAddr::new(pods[0].ip, port));
     let vip = IpAddr::from([127, 0, 0, 161]);
     let host = fqdn("up");
     let proxy_for = |upgrade: bool| {
@@ -915,42 +925,23 @@ async fn h2_upgrade_policy_speaks_http2_upstream() {
 
 /// A gRPC-like HTTP/2 upstream on `addr`: `bad` answers every call trailers-only with
 /// `grpc-status: 14` (UNAVAILABLE), others with `grpc-status: 0` and the pod name.
-async fn grpc_server(addr: SocketAddr, name: &'static str, bad: bool) {
+fn grpc_server(addr: SocketAddr, name: &'static str, bad: bool) {
     use http_body_util::{BodyExt, Full};
-    use hyper::body::Incoming;
-    let listener = bind_endpoint(addr);
-    listener.set_nonblocking(true).expect("nonblocking");
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: hyper::Request<Incoming>| async move {
-                        let _ = req.into_body().collect().await;
-                        let mut r = hyper::Response::new(Full::new(if bad {
-                            bytes::Bytes::new()
-                        } else {
-                            bytes::Bytes::from(name)
-                        }));
-                        r.headers_mut()
-                            .insert("content-type", "application/grpc".parse().expect("v"));
-                        r.headers_mut().insert("x-pod", name.parse().expect("v"));
-                        r.headers_mut().insert(
-                            "grpc-status",
-                            if bad { "14" } else { "0" }.parse().expect("v"),
-                        );
-                        Ok::<_, std::convert::Infallible>(r)
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-            });
-        }
+    hyper_server(addr, move |req| async move {
+        let _ = req.into_body().collect().await;
+        let mut r = hyper::Response::new(Full::new(if bad {
+            bytes::Bytes::new()
+        } else {
+            bytes::Bytes::from(name)
+        }));
+        r.headers_mut()
+            .insert("content-type", "application/grpc".parse().expect("v"));
+        r.headers_mut().insert("x-pod", name.parse().expect("v"));
+        r.headers_mut().insert(
+            "grpc-status",
+            if bad { "14" } else { "0" }.parse().expect("v"),
+        );
+        r
     });
 }
 
@@ -965,9 +956,9 @@ async fn grpc_over_http2_is_routed_and_retried_on_unavailable() {
     ];
     let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
     let port = shared_port(&ips);
-    grpc_server(SocketAddr::new(pods[0].ip, port), "grpc-bad", true).await;
-    grpc_server(SocketAddr::new(pods[1].ip, port), "grpc-good", false).await;
-    grpc_server(SocketAddr::new(pods[2].ip, port), "grpc-v2", false).await;
+    grpc_server(SocketAddr::new(pods[0].ip, port), "grpc-bad", true);
+    grpc_server(SocketAddr::new(pods[1].ip, port), "grpc-good", false);
+    grpc_server(SocketAddr::new(pods[2].ip, port), "grpc-v2", false);
     let vip = IpAddr::from([127, 0, 0, 153]);
     let host = fqdn("grpc");
     let mut clusters = clusters_by_version(&host, port, &pods, false);
