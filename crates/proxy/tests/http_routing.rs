@@ -799,6 +799,24 @@ fn upstream_http_connections_are_pooled_within_the_pool_settings() {
     assert!(after < Duration::from_secs(2), "closed after {after:?}");
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`.
+async fn h2_client<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 type Answer = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
 /// Serves HTTP/1.1 and HTTP/2 (hyper) on `addr`, answering every request with `answer`.
@@ -899,16 +917,7 @@ async fn h2_upgrade_policy_speaks_http2_upstream() {
     // authority as Host.
     use http_body_util::{BodyExt, Empty};
     let proxy = proxy_for(false);
-    let stream = tokio::net::TcpStream::connect(proxy.listeners[0])
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(proxy.listeners[0]).await;
     let request = hyper::Request::get("http://up.example/")
         .body(Empty::<bytes::Bytes>::new())
         .expect("request");
@@ -996,16 +1005,7 @@ async fn grpc_over_http2_is_routed_and_retried_on_unavailable() {
         ..Default::default()
     };
     let proxy = start_proxy(SocketAddr::new(vip, port), config);
-    let stream = tokio::net::TcpStream::connect(proxy.listeners[0])
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(proxy.listeners[0]).await;
     let call = |canary: bool| {
         // A streamed body of unknown length, as gRPC clients send.
         let frames = vec![Ok::<_, std::convert::Infallible>(Frame::data(
