@@ -325,6 +325,51 @@ fn delays_and_grpc_aborts() {
     assert_eq!(requests(&p, "200", "FI"), 1.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_error_aborts_reset_the_stream() {
+    use http_body_util::Empty;
+    let w = web(108);
+    let p = w.proxy(
+        vec![HttpRouteRule {
+            route: vec![w.dest(None, 100)],
+            fault: Some(HttpFaultInjection {
+                abort: Some(FaultAbort {
+                    http2_error: Some("REFUSED_STREAM".into()),
+                    percentage: pct(100.0),
+                    ..Default::default()
+                }),
+                delay: None,
+            }),
+            ..Default::default()
+        }],
+        |_| {},
+    );
+    // HTTP/2: the stream is reset with that code.
+    let mut sender = h2_client(l(&p)).await;
+    let request = hyper::Request::get("http://web.default.svc.cluster.local/")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let error = sender.send_request(request).await.expect_err("a reset");
+    let reason = std::error::Error::source(&error)
+        .and_then(|e| e.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason);
+    assert_eq!(reason, Some(h2::Reason::REFUSED_STREAM), "{error:?}");
+    // HTTP/1.1: the connection is closed without an answer.
+    let addr = l(&p);
+    let reply = tokio::task::spawn_blocking(move || get(addr, "/", &[]))
+        .await
+        .expect("request");
+    assert_eq!((reply.status, reply.body.as_str()), (0, ""), "{reply:?}");
+    assert_eq!(requests(&p, "0", "FI"), 2.0);
+    assert_eq!(
+        w.seen
+            .iter()
+            .map(|s| s.requests.load(Ordering::Relaxed))
+            .sum::<usize>(),
+        0
+    );
+}
+
 #[test]
 fn route_timeout_answers_504_ut() {
     let w = web(50);

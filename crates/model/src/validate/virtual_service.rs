@@ -6,9 +6,9 @@ use super::checks::Checker;
 use super::path::FieldPath;
 use crate::host::{host_covers, resolve_host};
 use crate::istio::virtual_service::{
-    CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
-    HttpRoute, HttpRouteDestination, L4MatchAttributes, RouteDestination, TlsMatchAttributes,
-    VirtualServiceSpec,
+    CorsPolicy, Destination, GRPC_STATUS_NAMES, HTTP2_ERROR_NAMES, HeaderOperations, Headers,
+    HttpFaultInjection, HttpMatchRequest, HttpRoute, HttpRouteDestination, L4MatchAttributes,
+    RouteDestination, TlsMatchAttributes, VirtualServiceSpec,
 };
 use crate::names;
 
@@ -32,27 +32,6 @@ const RETRY_ON: &[&str] = &[
     "internal",
     "resource-exhausted",
     "unavailable",
-];
-
-/// gRPC status names accepted in `fault.abort.grpcStatus`.
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 ];
 
 /// HTTP methods accepted in `corsPolicy.allowMethods`.
@@ -533,10 +512,22 @@ fn fault(c: &mut Checker<'_>, f: &HttpFaultInjection, at: &FieldPath) {
                 format!("abort status {s} must be between 200 and 599"),
             );
         }
-        if let Some(g) = &a.grpc_status
-            && !GRPC_STATUS.contains(&g.as_str())
+        if let Some(e) = &a.http2_error
+            && !HTTP2_ERROR_NAMES.contains(&e.as_str())
+            && e.parse::<u32>().is_err()
         {
-            let hint = super::structural::did_you_mean(g, GRPC_STATUS.iter().copied())
+            let hint = super::structural::did_you_mean(e, HTTP2_ERROR_NAMES.iter().copied())
+                .map(|s| format!(", did you mean `{s}`?"))
+                .unwrap_or_default();
+            c.error(
+                &ap.key("http2Error"),
+                format!("unknown HTTP/2 error code `{e}`{hint}"),
+            );
+        }
+        if let Some(g) = &a.grpc_status
+            && !GRPC_STATUS_NAMES.contains(&g.as_str())
+        {
+            let hint = super::structural::did_you_mean(g, GRPC_STATUS_NAMES.iter().copied())
                 .map(|s| format!(", did you mean `{s}`?"))
                 .unwrap_or_default();
             c.error(

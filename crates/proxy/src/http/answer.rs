@@ -31,10 +31,20 @@ pub fn direct(status: u16, body: Bytes) -> Response<ProxyBody> {
     r
 }
 
+/// Marks an answer that is not sent: the downstream stream is reset with this HTTP/2 error
+/// code instead (an HTTP/1.1 connection is closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetStream(pub u32);
+
 /// An injected abort, as Envoy's fault filter answers it.
 pub fn abort(kind: Abort) -> Response<ProxyBody> {
     match kind {
         Abort::Http(status) => text(status, "fault filter abort"),
+        Abort::Http2(code) => {
+            let mut r = Response::new(full(Bytes::new()));
+            r.extensions_mut().insert(ResetStream(code));
+            r
+        }
         Abort::Grpc(code) => {
             let mut r = Response::new(full(Bytes::new()));
             let h = r.headers_mut();

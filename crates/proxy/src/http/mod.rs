@@ -358,7 +358,14 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = service_ctx.clone();
         let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy_request(ctx, conn, peer, req).await) }
+        async move {
+            let response = proxy_request(ctx, conn, peer, req).await;
+            // An injected `http2Error`: hyper resets the stream with the error's code.
+            match response.extensions().get::<answer::ResetStream>() {
+                Some(answer::ResetStream(code)) => Err(h2::Error::from(h2::Reason::from(*code))),
+                None => Ok(response),
+            }
+        }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(downstream), service);

@@ -82,7 +82,9 @@ impl Report<'_> {
 
     /// Records an answer the proxy gave itself, and returns it.
     fn local(&self, response: Response<ProxyBody>, flag_list: &[&str]) -> Response<ProxyBody> {
-        let code = response.status().as_u16();
+        // A reset stream has no status: Envoy counts it as response code 0.
+        let reset = response.extensions().get::<answer::ResetStream>().is_some();
+        let code = if reset { 0 } else { response.status().as_u16() };
         let body_len = response.body().size_hint().exact().unwrap_or(0);
         record(
             self.ctx,

@@ -13,8 +13,8 @@ use base64::Engine;
 use bytes::Bytes;
 use ferry_model::istio::StringMatch;
 use ferry_model::istio::virtual_service::{
-    CorsPolicy, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
-    RedirectPortSelection, UnmatchedPreflights,
+    CorsPolicy, GRPC_STATUS_NAMES, HTTP2_ERROR_NAMES, HeaderOperations, Headers,
+    HttpFaultInjection, HttpMatchRequest, HttpRedirect, RedirectPortSelection, UnmatchedPreflights,
 };
 use hyper::http::request::Parts;
 use regex::Regex;
@@ -289,6 +289,18 @@ pub enum Abort {
     Http(u16),
     /// This gRPC status (HTTP 200, trailers-only).
     Grpc(u32),
+    /// The stream reset with this HTTP/2 error code (an HTTP/1.1 connection is closed).
+    Http2(u32),
+}
+
+/// The HTTP/2 error code of a name (`REFUSED_STREAM`) or number.
+pub fn http2_code(name: &str) -> Option<u32> {
+    name.parse().ok().or_else(|| {
+        HTTP2_ERROR_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+            .map(|i| i as u32)
+    })
 }
 
 /// Fault injection of a rule. A percentage left out means no request is faulted (what Istio
@@ -303,27 +315,8 @@ pub struct Fault {
 
 /// The gRPC status code of a name (`UNAVAILABLE`) or number.
 pub fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     name.parse().ok().or_else(|| {
-        NAMES
+        GRPC_STATUS_NAMES
             .iter()
             .position(|n| n.eq_ignore_ascii_case(name))
             .map(|i| i as u32)
@@ -344,9 +337,10 @@ impl Fault {
                 ))
             }),
             abort: f.abort.as_ref().and_then(|a| {
-                let kind = match (&a.http_status, &a.grpc_status) {
-                    (Some(s), _) => Abort::Http(u16::try_from(*s).ok()?),
-                    (None, Some(g)) => Abort::Grpc(grpc_code(g)?),
+                let kind = match (&a.http_status, &a.grpc_status, &a.http2_error) {
+                    (Some(s), _, _) => Abort::Http(u16::try_from(*s).ok()?),
+                    (None, Some(g), _) => Abort::Grpc(grpc_code(g)?),
+                    (None, None, Some(e)) => Abort::Http2(http2_code(e)?),
                     _ => return None,
                 };
                 Some((
