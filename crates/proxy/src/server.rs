@@ -49,6 +49,10 @@ pub struct Options {
     pub log_level: Option<String>,
     /// The control plane to follow (its gRPC address) and who this proxy is.
     pub control_plane: Option<(String, crate::discovery::ProxyInfo)>,
+    /// Follow `control_plane` over TLS (15012) as this says, proving the proxy's identity
+    /// with its workload certificate (filled in here from `identity`) or its token;
+    /// `None`: plaintext.
+    pub control_plane_tls: Option<crate::discovery::ControlPlaneTls>,
     /// The workload identity to get from the CA; `None` runs without mutual TLS.
     pub identity: Option<IdentityOptions>,
     /// Where certificates come from instead of the CA client of `identity` (tests).
@@ -72,6 +76,7 @@ impl Default for Options {
             set_log_level: None,
             log_level: None,
             control_plane: None,
+            control_plane_tls: None,
             identity: None,
             certificate_source: None,
             tracing: None,
@@ -222,12 +227,17 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
     );
     admin_state.set_log_level = options.set_log_level;
     admin_state.log_level = options.log_level.into();
+    admin_state.identity = identity_state.clone();
     admin_state.discovery = options
         .control_plane
         .as_ref()
         .map(|_| crate::discovery::DiscoveryState::new());
     let state = Arc::new(admin_state);
     let control_plane = options.control_plane;
+    let control_plane_tls = options.control_plane_tls.map(|mut tls| {
+        tls.identity = tls.identity.or_else(|| identity_state.clone());
+        tls
+    });
     let discovery_config = config.clone();
     let watch_state = state.clone();
 
@@ -319,8 +329,9 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                     {
                         let stop = admin_state.lifecycle.clone();
                         tokio::spawn(async move {
-                            crate::discovery::run(
+                            crate::discovery::run_with(
                                 &addr,
+                                control_plane_tls,
                                 info,
                                 discovery_config,
                                 state,

@@ -2,7 +2,8 @@
 //! resources), or with `--kube` a Kubernetes API server, compiles each proxy's configuration
 //! and streams it to the proxies; with `--ca-dir`, `--ca-cert` or `--ca-secret` it is also the
 //! mesh's CA (certificate API on 15012, gRPC over TLS, which carries the configuration stream
-//! too); in a cluster (`--kube` with the CA) it also serves the injection webhook (15017)
+//! too, for proxies that prove their identity with their certificate or their token); in a
+//! cluster (`--kube` with the CA) it also serves the injection webhook (15017)
 //! and, as the elected leader, keeps the webhook's `caBundle` and the root-certificate
 //! ConfigMaps current.
 
@@ -194,11 +195,13 @@ async fn start_ca(args: &CaArgs, kube: bool) -> anyhow::Result<Option<RunningCa>
     if let Some(client) = &client {
         authenticators.push(Arc::new(TokenReviewAuthenticator::new(client.clone())));
     }
-    let service = CaService::new(ca.clone(), Arc::new(AnyOf(authenticators)));
+    let authn: Arc<dyn Authenticator> = Arc::new(AnyOf(authenticators));
+    let service = CaService::new(ca.clone(), authn.clone());
     let mut names = ferry_control::ca::server::default_serving_names();
     names.extend(args.ca_serving_name.iter().cloned());
     let ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-    let server = SecureServer::new(ca.clone(), names, ips)?;
+    // The configuration stream on this port takes the same proofs as the certificate API.
+    let server = SecureServer::new(ca.clone(), names, ips)?.with_authenticator(authn);
     let listener = tokio::net::TcpListener::bind(args.ca_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.ca_addr))?;

@@ -108,7 +108,8 @@ struct IdentityArgs {
     #[arg(long, value_name = "ADDR", env = "FERRY_CA_ADDR")]
     ca_addr: Option<String>,
     /// File with the token proving the service account (a projected token with audience
-    /// `istio-ca`, or the per-pod token `ferry up` writes); re-read at every renewal.
+    /// `istio-ca`, or the per-pod token `ferry up` writes); re-read at every renewal, and
+    /// sent on the configuration stream over TLS while the proxy has no certificate yet.
     #[arg(
         long,
         value_name = "FILE",
@@ -253,14 +254,15 @@ fn serve(
         tracing::warn!("{warning}");
     }
     let identity = identity_options(&common);
-    if let Some(addr) = &common.control_plane
-        && let Some(tls) = control_plane_tls(&common, addr)
-    {
+    let stream_tls = common
+        .control_plane
+        .as_deref()
+        .and_then(|addr| control_plane_tls(&common, addr));
+    if let (Some(addr), Some(tls)) = (&common.control_plane, &stream_tls) {
         tracing::info!(
-            "configuration stream over TLS to {addr} (expecting {})",
+            "configuration stream over TLS to {addr} (expecting {}; proving this proxy's identity with its certificate, or its token until it has one)",
             tls.server_name
         );
-        ferry_proxy::discovery::use_tls(addr, tls);
     }
     let options = Options {
         listeners,
@@ -283,6 +285,7 @@ fn serve(
             };
             (addr, info)
         }),
+        control_plane_tls: stream_tls,
         identity,
         certificate_source: None,
         tracing: common
@@ -347,7 +350,9 @@ fn server_name(id: &IdentityArgs, addr: &str) -> String {
 }
 
 /// How the configuration stream to `addr` runs over TLS: when `--control-plane-tls` says
-/// so, or when `addr` is the CA's address (15012 carries both).
+/// so, or when `addr` is the CA's address (15012 carries both). The proxy proves its
+/// identity there with its workload certificate (the proxy's server adds it) or, until it
+/// has one, with the token of `--ca-token-file`.
 fn control_plane_tls(
     common: &CommonArgs,
     addr: &str,
@@ -357,6 +362,8 @@ fn control_plane_tls(
     (common.control_plane_tls || same_as_ca).then(|| ferry_proxy::discovery::ControlPlaneTls {
         server_name: server_name(id, addr),
         root_cert: id.ca_root_cert.clone(),
+        token_file: Some(id.ca_token_file.clone()),
+        identity: None,
     })
 }
 

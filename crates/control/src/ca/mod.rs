@@ -14,15 +14,19 @@
 //! - [`server`]: the certificate API (`ferry.ca.v1.CertificateService`) on 15012, gRPC over
 //!   TLS with a serving certificate the CA signs for itself, which can carry the
 //!   configuration stream too.
+//! - [`caller`]: who calls that port ([`caller::CallerAuth`]): a mesh client certificate or a
+//!   bearer token, which the configuration stream on 15012 requires.
 
 pub mod authn;
 pub mod authority;
+pub mod caller;
 pub mod server;
 pub mod store;
 pub mod token_review;
 
 pub use authn::{AuthError, Authenticator, Caller, LocalTokens};
 pub use authority::{CertificateAuthority, Issued};
+pub use caller::{CallerAuth, Proof, Proven};
 /// Workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`), as the CA issues them.
 pub use ferry_proto::config::SpiffeId;
 pub use server::{CaService, IssuedLog, IssuedRecord, SecureServer};

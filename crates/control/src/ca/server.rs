@@ -5,13 +5,17 @@
 //! with a mesh certificate still valid may prove its identity with it instead of a token.
 //!
 //! [`SecureServer::serve`] takes [`tonic::service::Routes`], so the configuration stream
-//! (`Distribution::service()`) can be served on the same TLS port. The service keeps the
+//! (`Distribution::service()`) can be served on the same TLS port; every request carries the
+//! port's [`CallerAuth`] in its extensions, with which that stream authenticates proxies
+//! (client certificates always, bearer tokens once [`SecureServer::with_authenticator`]
+//! gives the authenticator). The service keeps the
 //! latest certificate it issued to each pod ([`IssuedLog`]), which the control plane's
 //! monitoring endpoint shows (`ferry proxy-config secret`).
 
 use super::CaError;
 use super::authn::{AuthError, Authenticator};
 use super::authority::{CertificateAuthority, pem_to_ders};
+use super::caller::{CallerAuth, bearer, peer_certs};
 use ferry_proto::ca::v1::certificate_service_server::{
     CertificateService, CertificateServiceServer,
 };
@@ -28,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
@@ -191,14 +194,8 @@ impl CaService {
     /// The identity proven by a bearer token (with the pod it names, if any), or else by a
     /// verified mesh client certificate.
     async fn caller<T>(&self, request: &Request<T>) -> Result<(SpiffeId, Option<String>), Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
-            .filter(|t| !t.is_empty());
         let td = self.ca.trust_domain();
-        if let Some(token) = token {
+        if let Some(token) = bearer(request.metadata()) {
             return match self.authn.authenticate(token).await {
                 Ok(c) => SpiffeId::new(td, &c.namespace, &c.service_account)
                     .map(|id| (id, c.pod))
@@ -213,10 +210,7 @@ impl CaService {
                 }
             };
         }
-        let certs = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|info| info.peer_certs());
+        let certs = peer_certs(request.extensions());
         if let Some(leaf) = certs.as_ref().and_then(|c| c.first()) {
             // The TLS layer verified the chain against the mesh roots.
             return match spiffe_of(leaf) {
@@ -396,9 +390,13 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
-/// The TLS server of 15012.
+/// The TLS server of 15012. Every request it serves carries its [`CallerAuth`] in its
+/// extensions: the configuration stream requires a proof of identity there (a mesh client
+/// certificate, or a bearer token once [`SecureServer::with_authenticator`] says how to
+/// check them).
 pub struct SecureServer {
     tls: Arc<rustls::ServerConfig>,
+    auth: CallerAuth,
 }
 
 /// The names the serving certificate carries by default: Istio's and Ferry's service names
@@ -431,6 +429,7 @@ impl SecureServer {
             .allow_unauthenticated()
             .build()
             .map_err(|e| CaError::Material(format!("client verifier: {e}")))?;
+        let auth = CallerAuth::new(ca.trust_domain(), None);
         let resolver = ServingCert::new(ca, dns_names, ips)?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -438,7 +437,23 @@ impl SecureServer {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(resolver));
         tls.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Self { tls: Arc::new(tls) })
+        Ok(Self {
+            tls: Arc::new(tls),
+            auth,
+        })
+    }
+
+    /// Checks bearer tokens with `tokens` too (the authenticator the certificate API uses:
+    /// per-pod tokens, TokenReview), so that a proxy without a certificate yet can follow
+    /// the configuration stream. Without it only mesh client certificates prove anything.
+    pub fn with_authenticator(mut self, tokens: Arc<dyn Authenticator>) -> Self {
+        self.auth = CallerAuth::new(self.auth.trust_domain(), Some(tokens));
+        self
+    }
+
+    /// How callers of this port prove who they are.
+    pub fn caller_auth(&self) -> &CallerAuth {
+        &self.auth
     }
 
     /// The TLS configuration (for tests and for callers with their own accept loop).
@@ -479,9 +494,16 @@ impl SecureServer {
                 });
             }
         });
+        let auth = self.auth;
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .layer(tonic::service::InterceptorLayer::new(
+                move |mut request: Request<()>| {
+                    request.extensions_mut().insert(auth.clone());
+                    Ok(request)
+                },
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
             .await;

@@ -3,6 +3,12 @@
 //! namespace (no selector) > mesh (root namespace, selector ignored); the oldest policy wins
 //! within a scope; `UNSET` inherits; `portLevelMtls` (keyed by container port) applies only
 //! from a workload policy; the default is PERMISSIVE.
+//!
+//! The client side follows from it (in `clusters`): automatic mTLS goes to an endpoint that
+//! has a sidecar and whose mode on the target port is not DISABLE; for a headless service
+//! (Istio's ORIGINAL_DST clusters, issue #27376) to all endpoints only if every one
+//! qualifies, else plaintext to all with a warning naming the pods that do not. The tests
+//! below hold that table for the whole compiler.
 
 use ferry_model::IstioResource;
 use ferry_model::istio::PeerAuthenticationSpec;
@@ -259,5 +265,224 @@ mod tests {
         let p = policies_for(&refs, ROOT, "default", &BTreeMap::new());
         assert_eq!(p.mode(), (MtlsMode::Strict, Some("default/a".into())));
         assert_eq!(p.shadowed.len(), 1);
+    }
+
+    /// The client side of automatic mTLS, through the whole compiler: a headless service gets
+    /// mTLS to all its endpoints only if every one has a sidecar whose mode on the port is
+    /// not DISABLE, else plaintext to all (as Istio since 1.8, issue #27376) with a warning
+    /// naming the pods; a service with a cluster IP decides per endpoint; a pod's own name
+    /// (`redis-0.redis`) has no cluster of its own, so the service's decision covers it.
+    #[test]
+    fn automatic_mtls_table() {
+        use crate::registry::{EndpointEntry, PortEntry, ProxyIdentity, Registry, ServiceEntry};
+        use IstioMode::*;
+        use std::net::{IpAddr, Ipv4Addr};
+
+        const FQDN: &str = "redis.default.svc.cluster.local";
+        /// (pod, has a sidecar)
+        type Pods = &'static [(&'static str, bool)];
+        struct Row {
+            what: &'static str,
+            headless: bool,
+            pods: Pods,
+            policies: Vec<IstioResource<PeerAuthenticationSpec>>,
+            /// mTLS toward each pod, in `pods` order.
+            mtls: &'static [bool],
+            /// Pods the warning names; empty for no warning.
+            warned: &'static [&'static str],
+        }
+        let both: Pods = &[("redis-0", true), ("redis-1", true)];
+        let mixed: Pods = &[("redis-0", true), ("redis-1", true), ("redis-plain", false)];
+        let rows = vec![
+            Row {
+                what: "headless, every pod has a sidecar",
+                headless: true,
+                pods: both,
+                policies: vec![],
+                mtls: &[true, true],
+                warned: &[],
+            },
+            Row {
+                what: "headless, one pod without a sidecar: plaintext to all",
+                headless: true,
+                pods: mixed,
+                policies: vec![],
+                mtls: &[false, false, false],
+                warned: &["redis-plain"],
+            },
+            Row {
+                what: "headless, one pod without a sidecar, even under a STRICT namespace",
+                headless: true,
+                pods: mixed,
+                policies: vec![pa("default", "ns", None, Some(Strict), &[])],
+                mtls: &[false, false, false],
+                warned: &["redis-plain"],
+            },
+            Row {
+                what: "headless, one pod's workload policy DISABLEs mTLS",
+                headless: true,
+                pods: both,
+                policies: vec![pa(
+                    "default",
+                    "w",
+                    Some(("pod", "redis-1")),
+                    Some(Disable),
+                    &[],
+                )],
+                mtls: &[false, false],
+                warned: &["redis-1"],
+            },
+            Row {
+                what: "headless, one pod DISABLEs mTLS on the target port only",
+                headless: true,
+                pods: both,
+                policies: vec![pa(
+                    "default",
+                    "w",
+                    Some(("pod", "redis-0")),
+                    Some(Strict),
+                    &[(6379, Disable)],
+                )],
+                mtls: &[false, false],
+                warned: &["redis-0"],
+            },
+            Row {
+                what: "headless, DISABLE on another port changes nothing",
+                headless: true,
+                pods: both,
+                policies: vec![pa(
+                    "default",
+                    "w",
+                    Some(("pod", "redis-0")),
+                    None,
+                    &[(16379, Disable)],
+                )],
+                mtls: &[true, true],
+                warned: &[],
+            },
+            Row {
+                what: "headless, no pod has a sidecar: plaintext, nothing to warn about",
+                headless: true,
+                pods: &[("redis-0", false), ("redis-1", false)],
+                policies: vec![],
+                mtls: &[false, false],
+                warned: &[],
+            },
+            Row {
+                what: "cluster IP, one pod without a sidecar: decided per endpoint",
+                headless: false,
+                pods: mixed,
+                policies: vec![],
+                mtls: &[true, true, false],
+                warned: &[],
+            },
+        ];
+        for row in rows {
+            let endpoints: Vec<EndpointEntry> = row
+                .pods
+                .iter()
+                .enumerate()
+                .map(|(i, (pod, sidecar))| EndpointEntry {
+                    ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + i as u8)),
+                    pod: (*pod).into(),
+                    namespace: "default".into(),
+                    workload: "redis".into(),
+                    service_account: "redis".into(),
+                    labels: [
+                        ("app".to_string(), "redis".to_string()),
+                        ("pod".to_string(), (*pod).to_string()),
+                    ]
+                    .into(),
+                    has_sidecar: *sidecar,
+                    ready: true,
+                    hostname: Some(format!("{pod}.{FQDN}")),
+                })
+                .collect();
+            let registry = Registry {
+                services: vec![ServiceEntry {
+                    name: "redis".into(),
+                    namespace: "default".into(),
+                    fqdn: FQDN.into(),
+                    cluster_ip: (!row.headless).then_some(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1))),
+                    ports: vec![PortEntry {
+                        name: "tcp-redis".into(),
+                        port: 6379,
+                        target_port: 6379,
+                        app_protocol: None,
+                    }],
+                    endpoints,
+                    labels: Default::default(),
+                    export_to: vec!["*".into()],
+                }],
+                policies: crate::registry::Policies {
+                    peer_authentications: row.policies,
+                    ..Default::default()
+                },
+                cluster_domain: "cluster.local".into(),
+                root_namespace: ROOT.into(),
+                ..Default::default()
+            };
+            let client = ProxyIdentity {
+                pod: "client".into(),
+                namespace: "default".into(),
+                service_account: "client".into(),
+                ..Default::default()
+            };
+            let compiled = super::super::compile(&registry, &client);
+            let what = row.what;
+            let cluster = compiled
+                .config
+                .clusters
+                .iter()
+                .find(|c| c.name == format!("outbound|6379||{FQDN}"))
+                .unwrap_or_else(|| panic!("{what}: no cluster for the service"));
+            let got: Vec<bool> = row
+                .pods
+                .iter()
+                .map(|(pod, _)| {
+                    cluster
+                        .endpoints
+                        .iter()
+                        .find(|e| e.pod == *pod)
+                        .unwrap_or_else(|| panic!("{what}: no endpoint {pod}"))
+                        .mtls
+                })
+                .collect();
+            assert_eq!(got, row.mtls, "{what}");
+            assert!(cluster.tls.auto, "{what}");
+            // No pod name has a cluster of its own (no VirtualService binds one).
+            assert!(
+                compiled
+                    .config
+                    .clusters
+                    .iter()
+                    .all(|c| !c.host.starts_with("redis-")),
+                "{what}: {:?}",
+                compiled
+                    .config
+                    .clusters
+                    .iter()
+                    .map(|c| &c.name)
+                    .collect::<Vec<_>>()
+            );
+            let warning = compiled
+                .warnings
+                .iter()
+                .find(|w| w.starts_with(&format!("headless service {FQDN}")));
+            match (row.warned, warning) {
+                ([], None) => {}
+                ([], Some(w)) => panic!("{what}: unexpected warning {w}"),
+                (pods, Some(w)) => {
+                    assert!(w.contains("plaintext to every endpoint"), "{what}: {w}");
+                    for pod in pods {
+                        assert!(w.contains(pod), "{what}: {w} does not name {pod}");
+                    }
+                    for (pod, _) in row.pods.iter().filter(|(p, _)| !pods.contains(p)) {
+                        assert!(!w.contains(&format!(" {pod}")), "{what}: {w} names {pod}");
+                    }
+                }
+                (_, None) => panic!("{what}: no warning in {:?}", compiled.warnings),
+            }
+        }
     }
 }

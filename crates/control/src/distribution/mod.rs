@@ -1,7 +1,12 @@
 //! Distribution: the gRPC stream (`ferry.discovery.v1.ConfigDiscovery`, plaintext, port
-//! 15010 by default) that keeps every connected proxy's configuration current.
+//! 15010 by default, and over TLS on the CA's port 15012) that keeps every connected proxy's
+//! configuration current.
 //!
-//! A proxy opens one stream and says who it is; the server asks a [`ConfigSource`] for that
+//! A proxy opens one stream and says who it is. On the TLS port it must also prove it (its
+//! workload certificate, or the token it shows the CA: see [`crate::ca::caller`]) and it
+//! gets only the configuration of the namespace and service account it proved; anything
+//! else is refused (`Unauthenticated`, `PermissionDenied`) and logged. The plaintext port,
+//! for local debugging, takes the proxy's word. The server asks a [`ConfigSource`] for that
 //! proxy's configuration and sends it as a versioned snapshot, cut into chunks of a few KiB
 //! (so that no stream keeps a snapshot-sized buffer), which the proxy ACKs or NACKs with a
 //! reason. When the source's generation changes, each stream waits until about 100 ms after
@@ -31,6 +36,16 @@ pub trait ConfigSource: Send + Sync + 'static {
     /// The configuration of `proxy`, or `None` while the control plane does not know it
     /// (the proxy then gets nothing until a later change makes it known).
     fn config_for(&self, proxy: &ProxyIdentity) -> Option<ProxyConfig>;
+
+    /// The service account the source knows for `proxy`'s pod, which a proxy authenticated
+    /// on the TLS port must have proven. The default reads it from the compiled
+    /// configuration (its identity, the pod's own service account when the pod is known);
+    /// sources that can look the pod up cheaply override it. `None`: unknown, no check.
+    fn service_account_of(&self, proxy: &ProxyIdentity) -> Option<String> {
+        self.config_for(proxy)
+            .map(|c| c.identity.service_account)
+            .filter(|sa| !sa.is_empty())
+    }
 
     /// A generation counter that changes whenever any configuration may have changed.
     fn changes(&self) -> watch::Receiver<u64>;

@@ -3,10 +3,18 @@
 //! more than a few chunks in its buffers), follows the source's changes (debounced, pushed
 //! only when the hash changed) and records ACKs and NACKs; and the plaintext listener with
 //! a graceful shutdown that ends every stream first.
+//!
+//! On the TLS port (a request carrying the port's [`CallerAuth`]) a stream must prove an
+//! identity before anything is read: the proxy's workload certificate or its token. Its
+//! `Hello` must then name that identity's namespace and service account (and the pod a
+//! per-pod token names), and the pod's service account as the source knows it must be the
+//! proven one ([`authorize`]); a refusal is a gRPC status and a log line. The plaintext
+//! port takes the `Hello` as it is.
 
 use super::ConfigSource;
 use super::push::{self, DEBOUNCE, Prepared, Versions};
 use super::status::{Connection, DistributionMetrics, ProxyStatus, Table};
+use crate::ca::caller::{self, CallerAuth, Proven};
 use crate::registry::ProxyIdentity;
 use ferry_proto::discovery::v1::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
 use ferry_proto::discovery::v1::{ConfigChunk, Hello, ProxyMessage, proxy_message};
@@ -142,6 +150,7 @@ impl ConfigDiscovery for Distribution {
         request: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
+        let proven = self.authenticate(&request).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(ProxyMessage {
@@ -154,18 +163,43 @@ impl ConfigDiscovery for Distribution {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Hello in time")),
         };
-        let identity = identity_of(&hello)?;
+        let mut identity = identity_of(&hello)?;
+        let authenticated = match &proven {
+            Some(proven) => {
+                // The `Hello` first; then the pod's service account as the source knows it.
+                let checked = authorize(proven, &mut identity, None).and_then(|()| {
+                    let known = self.shared.source.service_account_of(&identity);
+                    authorize(proven, &mut identity, known.as_deref())
+                });
+                if let Err(status) = checked {
+                    self.metrics().refuse("identity-mismatch");
+                    warn!(
+                        peer = ?peer,
+                        pod = %identity.pod,
+                        namespace = %identity.namespace,
+                        proven = %proven.id,
+                        proof = %proven.proof,
+                        "refused a configuration stream: {}",
+                        status.message()
+                    );
+                    return Err(status);
+                }
+                Some(format!("{} ({})", proven.id, proven.proof))
+            }
+            None => None,
+        };
         info!(
             pod = %identity.pod,
             namespace = %identity.namespace,
             peer = ?peer,
+            authenticated = authenticated.as_deref().unwrap_or("no (plaintext port)"),
             "proxy connected"
         );
         let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
-        let connection = self
-            .shared
-            .table
-            .connect(identity.clone(), hello.proxy_version.clone());
+        let connection =
+            self.shared
+                .table
+                .connect(identity.clone(), hello.proxy_version.clone(), authenticated);
         let stream = ProxyStream {
             shared: self.shared.clone(),
             identity,
@@ -178,6 +212,83 @@ impl ConfigDiscovery for Distribution {
         tokio::spawn(stream.run(inbound, hello.held_version));
         Ok(Response::new(Chunks(rx)))
     }
+}
+
+impl Distribution {
+    /// The identity the caller proves, when the request came through the TLS port (which
+    /// puts its [`CallerAuth`] into the request); `None` on the plaintext port. A caller of
+    /// the TLS port that proves nothing is refused here, before its `Hello` is read.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Option<Proven>, Status> {
+        let peer = request.remote_addr();
+        let Some(auth) = request.extensions().get::<CallerAuth>().cloned() else {
+            if caller::over_tls(request.extensions()) {
+                // TLS from somewhere other than the CA's port: nothing says how to check.
+                self.metrics().refuse("no-authentication");
+                warn!(peer = ?peer, "refused a configuration stream over TLS: this listener authenticates no proxies");
+                return Err(Status::unauthenticated(
+                    "this TLS listener authenticates no proxies",
+                ));
+            }
+            return Ok(None);
+        };
+        let certs = caller::peer_certs(request.extensions());
+        match auth
+            .prove(request.metadata(), certs.as_deref().map(Vec::as_slice))
+            .await
+        {
+            Ok(proven) => Ok(Some(proven)),
+            Err(refused) => {
+                self.metrics().refuse(refused.reason);
+                warn!(
+                    peer = ?peer,
+                    reason = refused.reason,
+                    "refused a configuration stream: {}",
+                    refused.status.message()
+                );
+                Err(refused.status)
+            }
+        }
+    }
+}
+
+/// Whether a proxy that proved `proven` may follow the configuration of `identity` (what
+/// its `Hello` says): the same namespace, the same service account (an empty one in the
+/// `Hello` becomes the proven one), the pod a per-pod token names, and `known`, the service
+/// account the source knows for that pod, if any, is the proven one too. `PermissionDenied`
+/// otherwise, naming both sides.
+pub fn authorize(
+    proven: &Proven,
+    identity: &mut ProxyIdentity,
+    known: Option<&str>,
+) -> Result<(), Status> {
+    let who = format!("{}/{}", identity.namespace, identity.pod);
+    let id = &proven.id;
+    if identity.namespace != id.namespace {
+        return Err(Status::permission_denied(format!(
+            "proxy {who} asks for namespace {}, but proved {id}",
+            identity.namespace
+        )));
+    }
+    if identity.service_account.is_empty() {
+        identity.service_account = id.service_account.clone();
+    } else if identity.service_account != id.service_account {
+        return Err(Status::permission_denied(format!(
+            "proxy {who} asks for service account {}, but proved {id}",
+            identity.service_account
+        )));
+    }
+    if let Some(pod) = proven.pod.as_deref().filter(|p| *p != identity.pod) {
+        return Err(Status::permission_denied(format!(
+            "proxy {who} proved {id} for pod {pod}, not for {}",
+            identity.pod
+        )));
+    }
+    if let Some(known) = known.filter(|k| *k != id.service_account) {
+        return Err(Status::permission_denied(format!(
+            "pod {who} runs as service account {known}, but the proxy proved {id}"
+        )));
+    }
+    Ok(())
 }
 
 /// A stream's outgoing chunks, as gRPC takes them. The channel holds boxes: tokio's channels
@@ -419,4 +530,107 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{Proof, SpiffeId};
+
+    fn proven(ns: &str, sa: &str, pod: Option<&str>) -> Proven {
+        Proven {
+            id: SpiffeId::new("cluster.local", ns, sa).expect("id"),
+            pod: pod.map(str::to_string),
+            proof: Proof::Certificate,
+        }
+    }
+
+    fn hello(ns: &str, pod: &str, sa: &str) -> ProxyIdentity {
+        ProxyIdentity {
+            pod: pod.into(),
+            namespace: ns.into(),
+            service_account: sa.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A proxy gets its own identity's configuration only.
+    #[test]
+    fn authorization_table() {
+        // (what, proven, hello, service account the source knows, Ok(sa after) or Err(text))
+        type Row = (
+            &'static str,
+            Proven,
+            ProxyIdentity,
+            Option<&'static str>,
+            Result<&'static str, &'static str>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "its own identity",
+                proven("default", "redis", None),
+                hello("default", "redis-0", "redis"),
+                Some("redis"),
+                Ok("redis"),
+            ),
+            (
+                "no service account in Hello takes the proven one",
+                proven("default", "redis", None),
+                hello("default", "redis-0", ""),
+                None,
+                Ok("redis"),
+            ),
+            (
+                "another namespace",
+                proven("default", "redis", None),
+                hello("prod", "redis-0", "redis"),
+                None,
+                Err(
+                    "asks for namespace prod, but proved spiffe://cluster.local/ns/default/sa/redis",
+                ),
+            ),
+            (
+                "another service account",
+                proven("default", "client", None),
+                hello("default", "redis-0", "redis"),
+                None,
+                Err("asks for service account redis"),
+            ),
+            (
+                "a pod of another service account, claimed under the proven one",
+                proven("default", "client", None),
+                hello("default", "redis-0", "client"),
+                Some("redis"),
+                Err("pod default/redis-0 runs as service account redis"),
+            ),
+            (
+                "a per-pod token names another pod",
+                proven("default", "redis", Some("redis-1")),
+                hello("default", "redis-0", "redis"),
+                Some("redis"),
+                Err("for pod redis-1, not for redis-0"),
+            ),
+            (
+                "a per-pod token for this pod",
+                proven("default", "redis", Some("redis-0")),
+                hello("default", "redis-0", "redis"),
+                Some("redis"),
+                Ok("redis"),
+            ),
+        ];
+        for (what, proven, mut identity, known, want) in rows {
+            match (authorize(&proven, &mut identity, known), want) {
+                (Ok(()), Ok(sa)) => assert_eq!(identity.service_account, sa, "{what}"),
+                (Err(status), Err(text)) => {
+                    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{what}");
+                    assert!(
+                        status.message().contains(text),
+                        "{what}: {}",
+                        status.message()
+                    );
+                }
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

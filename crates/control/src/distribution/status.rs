@@ -2,7 +2,9 @@
 //! `ferry proxy-status`, and the distribution's Prometheus metrics.
 
 use crate::registry::ProxyIdentity;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
@@ -37,6 +39,17 @@ pub struct ProxyStatus {
     pub last_nack: Option<Nacked>,
     /// Snapshots pushed on this stream.
     pub pushes: u64,
+    /// The identity the proxy proved and how (`spiffe://... (client certificate)`), on the
+    /// TLS port; `None` on the plaintext port, where nothing is proven.
+    pub authenticated: Option<String>,
+}
+
+/// Labels of refused streams.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why: `no-credential`, `token`, `client-certificate`, `authenticator-unavailable`,
+    /// `identity-mismatch`, `no-authentication`.
+    pub reason: String,
 }
 
 /// The distribution's metrics (`ferry_control_*`).
@@ -50,6 +63,8 @@ pub struct DistributionMetrics {
     pub push_latency: Histogram,
     /// Snapshots rejected by proxies.
     pub nacks: Counter,
+    /// Streams refused on the TLS port, by reason.
+    pub refused: Family<RefusalLabels, Counter>,
 }
 
 impl DistributionMetrics {
@@ -61,6 +76,7 @@ impl DistributionMetrics {
             // 1 ms .. ~33 s.
             push_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             nacks: Counter::default(),
+            refused: Family::default(),
         };
         registry.register(
             "ferry_control_connected_proxies",
@@ -83,7 +99,30 @@ impl DistributionMetrics {
             "Configuration snapshots rejected by proxies",
             metrics.nacks.clone(),
         );
+        registry.register(
+            "ferry_control_stream_refusals",
+            "Configuration streams refused on the TLS port (no proof of identity, or a proxy asking for another identity's configuration), by reason",
+            metrics.refused.clone(),
+        );
         metrics
+    }
+
+    /// Counts a refused stream.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Streams refused so far for `reason`.
+    pub fn refusals(&self, reason: &str) -> u64 {
+        self.refused
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_string(),
+            })
+            .get()
     }
 }
 
@@ -114,6 +153,7 @@ impl Table {
         self: &Arc<Self>,
         identity: ProxyIdentity,
         proxy_version: String,
+        authenticated: Option<String>,
     ) -> Connection {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
@@ -126,6 +166,7 @@ impl Table {
                 last_acked: None,
                 last_nack: None,
                 pushes: 0,
+                authenticated,
             },
         );
         self.metrics.connected.inc();

@@ -1,6 +1,7 @@
 //! The admin API (15000, loopback only by default): the configuration in force
 //! (`/config_dump`), clusters and their endpoints (`/clusters`), metrics (`/stats`), the
-//! run-time log level (`/logging`), readiness (`/ready`), and the drain (`/drain`,
+//! run-time log level (`/logging`), readiness (`/ready`), the workload certificate
+//! (`/certs`: what `ferry proxy-config secret` shows), and the drain (`/drain`,
 //! `/quitquitquit`).
 
 use super::AdminState;
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const QUIT_DELAY: Duration = Duration::from_millis(50);
 
 /// The endpoints, their methods and what they do (the index at `/`).
-const ENDPOINTS: [(&str, &str, &str); 8] = [
+const ENDPOINTS: [(&str, &str, &str); 9] = [
     ("/", "GET", "this list"),
     (
         "/config_dump",
@@ -35,6 +36,11 @@ const ENDPOINTS: [(&str, &str, &str); 8] = [
         "the log level; ?level=debug (or a filter like ferry_proxy=debug,warn) sets it",
     ),
     ("/ready", "GET", "200 while ready, 503 once draining"),
+    (
+        "/certs",
+        "GET",
+        "the workload certificate (JSON): identity, serial, validity, next rotation, chain, roots",
+    ),
     (
         "/drain",
         "POST",
@@ -95,6 +101,86 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// A duration in words, to the second: `3h 12m`, `4m 2s`, `47s`.
+pub fn words(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What `/certs` shows of the certificate in force at `now` (the fields of `ferry
+/// proxy-config secret`): identity, pod, serial, validity (RFC 3339 and Unix seconds), time
+/// left, the next rotation the renewal loop planned (`next`), the chain as issued
+/// (workload certificate first) and the roots trusted for peers.
+pub fn certificate_view(
+    cert: &crate::identity::Certified,
+    pod: &str,
+    next: Option<SystemTime>,
+    now: SystemTime,
+) -> serde_json::Value {
+    let left = |at: SystemTime| words(at.duration_since(now).unwrap_or_default());
+    let rotation = match next {
+        Some(at) => serde_json::json!({
+            "at": unix_secs(at),
+            "time": rfc3339(at),
+            "in": left(at),
+            "source": "the proxy's renewal schedule",
+        }),
+        None => serde_json::json!({
+            "at": null,
+            "source": "not planned yet",
+        }),
+    };
+    serde_json::json!({
+        "identity": cert.id.uri(),
+        "pod": pod,
+        "serial": cert.serial,
+        "validFrom": rfc3339(cert.not_before),
+        "validUntil": rfc3339(cert.not_after),
+        "notBefore": unix_secs(cert.not_before),
+        "notAfter": unix_secs(cert.not_after),
+        "expiresIn": left(cert.not_after),
+        "expired": cert.not_after <= now,
+        "nextRotation": rotation,
+        "chain": cert.chain_pem,
+        "roots": cert.roots_pem,
+    })
+}
+
+fn certs(state: &AdminState) -> Response<Body> {
+    let Some(identity) = &state.identity else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no workload identity: the proxy runs without a CA (--ca-addr), in plaintext\n",
+        );
+    };
+    let Some(cert) = identity.current() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no certificate yet: the first request to the CA has not succeeded (see the log and ferry_identity_cert_renewals_total)\n",
+        );
+    };
+    let next = identity.next_renewal.lock().ok().and_then(|n| *n);
+    let snapshot = state.config.load();
+    let who = &snapshot.config.identity;
+    let pod = match (who.namespace.as_str(), who.pod.as_str()) {
+        (_, "") => "-".to_string(),
+        ("", pod) => pod.to_string(),
+        (ns, pod) => format!("{ns}/{pod}"),
+    };
+    json(
+        StatusCode::OK,
+        &certificate_view(&cert, &pod, next, SystemTime::now()),
+    )
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -305,11 +391,11 @@ pub async fn respond(state: &AdminState, req: Request<Incoming>) -> Response<Bod
         "/stats" | "/stats/prometheus" if get => metrics_response(state, &req),
         "/logging" if get || post => logging(state, &req),
         "/ready" if get => ready(state),
+        "/certs" if get => certs(state),
         "/drain" if post => drain(state),
         "/quitquitquit" if post => quit(state),
-        "/" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus" | "/ready" => {
-            method_not_allowed("GET")
-        }
+        "/" | "/config_dump" | "/clusters" | "/stats" | "/stats/prometheus" | "/ready"
+        | "/certs" => method_not_allowed("GET"),
         "/logging" => method_not_allowed("GET, POST"),
         "/drain" | "/quitquitquit" => method_not_allowed("POST"),
         _ => text(
@@ -330,6 +416,22 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
         assert_eq!(at(4_102_444_800), "2100-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn durations_in_words() {
+        let cases = [
+            (0, "0s"),
+            (47, "47s"),
+            (60, "1m 0s"),
+            (242, "4m 2s"),
+            (3600, "1h 0m"),
+            (11_520, "3h 12m"),
+            (90_000, "25h 0m"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(words(Duration::from_secs(secs)), want, "{secs}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! API (15000).
 //!
 //! - [`http`]: the hyper server shared by every door, and the routing to the doors.
-//! - [`api`]: the admin API (15000).
+//! - [`api`]: the admin API (15000), with the workload certificate on `/certs`.
 //! - [`status`]: the status port (15020) and its settings from the injected environment.
 //! - [`probes`]: the application's original probes and running them.
 //! - [`grpc_health`]: the gRPC health check (`grpc.health.v1.Health/Check`) wire format.
@@ -57,6 +57,8 @@ pub struct AdminState {
     /// The configuration stream, when the proxy follows a control plane: not ready until
     /// the first configuration arrived.
     pub discovery: Option<crate::discovery::DiscoveryState>,
+    /// The workload certificate, when the proxy has an identity (`/certs`).
+    pub identity: Option<Arc<crate::identity::IdentityState>>,
 }
 
 impl AdminState {
@@ -79,6 +81,7 @@ impl AdminState {
             status,
             app_scrape_errors: AtomicU64::new(0),
             discovery: None,
+            identity: None,
         }
     }
 

@@ -7,23 +7,24 @@
 //!
 //! The stream runs over plaintext HTTP/2 (15010) or over TLS (15012, the CA's port), the
 //! control plane's certificate verified against the mesh root and its expected name
-//! ([`ControlPlaneTls`]): [`run_with`] says which; [`run`] uses TLS for an address
-//! registered with [`use_tls`] (how `ferry proxy` passes its CA settings through the
-//! proxy's server) and plaintext otherwise.
+//! ([`ControlPlaneTls`], which [`run_with`] takes). On 15012 the proxy proves who it is, as
+//! the control plane requires there: with its workload certificate as the TLS client
+//! certificate once it holds one, else with the token it also shows the CA
+//! (`authorization: Bearer`). [`run`] is the plaintext stream.
 
 use super::backoff::Backoff;
 use crate::config::{ProxyConfig, Snapshot, file};
+use crate::identity::IdentityState;
 use crate::identity::source::CaClient;
 use arc_swap::ArcSwap;
 use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
 use ferry_proto::discovery::v1::{Ack, Hello, Nack, ProxyMessage, proxy_message};
 use ferry_proto::discovery::{Assembled, Completed, Reassembly};
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -135,41 +136,30 @@ impl DiscoveryState {
     }
 }
 
-/// How to reach the control plane over TLS (its port 15012).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach the control plane over TLS (its port 15012), and how to prove who we are
+/// there.
+#[derive(Debug, Clone)]
 pub struct ControlPlaneTls {
     /// The name the control plane's certificate must carry (`istiod.istio-system.svc`).
     pub server_name: String,
     /// PEM file of the mesh root(s) the control plane's certificate chains to; re-read at
     /// every connection, so a root rollover is followed.
     pub root_cert: PathBuf,
+    /// File with the bearer token the proxy also shows the CA (re-read at every
+    /// connection), sent while the proxy holds no workload certificate.
+    pub token_file: Option<PathBuf>,
+    /// The proxy's workload certificate, presented as the TLS client certificate once there
+    /// is one (the control plane then needs no token).
+    pub identity: Option<Arc<IdentityState>>,
 }
 
-/// Addresses whose stream runs over TLS, with how (see [`use_tls`]).
-static TLS_ADDRESSES: LazyLock<Mutex<HashMap<String, ControlPlaneTls>>> =
-    LazyLock::new(Default::default);
-
-/// From now on, [`run`] reaches the control plane at `addr` over TLS as `tls` says. This is
-/// how the command line hands its CA settings to the stream the proxy's server starts.
-pub fn use_tls(addr: &str, tls: ControlPlaneTls) {
-    TLS_ADDRESSES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(addr.to_string(), tls);
-}
-
-/// The TLS settings registered for `addr`, if any.
-pub fn tls_for(addr: &str) -> Option<ControlPlaneTls> {
-    TLS_ADDRESSES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(addr)
-        .cloned()
-}
+/// How long the first connection waits for the proxy's first certificate (the stronger
+/// proof, and no token review) before it falls back to the token.
+pub const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(1);
 
 /// Keeps the configuration in `config` current from the control plane at `addr`
-/// (`host:port` or `http://host:port`) until `shutdown` completes, over TLS when `addr` was
-/// registered with [`use_tls`]. See [`run_with`].
+/// (`host:port` or `http://host:port`) over plaintext until `shutdown` completes. See
+/// [`run_with`].
 pub async fn run(
     addr: &str,
     info: ProxyInfo,
@@ -177,21 +167,45 @@ pub async fn run(
     state: DiscoveryState,
     shutdown: impl Future<Output = ()>,
 ) {
-    let tls = tls_for(addr);
-    run_with(addr, tls, info, config, state, shutdown).await;
+    run_with(addr, None, info, config, state, shutdown).await;
 }
 
 /// How each session connects.
 enum Connector {
     Plain(Box<Endpoint>),
-    Tls(CaClient),
+    Tls {
+        ca: CaClient,
+        identity: Option<Arc<IdentityState>>,
+    },
 }
 
 impl Connector {
-    async fn connect(&self) -> Result<Channel, String> {
+    /// A channel, and the token to send when the proxy proves itself with one.
+    async fn connect(&self) -> Result<(Channel, Option<String>), String> {
         match self {
-            Connector::Plain(endpoint) => endpoint.connect().await.map_err(|e| e.to_string()),
-            Connector::Tls(ca) => ca.channel(None).await,
+            Connector::Plain(endpoint) => endpoint
+                .connect()
+                .await
+                .map(|c| (c, None))
+                .map_err(|e| e.to_string()),
+            Connector::Tls { ca, identity } => {
+                // An expired certificate would fail the handshake: the token then.
+                let current = identity
+                    .as_ref()
+                    .and_then(|i| i.current())
+                    .filter(|c| c.not_after > std::time::SystemTime::now());
+                let token = match &current {
+                    Some(_) => None,
+                    None => ca.token()?,
+                };
+                if current.is_none() && token.is_none() {
+                    debug!(
+                        "no certificate and no token yet: the control plane will refuse the stream"
+                    );
+                }
+                let channel = ca.channel(current.as_deref()).await?;
+                Ok((channel, token))
+            }
         }
     }
 }
@@ -215,12 +229,15 @@ pub async fn run_with(
                 .split_once("://")
                 .map_or(addr, |(_, rest)| rest)
                 .trim_end_matches('/');
-            Connector::Tls(CaClient {
-                addr: host_port.to_string(),
-                server_name: tls.server_name,
-                root_cert: tls.root_cert,
-                token_file: None,
-            })
+            Connector::Tls {
+                ca: CaClient {
+                    addr: host_port.to_string(),
+                    server_name: tls.server_name,
+                    root_cert: tls.root_cert,
+                    token_file: tls.token_file,
+                },
+                identity: tls.identity,
+            }
         }
         None => {
             let uri = if addr.contains("://") {
@@ -248,6 +265,16 @@ pub async fn run_with(
     };
     let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
+    if let Connector::Tls {
+        identity: Some(identity),
+        ..
+    } = &connector
+    {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tokio::time::timeout(FIRST_CERTIFICATE_WAIT, identity.ready()) => {}
+        }
+    }
     loop {
         let outcome = tokio::select! {
             () = &mut shutdown => return,
@@ -295,7 +322,7 @@ async fn session(
             message: e.to_string(),
         }
     };
-    let channel = connector.connect().await.map_err(|e| fail(false)(&e))?;
+    let (channel, token) = connector.connect().await.map_err(|e| fail(false)(&e))?;
     let mut client = ConfigDiscoveryClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -313,8 +340,15 @@ async fn session(
     };
     // The receiver is alive: it is handed to the call below.
     let _ = tx.send(hello).await;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| fail(false)(&"the token holds characters a header cannot"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut inbound = client
-        .stream(ReceiverStream::new(rx))
+        .stream(request)
         .await
         .map_err(|e| fail(false)(&e))?
         .into_inner();

@@ -5,7 +5,8 @@
 //! an invalid one with the loader's reason (NACK), keeping its last good configuration.
 //! When the control plane is unreachable it keeps serving with what it holds and reconnects
 //! with exponential backoff and jitter. The stream runs over plaintext (15010) or over TLS
-//! to the CA's port (15012), verifying the control plane against the mesh root.
+//! to the CA's port (15012), verifying the control plane against the mesh root and proving
+//! the proxy's identity (its workload certificate, or its token until it has one).
 //!
 //! - [`client`]: the stream, validation, ACK/NACK.
 //! - [`backoff`]: reconnection delays.
@@ -13,4 +14,4 @@
 pub mod backoff;
 pub mod client;
 
-pub use client::{ControlPlaneTls, DiscoveryState, ProxyInfo, run, run_with, use_tls};
+pub use client::{ControlPlaneTls, DiscoveryState, ProxyInfo, run, run_with};

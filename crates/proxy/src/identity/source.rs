@@ -98,7 +98,9 @@ impl tonic::codegen::Service<tonic::codegen::http::Uri> for TlsConnector {
 }
 
 impl CaClient {
-    fn token(&self) -> Result<Option<String>, String> {
+    /// The bearer token in the token file, read now; `None` without a file, or when it is
+    /// missing or empty.
+    pub fn token(&self) -> Result<Option<String>, String> {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
