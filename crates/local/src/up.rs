@@ -462,7 +462,9 @@ async fn start_ca(options: &Options, gateway: Ipv4Addr) -> anyhow::Result<Starte
         ca,
         ferry_control::ca::server::default_serving_names(),
         vec![std::net::IpAddr::V4(gateway)],
-    )?;
+    )?
+    // A proxy that has no certificate yet proves its pod with its token on the stream.
+    .with_authenticator(Arc::new(tokens.clone()));
     let addr = SocketAddr::from((gateway, SECURE_PORT));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -22,9 +22,7 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -79,116 +77,11 @@ const CLIENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: 
 
 const PLAIN: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  labels:\n    app: plain\n    sidecar.istio.io/inject: \"false\"\nspec:\n  containers:\n  - name: shell\n    image: busybox\n";
 
-fn peer_authentication(mode: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: {mode}\n"
-    )
-}
-
 /// `redis-cli -h redis-0.redis ARGS` from `pod`, with a timeout; its stdout.
 fn redis(up: &Up, pod: &str, args: &[&str]) -> String {
     let mut full = vec!["timeout", "5", "redis-cli", "-h", "redis-0.redis"];
     full.extend_from_slice(args);
     up.exec(pod, &full).1
-}
-
-/// Writes the PeerAuthentication and waits until the proxies of `changed` (pod names or
-/// prefixes) hold a new configuration and every proxy is in sync.
-fn set_mode(up: &Up, mode: &str, changed: &[&str]) {
-    let before = wait_for("proxies in sync", 10, || {
-        up.proxies()
-            .filter(|a| a.len() >= 2 && a.iter().all(|p| p.synced))
-    });
-    up.write("peer.yaml", &peer_authentication(mode));
-    wait_for(&format!("{mode} acknowledged by {changed:?}"), 15, || {
-        let now = up.proxies()?;
-        let moved = changed.iter().all(|c| {
-            now.iter()
-                .filter(|p| p.pod == *c || p.pod.starts_with(&format!("{c}-")))
-                .any(|p| before.iter().all(|b| b.pod != p.pod || b.acked != p.acked))
-        });
-        (moved && now.iter().all(|p| p.synced)).then_some(())
-    });
-}
-
-/// A packet capture on one interface; stopped (and reaped) when dropped.
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    /// Captures TCP port 6379 on `interface` into `file`, once tcpdump is listening.
-    fn start(interface: &str, file: &Path) -> Capture {
-        let mut child = Command::new("tcpdump")
-            .args([
-                "-i",
-                interface,
-                "--immediate-mode",
-                "-U",
-                "-n",
-                "-s",
-                "0",
-                "-w",
-            ])
-            .arg(file)
-            .args(["tcp", "port", "6379"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump starts");
-        let stderr = child.stderr.take().expect("tcpdump's stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut capture = Capture {
-            child,
-            file: file.to_path_buf(),
-        };
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            capture.stop();
-            panic!("tcpdump did not start listening on {interface}");
-        }
-        capture
-    }
-
-    /// Stops the capture; the bytes captured (pcap file).
-    fn stop(&mut self) -> Vec<u8> {
-        if let Ok(None) = self.child.try_wait()
-            && let Ok(pid) = i32::try_from(self.child.id())
-        {
-            // SAFETY: signals our own child; SIGINT makes tcpdump flush and exit.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read(&self.file).unwrap_or_default()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Sets a unique key from the meshed client while capturing on `veth`; (the answer, the
@@ -331,7 +224,7 @@ fn mutual_tls_between_sidecars() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), root);
 
         // PERMISSIVE: both clients work.
-        set_mode(&up, "PERMISSIVE", &["redis-0"]);
+        set_mode(&up, "PERMISSIVE", &["redis-0"], 2);
         assert_eq!(redis(&up, "plain", &["GET", &key]), "hush");
         let (answer, key, clear, _) = set_captured(&up, &veth, work.path(), "permissive");
         assert_eq!(answer, "OK");
@@ -355,7 +248,7 @@ fn mutual_tls_between_sidecars() {
         });
 
         // DISABLE: plaintext, and the capture sees it.
-        set_mode(&up, "DISABLE", &["redis-0", "client"]);
+        set_mode(&up, "DISABLE", &["redis-0", "client"], 2);
         let (answer, key, clear, _) = set_captured(&up, &veth, work.path(), "disable");
         assert_eq!(answer, "OK");
         assert!(
@@ -365,7 +258,7 @@ fn mutual_tls_between_sidecars() {
 
         // Rotation under load: back to STRICT, then INCRs through both sidecars while both
         // proxies renew their certificates; not one command may fail.
-        set_mode(&up, "STRICT", &["redis-0", "client"]);
+        set_mode(&up, "STRICT", &["redis-0", "client"], 2);
         let renewals = |name: &str| {
             metric(
                 &scrape(&status, name),

@@ -22,12 +22,13 @@
 //! its own bridge and pod network, so none touches a mesh `ferry up` runs on this machine;
 //! they run one at a time. Run under `flock /tmp/ferry-e2e.lock`.
 
+mod support;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::*;
 
 /// The tests of this file run one at a time (each runs a whole mesh).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -109,387 +110,58 @@ spec:
         port: 6379
 "#;
 
-fn peer_authentication(mode: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: {mode}\n"
-    )
-}
-
 const REDIS_ID: &str = "spiffe://cluster.local/ns/default/sa/redis";
 const FQDN: &str = "redis.default.svc.cluster.local";
 
-/// A mesh's own bridge and networks.
-struct Net {
-    bridge: &'static str,
-    pods: &'static str,
-    services: &'static str,
+/// `redis-cli -h HOST ARGS` from `pod`, with a timeout; its stdout. A failure's stderr
+/// goes to the test's output (shown when the test fails).
+fn redis(up: &Up, pod: &str, host: &str, args: &[&str]) -> String {
+    let mut full = vec!["exec", pod, "--", "timeout", "5", "redis-cli", "-h", host];
+    full.extend_from_slice(args);
+    let out = up.ferry(&full);
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || stdout.is_empty() {
+        eprintln!(
+            "{pod}: redis-cli -h {host} {args:?}: {} {stdout:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    stdout
 }
 
-/// A plain HTTP/1.0 GET of `path` on `addr` (`host:port`); the body.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_string())
+/// `INFO section` of the Redis server in `pod` (asked on its loopback, so not through
+/// any sidecar), as `field -> value`.
+fn info(up: &Up, pod: &str, section: &str) -> Vec<(String, String)> {
+    redis(up, pod, "127.0.0.1", &["INFO", section])
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
-fn ferry_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let ferry = dir.join("ferry");
-    ferry.exists().then_some(ferry)
-}
-
-fn can_run() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    for tool in [
-        "ip",
-        "iptables-restore",
-        "setpriv",
-        "redis-server",
-        "redis-cli",
-        "tcpdump",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).exists()));
-        if !found {
-            eprintln!("skipped: {tool} is not installed (scripts/install-test-deps.sh)");
-            return None;
+/// The last lines of the sidecars' logs of `pods`, to explain a failure.
+fn proxy_logs(up: &Up, pods: &[&str]) -> String {
+    let mut out = String::new();
+    for pod in pods {
+        let logs = up.ferry(&["logs", pod, "-c", "ferry-proxy"]);
+        let text = String::from_utf8_lossy(&logs.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {pod}'s proxy:\n"));
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(l);
+            out.push('\n');
         }
     }
-    let ferry = ferry_binary();
-    if ferry.is_none() {
-        eprintln!("skipped: no ferry binary beside the test (build it: cargo build -p ferry-cli)");
-    }
-    ferry
-}
-
-/// A running `ferry up`: interrupted, then `ferry down` as a backstop, on drop.
-struct Up {
-    ferry: PathBuf,
-    child: Child,
-    state_dir: PathBuf,
-}
-
-impl Up {
-    fn start(ferry: &Path, dir: &Path, state_dir: &Path, net: &Net) -> Up {
-        let child = Command::new(ferry)
-            .arg("up")
-            .arg(dir)
-            .args(["--bridge", net.bridge, "--pod-cidr", net.pods])
-            .args(["--service-cidr", net.services, "--state-dir"])
-            .arg(state_dir)
-            .env("RUST_LOG", "info,hickory_server=warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ferry up starts");
-        Up {
-            ferry: ferry.to_path_buf(),
-            child,
-            state_dir: state_dir.to_path_buf(),
-        }
-    }
-
-    fn ferry(&self, args: &[&str]) -> Output {
-        Command::new(&self.ferry)
-            .args(args)
-            .env("FERRY_STATE_DIR", &self.state_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ferry runs")
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self.ferry(&["status", "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    /// `redis-cli -h HOST ARGS` from `pod`, with a timeout; its stdout. A failure's stderr
-    /// goes to the test's output (shown when the test fails).
-    fn redis(&self, pod: &str, host: &str, args: &[&str]) -> String {
-        let mut full = vec!["exec", pod, "--", "timeout", "5", "redis-cli", "-h", host];
-        full.extend_from_slice(args);
-        let out = self.ferry(&full);
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || stdout.is_empty() {
-            eprintln!(
-                "{pod}: redis-cli -h {host} {args:?}: {} {stdout:?} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        stdout
-    }
-
-    /// `INFO section` of the Redis server in `pod` (asked on its loopback, so not through
-    /// any sidecar), as `field -> value`.
-    fn info(&self, pod: &str, section: &str) -> Vec<(String, String)> {
-        self.redis(pod, "127.0.0.1", &["INFO", section])
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.trim().split_once(':')?;
-                Some((k.to_string(), v.to_string()))
-            })
-            .collect()
-    }
-
-    /// The last lines of the sidecars' logs of `pods`, to explain a failure.
-    fn proxy_logs(&self, pods: &[&str]) -> String {
-        let mut out = String::new();
-        for pod in pods {
-            let logs = self.ferry(&["logs", pod, "-c", "ferry-proxy"]);
-            let text = String::from_utf8_lossy(&logs.stdout);
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {pod}'s proxy:\n"));
-            for l in &lines[lines.len().saturating_sub(15)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = i32::try_from(self.child.id()).ok()?;
-        // SAFETY: signals our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.interrupt();
-        }
-        let _ = self.ferry(&["down"]);
-    }
+    out
 }
 
 fn field<'a>(info: &'a [(String, String)], name: &str) -> Option<&'a str> {
     info.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn names(status: &Value) -> Vec<String> {
-    status["pods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Waits until the pods are exactly `want` (`client` matches `client-...`) and all ready.
-fn pods_ready(up: &mut Up, want: &[&str]) -> Value {
-    wait_for(&format!("pods {want:?} ready"), 90, || {
-        if let Ok(Some(exit)) = up.child.try_wait() {
-            panic!("ferry up exited: {exit}");
-        }
-        let status = up.status()?;
-        let pods = status["pods"].as_array()?;
-        let have = names(&status);
-        let matches = have.len() == want.len()
-            && want.iter().all(|w| {
-                have.iter()
-                    .any(|h| h == w || h.starts_with(&format!("{w}-")))
-            });
-        (matches && pods.iter().all(|p| p["ready"] == true)).then_some(status.clone())
-    })
-}
-
-fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["pods"]
-        .as_array()
-        .and_then(|pods| {
-            pods.iter().find(|p| {
-                p["name"] == name
-                    || p["name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with(&format!("{name}-")))
-            })
-        })
-        .unwrap_or_else(|| panic!("no pod {name} in {status}"))
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The proxy metrics of a pod (its `metrics_url`).
-fn scrape(status: &Value, name: &str) -> String {
-    let url = pod(status, name)["metrics_url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{name} has no proxy metrics"))
-        .trim_start_matches("http://")
-        .to_string();
-    let (addr, path) = url.split_once('/').expect("metrics URL has a path");
-    http_get(addr, &format!("/{path}")).unwrap_or_default()
-}
-
-/// Every proxy's last ACKed version, by pod, from the control plane's monitoring port.
-fn acked(up: &Up) -> Option<Vec<(String, String, bool)>> {
-    let status = up.status()?;
-    let monitoring = status["monitoring"].as_str()?.to_string();
-    let body = http_get(&monitoring, "/debug/proxy-status")?;
-    let json: Value = serde_json::from_str(&body).ok()?;
-    Some(
-        json["proxies"]
-            .as_array()?
-            .iter()
-            .map(|p| {
-                (
-                    p["pod"].as_str().unwrap_or_default().to_string(),
-                    p["lastAcked"].to_string(),
-                    p["synced"] == true,
-                )
-            })
-            .collect(),
-    )
-}
-
-fn write_manifest(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).expect("write manifest");
-    std::fs::rename(&tmp, dir.join(name)).expect("rename manifest");
-}
-
-/// Writes the PeerAuthentication and waits until the proxies of `changed` hold a new
-/// configuration and all `proxies` proxies are in sync.
-fn set_mode(up: &Up, dir: &Path, mode: &str, changed: &[&str], proxies: usize) {
-    let before = wait_for("proxies in sync", 15, || {
-        acked(up).filter(|a| a.len() >= proxies && a.iter().all(|p| p.2))
-    });
-    write_manifest(dir, "peer.yaml", &peer_authentication(mode));
-    wait_for(&format!("{mode} acknowledged by {changed:?}"), 15, || {
-        let now = acked(up)?;
-        let moved = changed.iter().all(|c| {
-            now.iter()
-                .filter(|p| p.0 == *c || p.0.starts_with(&format!("{c}-")))
-                .any(|p| before.iter().all(|b| b.0 != p.0 || b.1 != p.1))
-        });
-        (moved && now.iter().all(|p| p.2)).then_some(())
-    });
-}
-
-/// A packet capture of TCP port 6379 on one interface; stopped (and reaped) when dropped.
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn start(interface: &str, file: &Path) -> Capture {
-        let mut child = Command::new("tcpdump")
-            .args([
-                "-i",
-                interface,
-                "--immediate-mode",
-                "-U",
-                "-n",
-                "-s",
-                "0",
-                "-w",
-            ])
-            .arg(file)
-            .args(["tcp", "port", "6379"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump starts");
-        let stderr = child.stderr.take().expect("tcpdump's stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut capture = Capture {
-            child,
-            file: file.to_path_buf(),
-        };
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            capture.stop();
-            panic!("tcpdump did not start listening on {interface}");
-        }
-        capture
-    }
-
-    /// Stops the capture; the bytes captured (pcap file).
-    fn stop(&mut self) -> Vec<u8> {
-        if let Ok(None) = self.child.try_wait()
-            && let Ok(pid) = i32::try_from(self.child.id())
-        {
-            // SAFETY: signals our own child; SIGINT makes tcpdump flush and exit.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read(&self.file).unwrap_or_default()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn unique(tag: &str) -> String {
@@ -514,7 +186,7 @@ fn set_captured(
     let key = unique(tag);
     let file = work.join(format!("{tag}.pcap"));
     let mut capture = Capture::start(veth, &file);
-    let answer = up.redis("client", host, &["SET", &key, "replicated"]);
+    let answer = redis(up, "client", host, &["SET", &key, "replicated"]);
     std::thread::sleep(settle);
     let bytes = capture.stop();
     let clear = contains(&bytes, key.as_bytes());
@@ -524,13 +196,14 @@ fn set_captured(
 /// Waits until the replica in `pod` holds `key` (asked on its own loopback).
 fn replicated(up: &Up, pod: &str, key: &str) {
     wait_for(&format!("{key} on {pod}"), 15, || {
-        (up.redis(pod, "127.0.0.1", &["GET", key]) == "replicated").then_some(())
+        (redis(up, pod, "127.0.0.1", &["GET", key]) == "replicated").then_some(())
     });
 }
 
 /// The master's replica connections (`CLIENT LIST TYPE replica`): their ids.
 fn replica_ids(up: &Up) -> Vec<String> {
-    up.redis(
+    redis(
+        up,
         "redis-0",
         "127.0.0.1",
         &["CLIENT", "LIST", "TYPE", "replica"],
@@ -548,8 +221,8 @@ fn replica_ids(up: &Up) -> Vec<String> {
 /// lists `replicas` replicas.
 fn link_up(up: &Up, pod: &str, replicas: usize) {
     wait_for(&format!("{pod} replicating from redis-0.redis"), 30, || {
-        let replica = up.info(pod, "replication");
-        let master = up.info("redis-0", "replication");
+        let replica = info(up, pod, "replication");
+        let master = info(up, "redis-0", "replication");
         (field(&replica, "role") == Some("slave")
             && field(&replica, "master_host") == Some("redis-0.redis")
             && field(&replica, "master_link_status") == Some("up")
@@ -561,12 +234,10 @@ fn link_up(up: &Up, pod: &str, replicas: usize) {
 #[test]
 fn replication_under_strict_mtls() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ferry) = can_run() else { return };
-    let net = Net {
-        bridge: "ferry-rrep0",
-        pods: "198.18.210.0/24",
-        services: "198.19.210.0/24",
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "tcpdump"]) else {
+        return;
     };
+    let net = own_network("ferry-rrep0", "198.18.210.0/24", "198.19.210.0/24");
     let dir = tempfile::tempdir().expect("tmp");
     let redis_dir = tempfile::tempdir().expect("tmp");
     write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
@@ -603,7 +274,7 @@ fn replication_under_strict_mtls() {
     });
     // The master sees its replica through the sidecar (from 127.0.0.6, as under Istio:
     // issue #37423; `replica-announce-ip` is the usual answer). Reported, not required.
-    let master = up.info("redis-0", "replication");
+    let master = info(&up, "redis-0", "replication");
     eprintln!(
         "the master lists its replica as: {}",
         field(&master, "slave0").unwrap_or("-")
@@ -630,29 +301,27 @@ fn replication_under_strict_mtls() {
     assert!(!clear, "{key} crossed redis-0's veth in clear under STRICT");
     // Reading through the mesh from the replica's name gives the same.
     assert_eq!(
-        up.redis("client", "redis-1.redis", &["GET", &key]),
+        redis(&up, "client", "redis-1.redis", &["GET", &key]),
         "replicated"
     );
     // A replica is read-only, as without a mesh.
     assert!(
-        up.redis("client", "redis-1.redis", &["SET", &key, "x"])
-            .contains("READONLY"),
+        redis(&up, "client", "redis-1.redis", &["SET", &key, "x"]).contains("READONLY"),
         "the replica took a write"
     );
 
     let exit = up.interrupt().expect("ferry up exits on SIGINT");
     assert!(exit.success(), "ferry up exits cleanly: {exit}");
+    assert_nothing_left(&[status], net[1], state.path());
 }
 
 #[test]
 fn headless_service_with_a_sidecar_less_pod_falls_back_to_plaintext() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ferry) = can_run() else { return };
-    let net = Net {
-        bridge: "ferry-rhl0",
-        pods: "198.18.211.0/24",
-        services: "198.19.211.0/24",
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "tcpdump"]) else {
+        return;
     };
+    let net = own_network("ferry-rhl0", "198.18.211.0/24", "198.19.211.0/24");
     let dir = tempfile::tempdir().expect("tmp");
     let redis_dir = tempfile::tempdir().expect("tmp");
     write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
@@ -733,7 +402,7 @@ fn headless_service_with_a_sidecar_less_pod_falls_back_to_plaintext() {
         .as_str()
         .expect("redis-plain's IP")
         .to_string();
-    assert_eq!(up.redis("client", &plain_ip, &["PING"]), "PONG");
+    assert_eq!(redis(&up, "client", &plain_ip, &["PING"]), "PONG");
     let text = scrape(&status, "redis-0");
     assert!(
         metric(
@@ -764,7 +433,8 @@ fn headless_service_with_a_sidecar_less_pod_falls_back_to_plaintext() {
         (all && !warned).then_some(())
     });
     wait_for("every proxy in sync", 15, || {
-        acked(&up).filter(|a| a.len() == 2 && a.iter().all(|p| p.2))
+        up.proxies()
+            .filter(|a| a.len() == 2 && a.iter().all(|p| p.synced))
     });
     let (answer, key, clear, _) = set_captured(
         &up,
@@ -774,7 +444,7 @@ fn headless_service_with_a_sidecar_less_pod_falls_back_to_plaintext() {
         "mtls-again",
         Duration::from_millis(300),
     );
-    assert_eq!(answer, "OK", "{}", up.proxy_logs(&["client", "redis-0"]));
+    assert_eq!(answer, "OK", "{}", proxy_logs(&up, &["client", "redis-0"]));
     assert!(
         !clear,
         "{key} still in clear once every endpoint has a sidecar"
@@ -782,17 +452,16 @@ fn headless_service_with_a_sidecar_less_pod_falls_back_to_plaintext() {
 
     let exit = up.interrupt().expect("ferry up exits on SIGINT");
     assert!(exit.success(), "ferry up exits cleanly: {exit}");
+    assert_nothing_left(&[status], net[1], state.path());
 }
 
 #[test]
 fn replication_survives_permissive_to_strict() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ferry) = can_run() else { return };
-    let net = Net {
-        bridge: "ferry-rpa0",
-        pods: "198.18.212.0/24",
-        services: "198.19.212.0/24",
+    let Some(ferry) = can_run(&["redis-server", "redis-cli", "tcpdump"]) else {
+        return;
     };
+    let net = own_network("ferry-rpa0", "198.18.212.0/24", "198.19.212.0/24");
     let dir = tempfile::tempdir().expect("tmp");
     let redis_dir = tempfile::tempdir().expect("tmp");
     write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
@@ -806,18 +475,18 @@ fn replication_survives_permissive_to_strict() {
     write_manifest(dir.path(), "peer.yaml", &peer_authentication("PERMISSIVE"));
     let state = tempfile::tempdir().expect("tmp");
     let mut up = Up::start(&ferry, dir.path(), state.path(), &net);
-    pods_ready(&mut up, &["client", "redis-0", "redis-1"]);
+    let status = pods_ready(&mut up, &["client", "redis-0", "redis-1"]);
     link_up(&up, "redis-1", 1);
     let key = unique("before");
     assert_eq!(
-        up.redis("client", "redis-0.redis", &["SET", &key, "replicated"]),
+        redis(&up, "client", "redis-0.redis", &["SET", &key, "replicated"]),
         "OK"
     );
     replicated(&up, "redis-1", &key);
     let ids = replica_ids(&up);
     assert_eq!(ids.len(), 1, "one replica connection: {ids:?}");
     let syncs = |up: &Up| {
-        let stats = up.info("redis-0", "stats");
+        let stats = info(up, "redis-0", "stats");
         (
             field(&stats, "sync_full").unwrap_or("-").to_string(),
             field(&stats, "sync_partial_ok").unwrap_or("-").to_string(),
@@ -826,13 +495,13 @@ fn replication_survives_permissive_to_strict() {
     let syncs_before = syncs(&up);
 
     // PERMISSIVE -> STRICT for the namespace, live: every proxy takes the new mode.
-    set_mode(&up, dir.path(), "STRICT", &["redis-0", "redis-1"], 3);
+    set_mode(&up, "STRICT", &["redis-0", "redis-1"], 3);
     // Give a drop time to happen, then: the same replica connection, no new sync, and new
     // writes replicate over it.
     std::thread::sleep(Duration::from_secs(2));
     let key = unique("after");
     assert_eq!(
-        up.redis("client", "redis-0.redis", &["SET", &key, "replicated"]),
+        redis(&up, "client", "redis-0.redis", &["SET", &key, "replicated"]),
         "OK"
     );
     replicated(&up, "redis-1", &key);
@@ -842,11 +511,12 @@ fn replication_survives_permissive_to_strict() {
         "the replication connection was replaced across PERMISSIVE -> STRICT"
     );
     assert_eq!(syncs(&up), syncs_before, "the replica synchronised again");
-    let replica = up.info("redis-1", "replication");
+    let replica = info(&up, "redis-1", "replication");
     assert_eq!(field(&replica, "master_link_status"), Some("up"));
 
     // A link cut anyway comes back by itself under STRICT (through both sidecars).
-    let killed = up.redis(
+    let killed = redis(
+        &up,
         "redis-0",
         "127.0.0.1",
         &["CLIENT", "KILL", "TYPE", "replica"],
@@ -859,11 +529,12 @@ fn replication_survives_permissive_to_strict() {
     link_up(&up, "redis-1", 1);
     let key = unique("reconnected");
     assert_eq!(
-        up.redis("client", "redis-0.redis", &["SET", &key, "replicated"]),
+        redis(&up, "client", "redis-0.redis", &["SET", &key, "replicated"]),
         "OK"
     );
     replicated(&up, "redis-1", &key);
 
     let exit = up.interrupt().expect("ferry up exits on SIGINT");
     assert!(exit.success(), "ferry up exits cleanly: {exit}");
+    assert_nothing_left(&[status], net[1], state.path());
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -66,6 +66,40 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// Writes a manifest into `dir` (aside, then renamed, as editors do, so the watcher never
+/// sees half a file).
+pub fn write_manifest(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write manifest");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename manifest");
+}
+
+/// A namespace-wide PeerAuthentication for `default` in mode `mode`.
+pub fn peer_authentication(mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: {mode}\n"
+    )
+}
+
+/// Writes the PeerAuthentication (`peer.yaml`) and waits until the proxies of `changed`
+/// (pod names or prefixes) hold a new configuration and all `proxies` proxies are in sync.
+pub fn set_mode(up: &Up, mode: &str, changed: &[&str], proxies: usize) {
+    let before = wait_for("proxies in sync", 15, || {
+        up.proxies()
+            .filter(|a| a.len() >= proxies && a.iter().all(|p| p.synced))
+    });
+    up.write("peer.yaml", &peer_authentication(mode));
+    wait_for(&format!("{mode} acknowledged by {changed:?}"), 15, || {
+        let now = up.proxies()?;
+        let moved = changed.iter().all(|c| {
+            now.iter()
+                .filter(|p| p.pod == *c || p.pod.starts_with(&format!("{c}-")))
+                .any(|p| before.iter().all(|b| b.pod != p.pod || b.acked != p.acked))
+        });
+        (moved && now.iter().all(|p| p.synced)).then_some(())
+    });
 }
 
 /// One proxy as the control plane's `/debug/proxy-status` lists it.
@@ -155,12 +189,9 @@ impl Up {
         &self.manifests
     }
 
-    /// Writes a manifest (aside, then renamed, as editors do, so the watcher never sees half
-    /// a file).
+    /// Writes a manifest into the mesh's directory ([`write_manifest`]).
     pub fn write(&self, name: &str, text: &str) {
-        let tmp = self.manifests.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write manifest");
-        std::fs::rename(&tmp, self.manifests.join(name)).expect("rename manifest");
+        write_manifest(&self.manifests, name, text);
     }
 
     /// Removes a manifest.
@@ -389,4 +420,85 @@ pub fn assert_nothing_left(seen: &[Value], bridge: &str, state_dir: &Path) {
             })
             .then_some(())
     });
+}
+
+/// A packet capture on one interface; stopped (and reaped) when dropped.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Captures TCP port 6379 on `interface` into `file`, once tcpdump is listening.
+    pub fn start(interface: &str, file: &Path) -> Capture {
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                interface,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(file)
+            .args(["tcp", "port", "6379"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump starts");
+        let stderr = child.stderr.take().expect("tcpdump's stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut capture = Capture {
+            child,
+            file: file.to_path_buf(),
+        };
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            capture.stop();
+            panic!("tcpdump did not start listening on {interface}");
+        }
+        capture
+    }
+
+    /// Stops the capture; the bytes captured (pcap file).
+    pub fn stop(&mut self) -> Vec<u8> {
+        if let Ok(None) = self.child.try_wait()
+            && let Ok(pid) = i32::try_from(self.child.id())
+        {
+            // SAFETY: signals our own child; SIGINT makes tcpdump flush and exit.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read(&self.file).unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
