@@ -6,6 +6,7 @@
 use crate::config::Protocol;
 use crate::detect::{Detected, TlsHello, detect, tls_hello};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::TcpStream;
@@ -40,14 +41,28 @@ async fn sniff(stream: &TcpStream) -> io::Result<(Protocol, Option<String>)> {
             Detected::Protocol(p, sni) => return Ok((p, sni)),
             Detected::NeedMore if n == buf.len() => return Ok((Protocol::Tcp, None)),
             Detected::NeedMore => {
-                // Peeking leaves the bytes and the readiness in place: drop the readiness so
-                // the next peek waits for more bytes instead of returning the same ones.
-                let _ = stream.try_io(Interest::READABLE, || {
-                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                });
+                wait_for_more(stream, n);
             }
         }
     }
+}
+
+/// After a peek saw `seen` bytes that are not enough: drops the read readiness, so that the
+/// next peek waits for more bytes instead of returning the same ones, unless more bytes are
+/// already there. The check runs inside `try_io`, so a byte arriving after it still wakes
+/// the next peek (dropping the readiness after the fact could lose that wake-up, and the
+/// peek would wait out its whole timeout: a ClientHello in two TCP segments did).
+pub fn wait_for_more(stream: &TcpStream, seen: usize) {
+    let _ = stream.try_io(Interest::READABLE, || {
+        let mut available: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, the number of bytes waiting, into `available`.
+        let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut available) };
+        if r == 0 && usize::try_from(available).is_ok_and(|a| a > seen) {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    });
 }
 
 /// Whether a new inbound connection starts with a mesh client's TLS ClientHello (an Istio
@@ -65,11 +80,7 @@ pub async fn mesh_tls(stream: &TcpStream, timeout: Duration) -> bool {
                 TlsHello::Hello { mesh, .. } => return Ok(mesh),
                 TlsHello::NotTls => return Ok(false),
                 TlsHello::Partial if n == buf.len() => return Ok(false),
-                TlsHello::Partial => {
-                    let _ = stream.try_io(Interest::READABLE, || {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
-                }
+                TlsHello::Partial => wait_for_more(stream, n),
             }
         }
     };

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -320,16 +320,9 @@ impl Side for &TcpStream {
                 Poll::Pending => return Poll::Pending,
             }
             buf.reserve(READ);
-            match self.try_read_buf(buf) {
-                Ok(n) => {
-                    if n > 0 && n < READ {
-                        // A short read drained the socket: drop the readiness without a syscall.
-                        let _ = self.try_io(Interest::READABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
-                    }
-                    return Poll::Ready(Ok(n));
-                }
+            // A short read drains the socket's readiness too (`try_read_buf_drained`).
+            match crate::tcp::forward::try_read_buf_drained(self, buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }

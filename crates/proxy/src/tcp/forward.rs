@@ -105,11 +105,55 @@ fn is_reset(e: &io::Error) -> bool {
     )
 }
 
-/// Marks readiness as consumed after a short read, without another `read` syscall.
-fn drop_read_readiness(stream: &TcpStream) {
-    let _ = stream.try_io(Interest::READABLE, || {
-        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+/// Reads what `stream` has into `buf` without blocking, like `try_read`. A short read (the
+/// socket drained) also drops the read readiness, saving the `read` that would only say
+/// "would block" — but as of *before* the read, as tokio's own `poll_read` does, so bytes
+/// that arrive meanwhile still wake the task. (Dropping it after the read could lose that
+/// wake-up and stall the connection until the peer sent more.)
+pub fn try_read_drained(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = None;
+    let result = stream.try_io(Interest::READABLE, || {
+        let n = SockRef::from(stream).recv(as_uninit(buf))?;
+        got = Some(n);
+        if n > 0 && n < buf.len() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
     });
+    match got {
+        Some(n) => Ok(n),
+        None => result,
+    }
+}
+
+/// [`try_read_drained`] into the spare capacity of `buf` (which the caller reserved).
+pub fn try_read_buf_drained(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut got = None;
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    let result = stream.try_io(Interest::READABLE, || {
+        let n = SockRef::from(stream).recv(spare)?;
+        got = Some(n);
+        if n > 0 && n < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match got {
+        Some(n) => {
+            // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            Ok(n)
+        }
+        None => result,
+    }
+}
+
+fn as_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
+    // SAFETY: initialised bytes are valid `MaybeUninit`s, and `recv` only writes bytes.
+    unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
 }
 
 /// Moves one direction forward as far as it can without blocking; returns whether it made
@@ -162,7 +206,7 @@ fn pump(
             Poll::Pending => return Ok(progressed),
         }
         let step = SCRATCH_BUF.with_borrow_mut(|buf| -> io::Result<Option<bool>> {
-            let n = match from.try_read(buf) {
+            let n = match try_read_drained(from, buf) {
                 Ok(0) => {
                     half.eof = true;
                     return Ok(Some(true));
@@ -192,13 +236,10 @@ fn pump(
                 progressed = true;
                 break;
             }
-            Some(full) => {
+            Some(_) => {
                 progressed = true;
                 if !half.pending.is_empty() {
                     break;
-                }
-                if !full {
-                    drop_read_readiness(from);
                 }
             }
         }

@@ -27,7 +27,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Where one connection goes and what it holds while it lives.
@@ -294,11 +293,7 @@ pub async fn peek_sni(stream: &TcpStream, timeout: Duration) -> Option<String> {
                 TlsHello::Hello { sni, .. } => return sni,
                 TlsHello::NotTls => return None,
                 TlsHello::Partial if n == buf.len() => return None,
-                TlsHello::Partial => {
-                    let _ = stream.try_io(Interest::READABLE, || {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
-                }
+                TlsHello::Partial => crate::conn::sniff::wait_for_more(stream, n),
             }
         }
     };
