@@ -5,8 +5,8 @@
 //! PeerAuthentications per namespace and mesh-wide) is built as the objects a Kubernetes API
 //! server would hand the `--kube` source: Namespaces (labelled for injection), Services with
 //! selectors, 10,000 Pods with their addresses, and the Istio resources. They go through
-//! what `ferry control-plane` runs: [`Mesh::apply`] (the store; the registry rebuilt from
-//! it, pods injected, endpoints from the selectors), the compile cache, and the real
+//! what `ferry control-plane` runs: [`Mesh::apply`] (the store; the registry brought up to
+//! date in place, pods injected, endpoints from the selectors), the compile cache, and the real
 //! [`Distribution`] over real gRPC on 127.0.0.1. 1,000 proxies (pod 0 of each service)
 //! connect; by default the real `ferry_proxy::discovery::run`, each with its own `ArcSwap`.
 //!
@@ -20,13 +20,65 @@
 //!
 //! Measured: (a) cold start: from the moment the proxies start connecting until every one has
 //! applied its first snapshot; (b) per one-endpoint change (a pod's `status.podIP` changes,
-//! and the source hands `Mesh::apply` its next complete update, as the `--kube` source does
-//! after its own debounce): time in `Mesh::apply`, time until every affected proxy was sent
-//! and applied the new version, proxies pushed, control-plane CPU; (c) VmRSS / VmHWM.
+//! and the source hands `Mesh::apply` an update holding that pod alone, as the `--kube`
+//! source does after its own debounce): time in `Mesh::apply`, time until every affected
+//! proxy was sent and applied the new version, proxies pushed, control-plane CPU; (c) VmRSS /
+//! VmHWM, and the bytes of live allocations (counted by this binary's allocator) at their
+//! highest in each phase. Like the `--kube` source, the benchmark keeps no copy of the
+//! objects once it has handed them to `Mesh::apply`.
 
-/// The allocator of the `ferry` binary (see crates/cli/src/main.rs).
+/// The allocator of the `ferry` binary (see crates/cli/src/main.rs), counting the bytes
+/// it hands out so that the benchmark can tell live data from memory the allocator keeps.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes allocated and not yet freed, and the most there were since [`reset_heap_peak`].
+static HEAP_LIVE: AtomicUsize = AtomicUsize::new(0);
+static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// mimalloc, with [`HEAP_LIVE`] and [`HEAP_PEAK`] kept up to date.
+struct Counting;
+
+impl Counting {
+    fn grew(by: usize) {
+        let live = HEAP_LIVE.fetch_add(by, Ordering::Relaxed) + by;
+        HEAP_PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to mimalloc unchanged; only counters are updated.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is mimalloc's.
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            Self::grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            Self::grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as for `alloc`.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            HEAP_LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            Self::grew(new);
+        }
+        p
+    }
+}
 
 use arc_swap::ArcSwap;
 use ferry_control::distribution::{ConfigSource, Distribution};
@@ -44,7 +96,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -193,10 +245,12 @@ fn unix_us() -> u64 {
         .unwrap_or_default()
 }
 
+/// A store entry as the `--kube` source makes it: its origin names the object alone.
 fn entry(kind: Kind, ns: &str, name: &str, object: Object) -> Entry {
+    let key = ObjectKey::new(kind, ns, name);
     Entry {
-        key: ObjectKey::new(kind, ns, name),
-        origin: "bench".into(),
+        origin: format!("{SOURCE_NAME}:{key}"),
+        key,
         line: 0,
         object,
     }
@@ -230,7 +284,7 @@ fn pod_manifest(ns: usize, s: usize, e: usize, ip: IpAddr) -> Value {
 }
 
 /// The synthetic mesh: what the `--kube` source hands the store.
-fn mesh(p: &Params) -> Vec<Entry> {
+fn mesh_objects(p: &Params) -> Vec<Entry> {
     let mut out = vec![kube(
         Kind::Namespace,
         "",
@@ -344,26 +398,30 @@ fn mesh(p: &Params) -> Vec<Entry> {
     out
 }
 
-/// The source's complete update holding `entries`.
-fn update(entries: &[Entry]) -> Loaded {
+/// The source's update holding `entries` (handed over, as the `--kube` source hands over
+/// the objects it validated): scoped to their origins, as the source's updates are.
+fn update(entries: Vec<Entry>) -> Loaded {
     Loaded {
         update: SourceUpdate {
             source: SOURCE_NAME.to_string(),
-            entries: entries.to_vec(),
+            scope: Some(entries.iter().map(|e| e.origin.clone()).collect()),
+            entries,
             ..SourceUpdate::default()
         },
         diagnostics: Vec::new(),
     }
 }
 
-/// Moves pod `e` of service `s` in namespace `ns` to another address (as when a pod is
-/// replaced), in place.
-fn move_endpoint(p: &Params, entries: &mut [Entry], ns: usize, s: usize, e: usize, round: usize) {
-    let key = ObjectKey::new(Kind::Pod, &ns_name(ns), &pod_name(s, e));
+/// Pod `e` of service `s` in namespace `ns` moved to another address (as when a pod is
+/// replaced): what the source hands over for that change.
+fn moved_endpoint(ns: usize, s: usize, e: usize, round: usize) -> Entry {
     let ip = IpAddr::V4(Ipv4Addr::new(10, 1 + ns as u8, s as u8, 200 + round as u8));
-    let found = entries.iter_mut().find(|x| x.key == key);
-    let entry = found.unwrap_or_else(|| panic!("{key} is not in the mesh of {p:?}"));
-    entry.object = Object::Kubernetes(Box::new(pod_manifest(ns, s, e, ip)));
+    kube(
+        Kind::Pod,
+        &ns_name(ns),
+        &pod_name(s, e),
+        pod_manifest(ns, s, e, ip),
+    )
 }
 
 /// CPU time of the calling thread.
@@ -394,12 +452,16 @@ fn on_worker<T: Send + 'static>(
     })
 }
 
-/// Bytes the allocator holds for live allocations, in MB (RSS minus this is memory freed
-/// but not returned to the system).
+/// Bytes of live allocations, in MB (RSS minus this is memory freed but not returned to
+/// the system, or the allocator's own overhead).
 fn heap_mb() -> f64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    info.uordblks as f64 / (1024.0 * 1024.0)
+    HEAP_LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
+
+/// The most bytes live at once since the previous call, in MB; starts the next period.
+fn reset_heap_peak() -> f64 {
+    let live = HEAP_LIVE.load(Ordering::Relaxed);
+    HEAP_PEAK.swap(live, Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
 }
 
 /// `VmRSS` and `VmHWM` of a process, in MB.
@@ -718,7 +780,6 @@ fn in_process(
     runtime: &tokio::runtime::Runtime,
     mesh: &Arc<Mesh>,
     proxies: &[ProxyInfo],
-    entries: &mut [Entry],
 ) {
     use ferry_control::distribution::Prepared;
     let ids: Vec<ProxyIdentity> = proxies.iter().map(identity).collect();
@@ -737,41 +798,50 @@ fn in_process(
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         (rendered, ms(t.elapsed()), ms(thread_cpu() - cpu))
     };
-    // Where the store's time goes, on a store of our own.
+    // Where the store's time and memory go, on a store of our own.
+    let (domain, root) = ("cluster.local", "istio-system");
     let h0 = heap_mb();
-    let first = update(entries).update;
+    let first = update(mesh_objects(p)).update;
     let h1 = heap_mb();
     let mut store = ferry_control::store::Store::default();
     store.apply(first);
     let h2 = heap_mb();
-    let registry = store.registry("cluster.local", "istio-system");
+    let mut registry = ferry_control::registry::Registry::default();
+    store.update_registry(&mut registry, domain, root);
     let h3 = heap_mb();
     println!(
-        "heap: a copy of the objects {:.0} MB; the store with its expanded pods {:.0} MB; a registry {:.0} MB",
+        "heap: the objects as the source hands them over {:.0} MB; the store with its expanded pods {:.0} MB; the registry {:.0} MB",
         h1 - h0,
         h2 - h0,
         h3 - h2
     );
-    drop(registry);
-    let mut probe = entries.to_vec();
     for round in 0..3 {
-        move_endpoint(p, &mut probe, 0, 1, 1, round);
-        let next = update(&probe).update;
+        let next = update(vec![moved_endpoint(0, 1, 1, round)]).update;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let (t, cpu) = (Instant::now(), thread_cpu());
         store.apply(next);
         let (t1, cpu1) = (t.elapsed(), thread_cpu() - cpu);
-        let registry = store.registry("cluster.local", "istio-system");
-        let (t2, cpu2) = (t.elapsed() - t1, thread_cpu() - cpu - cpu1);
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (t, cpu) = (Instant::now(), thread_cpu());
+        let changes = store.update_registry(&mut registry, domain, root);
+        let (t2, cpu2) = (t.elapsed(), thread_cpu() - cpu);
+        let t = Instant::now();
+        let whole = store.registry(domain, root);
+        let t3 = t.elapsed();
+        assert!(whole == registry, "the registry updated in place differs");
+        drop(whole);
         println!(
-            "store probe {round}: Store::apply {:.1} ms (CPU {:.1}), Store::registry {:.1} ms (CPU {:.1}); {} pods",
+            "store probe {round}: Store::apply {:.1} ms (CPU {:.1}), Store::update_registry {:.1} ms (CPU {:.1}; {} services and {} pods changed); the whole registry rebuilt instead {:.1} ms; {} pods",
             ms(t1),
             ms(cpu1),
             ms(t2),
             ms(cpu2),
+            changes.services.len(),
+            changes.pods.len(),
+            ms(t3),
             registry.pods.len()
         );
     }
+    drop(registry);
     drop(store);
     let mut held = vec![None; ids.len()];
     let (n, ms, cpu) = prepare_all(&mut held);
@@ -786,19 +856,22 @@ fn in_process(
             (7 + round) % p.per_ns(),
             1 + round % (p.endpoints - 1).max(1),
         );
-        move_endpoint(p, entries, ns, s, e, round);
-        let next = update(entries);
+        let next = update(vec![moved_endpoint(ns, s, e, round)]);
+        reset_heap_peak();
         let applier = mesh.clone();
         let (_, apply, apply_cpu) = on_worker(runtime, move || applier.apply(next));
+        let heap_apply = reset_heap_peak();
         let (n, ms, cpu) = prepare_all(&mut held);
         println!(
-            "change {}: Mesh::apply {:.1} ms (CPU {:.1} ms), then {n} of {} configurations changed, all prepared in {ms:.1} ms (CPU {cpu:.1} ms); RSS {:.0} MB, live heap {:.0} MB",
+            "change {}: Mesh::apply {:.1} ms (CPU {:.1} ms), then {n} of {} configurations changed, all prepared in {ms:.1} ms (CPU {cpu:.1} ms); RSS {:.0} MB (peak {:.0} MB), live heap {:.0} MB (at most {heap_apply:.0} MB in Mesh::apply, {:.0} MB preparing)",
             round + 1,
             apply.as_secs_f64() * 1e3,
             apply_cpu.as_secs_f64() * 1e3,
             ids.len(),
             rss_mb("self").0,
-            heap_mb()
+            rss_mb("self").1,
+            heap_mb(),
+            reset_heap_peak()
         );
     }
 }
@@ -816,7 +889,7 @@ fn main() {
         .expect("runtime");
     let proxies = p.proxies();
     let heap_before = heap_mb();
-    let mut entries = mesh(&p);
+    let entries = mesh_objects(&p);
     let source_copy = heap_mb() - heap_before;
     let count = |kind: Kind| entries.iter().filter(|e| e.key.kind == kind).count();
     println!(
@@ -834,19 +907,21 @@ fn main() {
         kube: true,
         ..PlaneOptions::default()
     }));
-    let first = update(&entries);
+    let objects = entries.len();
+    let first = update(entries);
+    reset_heap_peak();
     let applier = mesh.clone();
     let (_, cold_apply, _) = on_worker(&runtime, move || applier.apply(first));
     let (rss_mesh, _) = rss_mb("self");
     println!(
-        "store and registry from {} objects: {:.0} ms (Mesh::apply); control-plane RSS then {rss_mesh:.0} MB (live heap {:.0} MB, of which {source_copy:.0} MB the source's copy of the objects)",
-        entries.len(),
+        "store and registry from {objects} objects: {:.0} ms (Mesh::apply); control-plane RSS then {rss_mesh:.0} MB (live heap {:.0} MB, at most {:.0} MB during Mesh::apply; the objects as the source handed them over: {source_copy:.0} MB)",
         cold_apply.as_secs_f64() * 1e3,
-        heap_mb()
+        heap_mb(),
+        reset_heap_peak()
     );
     describe_one(&mesh, &identity(&proxies[0]));
     if p.in_process {
-        in_process(&p, &runtime, &mesh, &proxies, &mut entries);
+        in_process(&p, &runtime, &mesh, &proxies);
         return;
     }
 
@@ -950,7 +1025,8 @@ fn main() {
         cold_cpu.as_millis()
     );
     println!(
-        "(c) control-plane RSS after the full push: {rss:.0} MB (peak {hwm:.0} MB; live heap {heap:.0} MB; mesh state alone ~{rss_mesh:.0} MB) (target < 300 MB); proxies' process {child_rss:.0} MB"
+        "(c) control-plane RSS after the full push: {rss:.0} MB (peak {hwm:.0} MB; live heap {heap:.0} MB, at most {:.0} MB during the push; mesh state alone ~{rss_mesh:.0} MB) (target < 300 MB); proxies' process {child_rss:.0} MB",
+        reset_heap_peak()
     );
 
     // (b) One-endpoint changes.
@@ -966,15 +1042,16 @@ fn main() {
             .filter(|(_, x)| x.namespace == ns_name(ns))
             .map(|(i, _)| i)
             .collect();
-        // The source's next complete update, made before the clock starts (the source's
+        // The source's update for the change, made before the clock starts (the source's
         // work, not the control plane's).
-        move_endpoint(&p, &mut entries, ns, s, e, round);
-        let next = update(&entries);
+        let next = update(vec![moved_endpoint(ns, s, e, round)]);
         let pushes_before: u64 = total_pushes();
         let cpu_before = cpu_time();
+        reset_heap_peak();
         let t_change = unix_us();
         let applier = mesh.clone();
         let (changed, apply_time, _) = on_worker(&runtime, move || applier.apply(next));
+        let heap_apply = reset_heap_peak();
         assert!(changed, "the change was not seen");
         let apply_ms = apply_time.as_secs_f64() * 1e3;
         let mut applied: BTreeMap<usize, u64> = BTreeMap::new();
@@ -1002,6 +1079,7 @@ fn main() {
             }
         }
         let cpu = cpu_time() - cpu_before;
+        let heap_push = reset_heap_peak();
         let pushes: u64 = total_pushes() - pushes_before;
         let got: BTreeSet<usize> = applied.keys().copied().collect();
         let exact = got == expected && pushes == expected.len() as u64;
@@ -1024,6 +1102,12 @@ fn main() {
             if exact { "exact" } else { "MISMATCH" },
             percentile(&lat, 0.5),
             cpu.as_millis()
+        );
+        println!(
+            "    live heap at most {heap_apply:.0} MB during Mesh::apply, {heap_push:.0} MB during the push, {:.0} MB after; RSS {:.0} MB (peak {:.0} MB)",
+            heap_mb(),
+            rss_mb("self").0,
+            rss_mb("self").1
         );
         if !exact {
             let extra: Vec<_> = got.difference(&expected).take(5).collect();

@@ -216,13 +216,11 @@ impl Mesh {
         let changed =
             outcome.changed || assigned || !self.loaded.load(std::sync::atomic::Ordering::Acquire);
         if changed {
-            let registry =
-                store.registry(&self.options.cluster_domain, &self.options.root_namespace);
+            let published = self.update_registry(&mut store, received);
             drop(store);
-            *write(&self.base) = Arc::new(registry);
             self.loaded
                 .store(true, std::sync::atomic::Ordering::Release);
-            if !self.publish(received) {
+            if !published {
                 // Same registry, but the store changed (the embedder reads it).
                 self.generation.send_modify(|g| *g += 1);
             }
@@ -233,6 +231,42 @@ impl Mesh {
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         changed
+    }
+
+    /// Brings the registry up to date with `store` in place (only what changed is rebuilt,
+    /// and the previous version is not kept beside the new one), and publishes it; returns
+    /// whether the registry in force changed. With reported readiness, the registry in force
+    /// is derived from the updated one ([`Mesh::publish`]).
+    fn update_registry(&self, store: &mut Store, received: Instant) -> bool {
+        let (domain, root) = (&self.options.cluster_domain, &self.options.root_namespace);
+        if read(&self.readiness).is_some() {
+            // The registry in force is a copy of the base, which nobody else holds.
+            let mut base = write(&self.base);
+            store.update_registry(Arc::make_mut(&mut base), domain, root);
+            drop(base);
+            return self.publish(received);
+        }
+        // Streams wait for the registry while it changes.
+        let mut slot = write(&self.registry);
+        let mut base = write(&self.base);
+        // The base and the registry in force are the same; the cache holds it too.
+        *slot = Arc::default();
+        let mut registry = std::mem::take(&mut *base);
+        let detached = self.cache.detach(&registry);
+        // A stream still compiling from it keeps its own reference: then the registry is
+        // copied (the previous version is freed once that stream is done).
+        let changes = store.update_registry(Arc::make_mut(&mut registry), domain, root);
+        self.cache.install(registry.clone(), detached, &changes);
+        *base = registry.clone();
+        *slot = registry;
+        drop(base);
+        drop(slot);
+        if changes.is_empty() {
+            return false;
+        }
+        *self.received.lock().unwrap_or_else(|e| e.into_inner()) = Some(received);
+        self.generation.send_modify(|g| *g += 1);
+        true
     }
 
     /// The identity the registry knows for a proxy that said who it is.

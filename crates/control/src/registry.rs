@@ -141,6 +141,30 @@ pub struct Policies {
     pub mesh: Option<MeshConfig>,
 }
 
+/// What differs between a registry and its next version, as the store knows once it has
+/// brought the registry up to date in place ([`crate::store::Store::update_registry`]), so
+/// that the compile cache keeps what still holds without comparing the two versions (the
+/// old one no longer exists).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// The policies, the cluster domain or the root namespace changed, or the registry was
+    /// rebuilt whole: nothing compiled for the previous version can be assumed to hold.
+    pub everything: bool,
+    /// The namespaces or their labels changed.
+    pub namespaces: bool,
+    /// The services added, removed or changed: the previous versions and the new ones.
+    pub services: Vec<ServiceEntry>,
+    /// The pods added, removed or changed, by (namespace, name).
+    pub pods: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Changes {
+    /// Whether the two versions are the same.
+    pub fn is_empty(&self) -> bool {
+        !self.everything && !self.namespaces && self.services.is_empty() && self.pods.is_empty()
+    }
+}
+
 /// Who a proxy is, as it says when it connects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ProxyIdentity {

@@ -3,11 +3,14 @@
 //! Istio traffic and security kinds, Istio's Telemetry, and Ferry's RedisPolicy), keyed by
 //! (kind, namespace, name).
 //!
-//! Sources (a manifest directory, a Kubernetes API server) hand the store a complete
-//! [`SourceUpdate`] for everything they hold. The store replaces that source's objects with
-//! it, except that a resource that failed validation keeps its last valid version, and so do
-//! all the resources of a file that could not be parsed. Every effective change bumps the
-//! generation. [`Store::registry`] derives the [`Registry`] the compiler reads.
+//! Sources hand the store a [`SourceUpdate`]: a manifest directory one for everything it
+//! holds, a Kubernetes API server one for the objects that changed (scoped to their
+//! origins). The store replaces that source's objects (of those origins) with it, except
+//! that a resource that failed validation keeps its last valid version, and so do all the
+//! resources of a file that could not be parsed. Every effective change bumps the
+//! generation. [`Store::registry`] derives the [`Registry`] the compiler reads, and
+//! [`Store::update_registry`] brings one up to date in place, rebuilding only the namespaces
+//! that changed.
 //!
 //! An update is applied in place (only the objects that differ are replaced), and the pods
 //! each workload stands for, expanded and run through injection, are kept per object and
@@ -27,7 +30,7 @@ use serde_json::Value;
 
 use ferry_inject::InjectConfig;
 
-use crate::registry::{Labels, PodEntry, Registry};
+use crate::registry::{Changes, Labels, PodEntry, Policies, Registry, ServiceEntry};
 use crate::source::build::{self, MeshPod, PodSummary};
 use crate::source::endpoints::string_map;
 use crate::source::vip::{self, VipRange};
@@ -222,11 +225,17 @@ impl fmt::Display for Rejection {
     }
 }
 
-/// Everything one source holds now.
+/// Everything one source holds now, or (with [`SourceUpdate::scope`]) everything it holds
+/// from some of its origins.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceUpdate {
     /// Which source (`files:/etc/mesh`); its previous objects are replaced.
     pub source: String,
+    /// `None`: the update is complete, and the source's objects it does not hold are gone.
+    /// `Some(origins)`: it is complete for these origins only (a source that knows what
+    /// changed, such as the Kubernetes watchers, names the objects that did): the objects
+    /// and rejections of the source's other origins stay as they are.
+    pub scope: Option<BTreeSet<String>>,
     /// The valid objects.
     pub entries: Vec<Entry>,
     /// Resources that failed validation: their last valid versions stay in force.
@@ -271,6 +280,21 @@ pub struct Store {
     pods: BTreeMap<ObjectKey, Vec<PodSummary>>,
     /// The namespace labels `pods` were injected with.
     namespace_labels: BTreeMap<String, Labels>,
+    /// What changed since the registry was last brought up to date.
+    stale: Stale,
+}
+
+/// The parts of the registry that no longer reflect the store (see
+/// [`Store::update_registry`]).
+#[derive(Debug, Clone, Default)]
+struct Stale {
+    /// Everything (a store no registry was built from yet).
+    all: bool,
+    /// The namespaces whose services or pods may differ: the registry's entries of one
+    /// namespace depend only on that namespace's objects, labels and addresses.
+    namespaces: BTreeSet<String>,
+    /// The policies (Istio's and Ferry's resources, the mesh config).
+    policies: bool,
 }
 
 impl Default for Store {
@@ -291,6 +315,10 @@ impl Store {
             vips: BTreeMap::new(),
             pods: BTreeMap::new(),
             namespace_labels: BTreeMap::new(),
+            stale: Stale {
+                all: true,
+                ..Stale::default()
+            },
         }
     }
 
@@ -329,10 +357,12 @@ impl Store {
     pub fn apply(&mut self, update: SourceUpdate) -> ApplyOutcome {
         let SourceUpdate {
             source,
+            scope,
             entries,
             rejections,
             broken_origins,
         } = update;
+        let in_scope = |origin: &str| scope.as_ref().is_none_or(|s| s.contains(origin));
         // By key; a later entry for a key replaces an earlier one.
         let mut incoming = entries;
         incoming.sort_by(|a, b| a.key.cmp(&b.key));
@@ -351,7 +381,7 @@ impl Store {
         let gone: Vec<ObjectKey> = self
             .objects
             .iter()
-            .filter(|(key, old)| old.source == source && !provided(key))
+            .filter(|(key, old)| old.source == source && in_scope(&old.origin) && !provided(key))
             .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
@@ -398,7 +428,31 @@ impl Store {
         }
         free_in_background(garbage);
         touched.sort();
-        self.rejections.insert(source, rejections);
+        for key in &touched {
+            match key.kind {
+                Kind::Namespace => self.stale.namespaces.insert(key.name.clone()),
+                Kind::VirtualService
+                | Kind::DestinationRule
+                | Kind::PeerAuthentication
+                | Kind::RedisPolicy
+                | Kind::Telemetry
+                | Kind::ConfigMap => {
+                    self.stale.policies = true;
+                    false
+                }
+                _ => self.stale.namespaces.insert(key.namespace.clone()),
+            };
+        }
+        match &scope {
+            None => {
+                self.rejections.insert(source, rejections);
+            }
+            Some(origins) => {
+                let held = self.rejections.entry(source).or_default();
+                held.retain(|r| !origins.contains(&r.diagnostic.source));
+                held.extend(rejections);
+            }
+        }
         self.refresh_pods(&touched);
         let vips_changed = self.reallocate_vips();
         let changed = !touched.is_empty() || vips_changed;
@@ -444,15 +498,17 @@ impl Store {
         }
         let cfg = InjectConfig::default();
         for key in redo {
-            match self.objects.get(&key).and_then(|s| s.object.as_value()) {
+            let before = match self.objects.get(&key).and_then(|s| s.object.as_value()) {
                 Some(value) => {
                     let pods = build::summaries(key.kind, value, &labels, &cfg);
-                    self.pods.insert(key, pods);
+                    let stale = &mut self.stale.namespaces;
+                    stale.extend(pods.iter().map(|p| p.entry.namespace.clone()));
+                    self.pods.insert(key, pods)
                 }
-                None => {
-                    self.pods.remove(&key);
-                }
-            }
+                None => self.pods.remove(&key),
+            };
+            let stale = &mut self.stale.namespaces;
+            stale.extend(before.into_iter().flatten().map(|p| p.entry.namespace));
         }
         self.namespace_labels = labels;
     }
@@ -467,15 +523,23 @@ impl Store {
             .iter()
             .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
-        let before = self.pod_ips.len();
-        self.pod_ips.retain(|k, _| live.contains(k));
-        let mut changed = before != self.pod_ips.len();
+        let stale = &mut self.stale.namespaces;
+        let mut changed = false;
+        self.pod_ips.retain(|k, _| {
+            let keep = live.contains(k);
+            if !keep {
+                stale.insert(k.0.clone());
+                changed = true;
+            }
+            keep
+        });
         for pod in pods {
             let key = (pod.namespace.clone(), pod.name.clone());
             if pod.ip.is_some() || self.pod_ips.contains_key(&key) {
                 continue;
             }
             if let Some(ip) = assign(pod) {
+                stale.insert(key.0.clone());
                 self.pod_ips.insert(key, ip);
                 changed = true;
             }
@@ -508,22 +572,96 @@ impl Store {
             cluster_domain,
         );
         registry.root_namespace = root_namespace.to_string();
+        registry.policies = self.policies(root_namespace);
+        registry
+    }
+
+    /// Brings `registry` (built from this store by [`Store::registry`] or by this function,
+    /// for the same cluster domain and root namespace) up to date with the store, in place:
+    /// only the services and pods of the namespaces that changed since are rebuilt, and
+    /// only the policies when one of them changed. Afterwards it equals what
+    /// [`Store::registry`] returns. Returns what differs from the previous version. The
+    /// registry is rebuilt whole the first time and when the domain or root namespace differ.
+    pub fn update_registry(
+        &mut self,
+        registry: &mut Registry,
+        cluster_domain: &str,
+        root_namespace: &str,
+    ) -> Changes {
+        let stale = std::mem::take(&mut self.stale);
+        if stale.all
+            || registry.cluster_domain != cluster_domain
+            || registry.root_namespace != root_namespace
+        {
+            let next = self.registry(cluster_domain, root_namespace);
+            let changes = Changes {
+                everything: *registry != next,
+                ..Changes::default()
+            };
+            *registry = next;
+            return changes;
+        }
+        let mut changes = Changes::default();
+        if stale.policies {
+            let policies = self.policies(root_namespace);
+            if policies != registry.policies {
+                registry.policies = policies;
+                changes.everything = true;
+            }
+        }
+        if stale.namespaces.is_empty() {
+            return changes;
+        }
+        let dirty = &stale.namespaces;
+        let objects = build::KubeObjects(
+            self.objects
+                .iter()
+                .filter(|(k, _)| k.kind == Kind::Namespace || dirty.contains(&k.namespace))
+                .filter_map(|(k, s)| Some((k, s.object.as_value()?)))
+                .collect(),
+        );
+        let pods = (self.pods.values().flatten()).filter(|p| dirty.contains(&p.entry.namespace));
+        let part = build::registry(objects, pods, &self.pod_ips, &self.vips, cluster_domain);
+        let ns_of_service = |s: &ServiceEntry| dirty.contains(&s.namespace);
+        let (old, kept): (Vec<ServiceEntry>, Vec<ServiceEntry>) =
+            std::mem::take(&mut registry.services)
+                .into_iter()
+                .partition(ns_of_service);
+        changes.services = changed_services(&old, &part.services);
+        registry.services = merge_by_namespace(kept, part.services, |s| &s.namespace);
+        let (old, kept): (Vec<PodEntry>, Vec<PodEntry>) = std::mem::take(&mut registry.pods)
+            .into_iter()
+            .partition(|p| dirty.contains(&p.namespace));
+        changes.pods = changed_pods(&old, &part.pods);
+        registry.pods = merge_by_namespace(kept, part.pods, |p| &p.namespace);
+        let mut namespaces = part.namespaces;
+        let used = (registry.pods.iter().map(|p| &p.namespace))
+            .chain(registry.services.iter().map(|s| &s.namespace));
+        for ns in used {
+            if !namespaces.contains_key(ns) {
+                namespaces.insert(ns.clone(), Labels::new());
+            }
+        }
+        changes.namespaces = namespaces != registry.namespaces;
+        registry.namespaces = namespaces;
+        changes
+    }
+
+    /// The policies in force: Istio's and Ferry's resources, and the mesh config.
+    fn policies(&self, root_namespace: &str) -> Policies {
+        let mut policies = Policies::default();
         for stored in self.objects.values() {
             match &stored.object {
-                Object::VirtualService(r) => registry.policies.virtual_services.push((**r).clone()),
-                Object::DestinationRule(r) => {
-                    registry.policies.destination_rules.push((**r).clone())
-                }
-                Object::PeerAuthentication(r) => {
-                    registry.policies.peer_authentications.push((**r).clone())
-                }
-                Object::RedisPolicy(r) => registry.policies.redis_policies.push((**r).clone()),
-                Object::Telemetry(r) => registry.policies.telemetries.push((**r).clone()),
+                Object::VirtualService(r) => policies.virtual_services.push((**r).clone()),
+                Object::DestinationRule(r) => policies.destination_rules.push((**r).clone()),
+                Object::PeerAuthentication(r) => policies.peer_authentications.push((**r).clone()),
+                Object::RedisPolicy(r) => policies.redis_policies.push((**r).clone()),
+                Object::Telemetry(r) => policies.telemetries.push((**r).clone()),
                 Object::Kubernetes(_) => {}
             }
         }
-        registry.policies.mesh = self.mesh_config(root_namespace);
-        registry
+        policies.mesh = self.mesh_config(root_namespace);
+        policies
     }
 
     /// The mesh config: the `mesh` key of the root namespace's `istio` ConfigMap, when there
@@ -564,9 +702,75 @@ impl Store {
         }
         let next = vip::allocate_vips(self.vip_range, &wanted, &self.vips, &taken);
         let changed = next != self.vips;
+        if changed {
+            let differ = (next.iter().chain(&self.vips))
+                .filter(|(k, v)| next.get(*k) != Some(*v) || self.vips.get(*k) != Some(*v));
+            let namespaces: Vec<String> = differ.map(|((ns, _), _)| ns.clone()).collect();
+            self.stale.namespaces.extend(namespaces);
+        }
         self.vips = next;
         changed
     }
+}
+
+/// `a` and `b` (each in (namespace, ...) order, with no namespace in both) merged in that
+/// order.
+fn merge_by_namespace<T>(a: Vec<T>, b: Vec<T>, namespace: impl Fn(&T) -> &String) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if namespace(x) <= namespace(y) => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
+}
+
+/// The services that differ between `old` and `new` by (namespace, name): the old and the
+/// new versions of each.
+fn changed_services(old: &[ServiceEntry], new: &[ServiceEntry]) -> Vec<ServiceEntry> {
+    type Index<'a> = BTreeMap<(&'a str, &'a str), Vec<&'a ServiceEntry>>;
+    fn index(list: &[ServiceEntry]) -> Index<'_> {
+        let mut map: Index<'_> = BTreeMap::new();
+        for s in list {
+            map.entry((s.namespace.as_str(), s.name.as_str()))
+                .or_default()
+                .push(s);
+        }
+        map
+    }
+    let (before, after) = (index(old), index(new));
+    let keys: BTreeSet<&(&str, &str)> = before.keys().chain(after.keys()).collect();
+    let mut out = Vec::new();
+    for key in keys {
+        let (a, b) = (before.get(key), after.get(key));
+        if a != b {
+            let versions = a.into_iter().chain(b).flatten();
+            out.extend(versions.map(|s| (*s).clone()));
+        }
+    }
+    out
+}
+
+/// The (namespace, name) of the pods that differ between `old` and `new`: added, removed or
+/// changed.
+fn changed_pods(old: &[PodEntry], new: &[PodEntry]) -> BTreeSet<(String, String)> {
+    fn index(list: &[PodEntry]) -> BTreeMap<(&str, &str), &PodEntry> {
+        list.iter()
+            .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+            .collect()
+    }
+    let (before, after) = (index(old), index(new));
+    let keys: BTreeSet<&(&str, &str)> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .collect()
 }
 
 /// `a == b`, faster for the common case of an object read again unchanged: maps whose
@@ -773,6 +977,255 @@ mod tests {
             let web = &registry.services[0];
             assert!(!web.endpoints.is_empty(), "step {i}");
         }
+    }
+
+    /// An entry whose origin names it alone, as the Kubernetes source makes them.
+    fn own_origin(kind: Kind, ns: &str, name: &str, value: Value) -> Entry {
+        let key = ObjectKey::new(kind, ns, name);
+        Entry {
+            origin: key.to_string(),
+            key,
+            line: 1,
+            object: Object::Kubernetes(Box::new(value)),
+        }
+    }
+
+    /// An update scoped to the origins of `entries` and to `gone`.
+    fn scoped(entries: Vec<Entry>, gone: &[&str]) -> SourceUpdate {
+        let mut scope: BTreeSet<String> = entries.iter().map(|e| e.origin.clone()).collect();
+        scope.extend(gone.iter().map(|g| g.to_string()));
+        SourceUpdate {
+            scope: Some(scope),
+            ..update(entries)
+        }
+    }
+
+    fn namespace(name: &str, injected: bool) -> Entry {
+        let labels = if injected {
+            json!({"istio-injection": "enabled"})
+        } else {
+            json!({})
+        };
+        own_origin(
+            Kind::Namespace,
+            "",
+            name,
+            json!({"kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+        )
+    }
+
+    fn pod_at(ns: &str, name: &str, app: &str, ip: Option<&str>) -> Entry {
+        let mut value = json!({"kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "x",
+                "ports": [{"name": "http", "containerPort": 8080}]}]}});
+        if let Some(ip) = ip {
+            value["status"] = json!({"podIP": ip});
+        }
+        own_origin(Kind::Pod, ns, name, value)
+    }
+
+    fn service_of(ns: &str, name: &str, app: &str) -> Entry {
+        own_origin(
+            Kind::Service,
+            ns,
+            name,
+            json!({"kind": "Service", "metadata": {"name": name, "namespace": ns},
+                   "spec": {"selector": {"app": app},
+                       "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        )
+    }
+
+    fn virtual_service(ns: &str, timeout: &str) -> Entry {
+        let spec = json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}],
+                          "timeout": timeout}]});
+        let key = ObjectKey::new(Kind::VirtualService, ns, "web");
+        Entry {
+            origin: key.to_string(),
+            key,
+            line: 1,
+            object: Object::VirtualService(Box::new(crate::registry::testing::resource(
+                ns, "web", 1, spec,
+            ))),
+        }
+    }
+
+    #[test]
+    fn the_registry_updated_in_place_is_the_one_built_whole() {
+        let deployment = own_origin(
+            Kind::Deployment,
+            "b",
+            "d",
+            json!({"kind": "Deployment", "metadata": {"name": "d", "namespace": "b"},
+                   "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "web"}},
+                       "spec": {"containers": [{"name": "c", "image": "x",
+                           "ports": [{"name": "http", "containerPort": 8080}]}]}}}}),
+        );
+        let everything = vec![
+            namespace("a", true),
+            namespace("b", false),
+            pod_at("a", "p1", "web", Some("10.0.0.1")),
+            pod_at("a", "p2", "web", Some("10.0.0.2")),
+            pod_at("b", "p1", "web", Some("10.0.1.1")),
+            service_of("a", "web", "web"),
+            service_of("b", "web", "web"),
+            deployment.clone(),
+            virtual_service("a", "5s"),
+        ];
+        // (what happened, the update, whether the registry changes)
+        let steps: Vec<(&str, SourceUpdate, bool)> = vec![
+            ("first", update(everything.clone()), true),
+            (
+                "a pod moved",
+                scoped(vec![pod_at("a", "p1", "web", Some("10.0.0.9"))], &[]),
+                true,
+            ),
+            ("a pod deleted", scoped(vec![], &["Pod/a/p2"]), true),
+            (
+                "unknown origin deleted",
+                scoped(vec![], &["Pod/a/zz"]),
+                false,
+            ),
+            (
+                "namespace relabelled",
+                scoped(vec![namespace("a", false)], &[]),
+                true,
+            ),
+            (
+                "selector changed",
+                scoped(vec![service_of("b", "web", "none")], &[]),
+                true,
+            ),
+            (
+                "policy changed",
+                scoped(vec![virtual_service("a", "7s")], &[]),
+                true,
+            ),
+            (
+                "same again",
+                scoped(vec![virtual_service("a", "7s")], &[]),
+                false,
+            ),
+            (
+                "a namespace added",
+                scoped(vec![namespace("c", true)], &[]),
+                true,
+            ),
+            ("complete again", update(everything), true),
+        ];
+        let mut store = Store::default();
+        let mut registry = Registry::default();
+        let mut next_ip = 0u8;
+        for (what, update, changes_registry) in steps {
+            store.apply(update);
+            store.assign_ips(|_| {
+                next_ip += 1;
+                Some(IpAddr::from([10, 9, 0, next_ip]))
+            });
+            let before = registry.clone();
+            let changes = store.update_registry(&mut registry, "cluster.local", "istio-system");
+            assert_eq!(
+                registry,
+                store.registry("cluster.local", "istio-system"),
+                "{what}"
+            );
+            assert_eq!(registry != before, changes_registry, "{what}");
+            assert_eq!(!changes.is_empty(), changes_registry, "{what}: {changes:?}");
+        }
+        let namespaces: Vec<&str> = registry.pods.iter().map(|p| p.namespace.as_str()).collect();
+        assert_eq!(namespaces, ["a", "a", "b", "b", "b"]);
+        assert_eq!(registry.services.len(), 2);
+    }
+
+    #[test]
+    fn changes_name_what_differs() {
+        let mut store = Store::default();
+        let mut registry = Registry::default();
+        store.apply(update(vec![
+            namespace("a", false),
+            pod_at("a", "p1", "web", Some("10.0.0.1")),
+            pod_at("a", "p2", "web", Some("10.0.0.2")),
+            pod_at("a", "lone", "other", Some("10.0.0.3")),
+            service_of("a", "web", "web"),
+            service_of("a", "other", "nothing"),
+        ]));
+        let first = store.update_registry(&mut registry, "cluster.local", "istio-system");
+        assert!(first.everything);
+        store.apply(scoped(
+            vec![pod_at("a", "p1", "web", Some("10.0.0.9"))],
+            &[],
+        ));
+        let changes = store.update_registry(&mut registry, "cluster.local", "istio-system");
+        assert!(!changes.everything && !changes.namespaces);
+        assert_eq!(
+            changes.pods,
+            BTreeSet::from([("a".to_string(), "p1".to_string())])
+        );
+        // The service's previous and new versions; the other service did not change.
+        let versions: Vec<Vec<String>> = (changes.services.iter())
+            .map(|s| s.endpoints.iter().map(|e| e.ip.to_string()).collect())
+            .collect();
+        assert_eq!(
+            versions,
+            [vec!["10.0.0.1", "10.0.0.2"], vec!["10.0.0.9", "10.0.0.2"]]
+        );
+        store.apply(scoped(vec![virtual_service("a", "1s")], &[]));
+        let changes = store.update_registry(&mut registry, "cluster.local", "istio-system");
+        assert!(changes.everything && changes.services.is_empty() && changes.pods.is_empty());
+    }
+
+    #[test]
+    fn scoped_updates_leave_the_other_origins_alone() {
+        let mut store = Store::default();
+        store.apply(update(vec![
+            pod_at("a", "p1", "web", None),
+            pod_at("a", "p2", "web", None),
+            virtual_service("a", "5s"),
+        ]));
+        let rejection = |origin: &str, key: &str| Rejection {
+            source: "test".into(),
+            key: ObjectKey::from_resource_id(key),
+            diagnostic: Diagnostic {
+                source: origin.into(),
+                line: 1,
+                resource: key.into(),
+                field: "spec".into(),
+                message: "bad".into(),
+                severity: ferry_model::Severity::Error,
+            },
+        };
+        let names = |store: &Store| -> Vec<String> {
+            store.objects().map(|(k, _)| k.to_string()).collect()
+        };
+        // An invalid version of the VirtualService: the last valid one stays, nothing else
+        // changes.
+        let mut bad = scoped(vec![], &["VirtualService/a/web"]);
+        bad.rejections
+            .push(rejection("VirtualService/a/web", "VirtualService/a/web"));
+        let outcome = store.apply(bad);
+        assert!(!outcome.changed);
+        assert_eq!(
+            outcome.kept,
+            [ObjectKey::new(Kind::VirtualService, "a", "web")]
+        );
+        assert_eq!(
+            names(&store),
+            ["Pod/a/p1", "Pod/a/p2", "VirtualService/a/web"]
+        );
+        assert_eq!(store.rejections().count(), 1);
+        // A change elsewhere keeps the rejection; a deletion removes only its object.
+        store.apply(scoped(
+            vec![pod_at("a", "p1", "web", Some("10.0.0.1"))],
+            &["Pod/a/p2"],
+        ));
+        assert_eq!(names(&store), ["Pod/a/p1", "VirtualService/a/web"]);
+        assert_eq!(store.rejections().count(), 1);
+        // A valid version clears it.
+        store.apply(scoped(vec![virtual_service("a", "6s")], &[]));
+        assert_eq!(store.rejections().count(), 0);
+        // A complete update still replaces everything.
+        store.apply(update(vec![pod_at("a", "p3", "web", None)]));
+        assert_eq!(names(&store), ["Pod/a/p3"]);
     }
 
     fn redis_policy(percentage: f64) -> Entry {

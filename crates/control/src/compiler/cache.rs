@@ -21,7 +21,7 @@
 use super::scope::{exported_to, namespace, selects};
 use super::{Compiled, own, services, shared};
 use crate::distribution::push::{self, Fingerprint, Prepared};
-use crate::registry::{Labels, PodEntry, ProxyIdentity, Registry, ServiceEntry};
+use crate::registry::{Changes, Labels, PodEntry, ProxyIdentity, Registry, ServiceEntry};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -34,6 +34,12 @@ type Class = (String, Vec<usize>);
 
 /// A class's part, computed once by whichever stream asks first.
 type Slot = Arc<OnceLock<Arc<Part>>>;
+
+/// The class parts of a registry.
+type Classes = HashMap<Class, Slot>;
+
+/// The own parts of a registry, by the proxy's (namespace, pod name).
+type Owns = HashMap<(String, String), Arc<OwnPart>>;
 
 /// Compiles proxies' configurations sharing the work between proxies of one class; holds
 /// the latest registry's results only.
@@ -58,6 +64,13 @@ struct State {
     classes: Mutex<HashMap<Class, Slot>>,
     /// Own parts by the proxy's (namespace, pod name).
     owns: Mutex<HashMap<(String, String), Arc<OwnPart>>>,
+}
+
+/// The parts compiled for a registry, taken out of the cache while the registry changes in
+/// place ([`Cache::detach`]).
+pub struct Detached {
+    classes: HashMap<Class, Slot>,
+    owns: HashMap<(String, String), Arc<OwnPart>>,
 }
 
 /// A proxy's own part as JSON: the pieces of its snapshot before and after its class's part.
@@ -131,6 +144,41 @@ impl Cache {
         // Freeing the previous registry's entries is work no stream needs to wait for.
         crate::store::free_in_background(previous);
         state
+    }
+
+    /// Takes the parts compiled for `registry` out of the cache, which then no longer holds
+    /// it: its owner can change it in place and hand it back with [`Cache::install`], which
+    /// keeps the parts that still hold. `None` when the cache holds the parts of another
+    /// registry (a stream still compiling from an earlier version put them there): those
+    /// are dropped.
+    pub fn detach(&self, registry: &Arc<Registry>) -> Option<Detached> {
+        let state = lock(&self.state).take()?;
+        if !Arc::ptr_eq(&state.registry, registry) {
+            return None;
+        }
+        let classes = std::mem::take(&mut *lock(&state.classes));
+        let owns = std::mem::take(&mut *lock(&state.owns));
+        Some(Detached { classes, owns })
+    }
+
+    /// Makes `registry` the current one: the next version of the registry the parts in
+    /// `detached` were compiled for, differing from it by `changes`. The parts that
+    /// `changes` leave valid are kept: the class parts of the namespaces that see none of
+    /// the changed services, and the own parts of the proxies whose pod did not change and
+    /// is an endpoint of none of them.
+    pub fn install(&self, registry: Arc<Registry>, detached: Option<Detached>, changes: &Changes) {
+        let state = State::new(registry, None);
+        if let Some(detached) = detached.filter(|_| !changes.everything) {
+            let changed: Vec<&ServiceEntry> = changes.services.iter().collect();
+            let pods = &changes.pods;
+            let same_pod =
+                |ns: &str, name: &str| !pods.contains(&(ns.to_string(), name.to_string()));
+            let (classes, owns) =
+                state.still_valid(&detached.classes, &detached.owns, &changed, same_pod);
+            *lock(&state.classes) = classes;
+            *lock(&state.owns) = owns;
+        }
+        *lock(&self.state) = Some(Arc::new(state));
     }
 
     /// The pod a proxy that said who it is runs in: the first pod (in registry order) with
@@ -251,7 +299,30 @@ impl State {
             return;
         }
         let changed = changed_services(old, new);
-        let classes: HashMap<Class, Slot> = lock(&self.classes)
+        let same_pod = |ns: &str, name: &str| {
+            let before = self.pod_index(ns, name).and_then(|i| old.pods.get(i));
+            let after = next.pod_index(ns, name).and_then(|i| new.pods.get(i));
+            matches!((before, after), (Some(a), Some(b)) if a == b)
+        };
+        let (classes, owns) =
+            next.still_valid(&lock(&self.classes), &lock(&self.owns), &changed, same_pod);
+        *lock(&next.classes) = classes;
+        *lock(&next.owns) = owns;
+    }
+
+    /// Of the parts compiled for the previous version of this state's registry, those that
+    /// hold for this one, where `changed` are the services that differ between the two
+    /// (both versions) and `same_pod` tells whether a pod is in both and the same: the
+    /// class parts of the namespaces that see none of those services, and the own parts of
+    /// the proxies whose pod is the same and is an endpoint of none of them.
+    fn still_valid(
+        &self,
+        classes: &HashMap<Class, Slot>,
+        owns: &HashMap<(String, String), Arc<OwnPart>>,
+        changed: &[&ServiceEntry],
+        same_pod: impl Fn(&str, &str) -> bool,
+    ) -> (Classes, Owns) {
+        let classes: HashMap<Class, Slot> = classes
             .iter()
             .filter(|(_, slot)| slot.get().is_some())
             .filter(|((ns, _), _)| {
@@ -271,24 +342,22 @@ impl State {
             .flat_map(|s| &s.endpoints)
             .map(|e| e.ip)
             .collect();
-        let owns: HashMap<(String, String), Arc<OwnPart>> = lock(&self.owns)
+        let owns: HashMap<(String, String), Arc<OwnPart>> = owns
             .iter()
             .filter(|((ns, name), _)| {
-                let before = self.pod_index(ns, name).and_then(|i| old.pods.get(i));
-                let after = next.pod_index(ns, name).and_then(|i| new.pods.get(i));
-                match (before, after) {
-                    (Some(a), Some(b)) => {
-                        a == b
-                            && !endpoints.contains(&(ns.as_str(), name.as_str()))
-                            && !a.ip.is_some_and(|ip| addresses.contains(&ip))
-                    }
-                    _ => false,
-                }
+                let Some(pod) = self
+                    .pod_index(ns, name)
+                    .and_then(|i| self.registry.pods.get(i))
+                else {
+                    return false;
+                };
+                same_pod(ns, name)
+                    && !endpoints.contains(&(ns.as_str(), name.as_str()))
+                    && !pod.ip.is_some_and(|ip| addresses.contains(&ip))
             })
             .map(|(key, own)| (key.clone(), own.clone()))
             .collect();
-        *lock(&next.classes) = classes;
-        *lock(&next.owns) = owns;
+        (classes, owns)
     }
 
     /// The position of the first pod named `namespace`/`name`.
@@ -881,42 +950,83 @@ mod tests {
             ),
             ("nothing", |_| {}, &[]),
         ];
-        let cache = Cache::new();
-        let mut before = Arc::new(registry());
-        let all = proxies(&before);
-        let mut held: Vec<(Fingerprint, push::Rendered)> = all
-            .iter()
-            .map(|p| {
-                let (r, f) = rendered(cache.prepare(&before, p, None).unwrap());
-                (f, r)
-            })
-            .collect();
-        for (what, change, recompiled) in steps {
-            let mut next = (*before).clone();
-            change(&mut next);
-            let after = Arc::new(next);
-            for (proxy, (fp, old)) in all.iter().zip(held.iter_mut()) {
-                let want = push::render(&super::super::compile(&after, proxy).config).unwrap();
-                match cache.prepare(&after, proxy, Some(fp)).unwrap() {
-                    Prepared::Unchanged => {
-                        assert_eq!(old.to_vec(), want.to_vec(), "{what}: {proxy:?}")
-                    }
-                    other => {
-                        let (new, new_fp) = rendered(other);
-                        assert_eq!(new.to_vec(), want.to_vec(), "{what}: {proxy:?}");
-                        assert_ne!(new.to_vec(), old.to_vec(), "{what}: {proxy:?}");
-                        *fp = new_fp;
-                    }
+        // The cache follows a new registry either by comparing it with the previous one, or
+        // (in place) by being told what changed.
+        for in_place in [false, true] {
+            let cache = Cache::new();
+            let mut before = Arc::new(registry());
+            let all = proxies(&before);
+            let mut held: Vec<(Fingerprint, push::Rendered)> = all
+                .iter()
+                .map(|p| {
+                    let (r, f) = rendered(cache.prepare(&before, p, None).unwrap());
+                    (f, r)
+                })
+                .collect();
+            for (what, change, recompiled) in steps {
+                let mut next = (*before).clone();
+                change(&mut next);
+                let after = Arc::new(next);
+                if in_place {
+                    let detached = cache.detach(&before);
+                    assert!(detached.is_some(), "{what}");
+                    cache.install(after.clone(), detached, &changes_between(&before, &after));
                 }
-                let (now, _) = rendered(cache.prepare(&after, proxy, None).unwrap());
-                let shared = now.json[1].as_ptr() == old.json[1].as_ptr();
-                assert!(
-                    shared || recompiled.contains(&proxy.namespace.as_str()),
-                    "{what}: {proxy:?} recompiled"
-                );
-                *old = now;
+                for (proxy, (fp, old)) in all.iter().zip(held.iter_mut()) {
+                    let want = push::render(&super::super::compile(&after, proxy).config).unwrap();
+                    match cache.prepare(&after, proxy, Some(fp)).unwrap() {
+                        Prepared::Unchanged => {
+                            assert_eq!(old.to_vec(), want.to_vec(), "{what}: {proxy:?}")
+                        }
+                        other => {
+                            let (new, new_fp) = rendered(other);
+                            assert_eq!(new.to_vec(), want.to_vec(), "{what}: {proxy:?}");
+                            assert_ne!(new.to_vec(), old.to_vec(), "{what}: {proxy:?}");
+                            *fp = new_fp;
+                        }
+                    }
+                    let (now, _) = rendered(cache.prepare(&after, proxy, None).unwrap());
+                    let shared = now.json[1].as_ptr() == old.json[1].as_ptr();
+                    assert!(
+                        shared || recompiled.contains(&proxy.namespace.as_str()),
+                        "{what}: {proxy:?} recompiled"
+                    );
+                    *old = now;
+                }
+                before = after;
             }
-            before = after;
         }
+    }
+
+    /// What the store says of the difference between two registries.
+    fn changes_between(old: &Registry, new: &Registry) -> Changes {
+        let pods = |r: &Registry| -> BTreeSet<(String, String, String)> {
+            (r.pods.iter())
+                .map(|p| (p.namespace.clone(), p.name.clone(), format!("{p:?}")))
+                .collect()
+        };
+        let (a, b) = (pods(old), pods(new));
+        Changes {
+            everything: old.policies != new.policies,
+            namespaces: old.namespaces != new.namespaces,
+            services: changed_services(old, new).into_iter().cloned().collect(),
+            pods: (a.symmetric_difference(&b))
+                .map(|(ns, name, _)| (ns.clone(), name.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parts_of_another_registry_are_not_detached() {
+        let (a, b) = (Arc::new(registry()), Arc::new(registry()));
+        let proxy = &proxies(&a)[0];
+        let cache = Cache::new();
+        assert!(cache.detach(&a).is_none(), "nothing compiled yet");
+        cache.prepare(&a, proxy, None).unwrap();
+        assert!(cache.detach(&b).is_none(), "compiled for another registry");
+        assert!(cache.detach(&a).is_none(), "dropped by the previous call");
+        cache.prepare(&a, proxy, None).unwrap();
+        let detached = cache.detach(&a).expect("the parts of a");
+        assert_eq!((detached.classes.len(), detached.owns.len()), (1, 1));
     }
 }

@@ -2,7 +2,12 @@
 //! EndpointSlices, the three Istio kinds (VirtualService, DestinationRule,
 //! PeerAuthentication), Ferry's RedisPolicy (`redispolicies.ferry.dev`), Istio's Telemetry
 //! (`telemetries.telemetry.istio.io`) and the `istio` ConfigMaps (the mesh config), turned
-//! into one [`SourceUpdate`] named [`SOURCE_NAME`].
+//! into [`SourceUpdate`]s named [`SOURCE_NAME`].
+//!
+//! The watchers say which objects changed, so an update holds only those: it is scoped to
+//! their origins (each object's API path, [`object_path`]; a deleted object's path with
+//! nothing in it), and the store keeps the rest. Once handed over, an object's content is
+//! not kept here: only its resource version, to recognise it again on a re-list.
 //!
 //! Every object is read as a [`DynamicObject`], its `managedFields` stripped, and validated
 //! exactly as a manifest file is ([`files::parse_file`]), so a bad resource is rejected with
@@ -170,8 +175,9 @@ impl KubeSource {
         self.metrics.clone()
     }
 
-    /// Watches the cluster and calls `on_update` with everything the source holds, once the
-    /// initial lists are done and then after every burst of changes. Runs until dropped.
+    /// Watches the cluster and calls `on_update` with what changed (the first time: with
+    /// everything the source holds), once the initial lists are done and then after every
+    /// burst of changes. Runs until dropped.
     pub async fn run(self, mut on_update: impl FnMut(Loaded) + Send) {
         let kinds = watched_kinds();
         let streams: Vec<EventStream> = kinds
@@ -238,12 +244,16 @@ impl KubeSource {
 type EventStream =
     Pin<Box<dyn Stream<Item = (usize, Result<Event<DynamicObject>, watcher::Error>)> + Send>>;
 
-/// One object as validated: its resource version and what validation made of it.
+/// One object as validated: its resource version and what validation made of it (until it
+/// is handed over).
 #[derive(Debug, Clone)]
 struct Cached {
     version: String,
     loaded: Loaded,
 }
+
+/// An object by the slot of its kind and its (namespace, name).
+type ObjectId = (usize, (String, String));
 
 /// What is known of one kind.
 #[derive(Debug)]
@@ -256,11 +266,13 @@ struct KindState {
     synced: bool,
 }
 
-/// Every kind's objects, and the diagnostics not yet delivered.
+/// Every kind's objects, and the diagnostics and changes not yet delivered.
 #[derive(Debug)]
 struct State {
     kinds: Vec<KindState>,
     fresh: Vec<Diagnostic>,
+    /// The objects added, changed or deleted since the previous update.
+    pending: std::collections::BTreeSet<ObjectId>,
 }
 
 impl State {
@@ -277,6 +289,7 @@ impl State {
                 })
                 .collect(),
             fresh: Vec::new(),
+            pending: std::collections::BTreeSet::new(),
         }
     }
 
@@ -329,14 +342,15 @@ impl State {
                         .zip(&state.objects)
                         .all(|((a, x), (b, y))| a == b && x.version == y.version);
                 if !same {
-                    self.fresh.extend(
-                        listed
-                            .iter()
-                            .filter(|(id, c)| {
-                                state.objects.get(*id).map(|o| &o.version) != Some(&c.version)
-                            })
-                            .flat_map(|(_, c)| c.loaded.diagnostics.iter().cloned()),
-                    );
+                    let changed = listed.iter().filter(|(id, c)| {
+                        state.objects.get(*id).map(|o| &o.version) != Some(&c.version)
+                    });
+                    for (id, c) in changed {
+                        self.fresh.extend(c.loaded.diagnostics.iter().cloned());
+                        self.pending.insert((slot, id.clone()));
+                    }
+                    let gone = state.objects.keys().filter(|id| !listed.contains_key(*id));
+                    self.pending.extend(gone.map(|id| (slot, id.clone())));
                     state.objects = listed;
                 }
                 info!(
@@ -353,12 +367,17 @@ impl State {
                 }
                 let cached = validate(state.kind, &state.resource, object, version);
                 self.fresh.extend(cached.loaded.diagnostics.iter().cloned());
-                state.objects.insert(id, cached);
+                state.objects.insert(id.clone(), cached);
+                self.pending.insert((slot, id));
                 true
             }
             Event::Delete(object) => {
                 let (id, _) = identity(&object);
-                state.objects.remove(&id).is_some()
+                let known = state.objects.remove(&id).is_some();
+                if known {
+                    self.pending.insert((slot, id));
+                }
+                known
             }
         }
     }
@@ -387,23 +406,28 @@ impl State {
         false
     }
 
-    /// Everything the source holds, as one update; the diagnostics are those of objects
-    /// that changed since the previous update.
+    /// What changed since the previous update, as one update scoped to the origins of the
+    /// objects that changed (see [`SourceUpdate::scope`]); the diagnostics are those of those
+    /// objects. Their content is handed over, not copied: only their versions stay here.
     fn loaded(&mut self) -> Loaded {
+        let mut scope = std::collections::BTreeSet::new();
         let mut update = SourceUpdate {
             source: SOURCE_NAME.to_string(),
             ..SourceUpdate::default()
         };
-        for state in &self.kinds {
-            for cached in state.objects.values() {
-                let part = &cached.loaded.update;
-                update.entries.extend(part.entries.iter().cloned());
-                update.rejections.extend(part.rejections.iter().cloned());
-                update
-                    .broken_origins
-                    .extend(part.broken_origins.iter().cloned());
+        for (slot, id) in std::mem::take(&mut self.pending) {
+            let Some(state) = self.kinds.get_mut(slot) else {
+                continue;
+            };
+            scope.insert(origin(state.kind, &state.resource, &id.0, &id.1));
+            if let Some(cached) = state.objects.get_mut(&id) {
+                let part = std::mem::take(&mut cached.loaded).update;
+                update.entries.extend(part.entries);
+                update.rejections.extend(part.rejections);
+                update.broken_origins.extend(part.broken_origins);
             }
         }
+        update.scope = Some(scope);
         Loaded {
             update,
             diagnostics: std::mem::take(&mut self.fresh),
@@ -452,15 +476,16 @@ pub fn manifest(resource: &ApiResource, object: &DynamicObject) -> Value {
     value
 }
 
+/// The origin the store knows an object of `kind` by: its API path, after the source's name.
+fn origin(kind: Kind, resource: &ApiResource, namespace: &str, name: &str) -> String {
+    let namespace = if kind.namespaced() { namespace } else { "" };
+    format!("{SOURCE_NAME}:{}", object_path(resource, namespace, name))
+}
+
 /// Validates one object as the file source would a one-document file named by its API path.
 fn validate(kind: Kind, resource: &ApiResource, object: DynamicObject, version: String) -> Cached {
     let ((namespace, name), _) = identity(&object);
-    let namespace = if kind.namespaced() {
-        namespace
-    } else {
-        String::new()
-    };
-    let origin = format!("{SOURCE_NAME}:{}", object_path(resource, &namespace, &name));
+    let origin = origin(kind, resource, &namespace, &name);
     let text = serde_json::to_string(&manifest(resource, &object)).unwrap_or_default();
     Cached {
         version,
@@ -509,6 +534,61 @@ mod tests {
         assert!(!state.handle(0, Event::Init));
         assert!(state.handle(0, Event::InitDone));
         assert_eq!(state.loaded().update.entries.len(), 0);
+    }
+
+    #[test]
+    fn updates_hold_what_changed_and_hand_it_over() {
+        let pod = |name: &str, version: &str, ip: &str| {
+            object(json!({
+                "metadata": {"name": name, "namespace": "default", "resourceVersion": version},
+                "spec": {"containers": [{"name": "c", "image": "redis"}]},
+                "status": {"podIP": ip}
+            }))
+        };
+        let keys = |loaded: &Loaded| -> Vec<String> {
+            (loaded.update.entries.iter())
+                .map(|e| e.key.to_string())
+                .collect()
+        };
+        let scope = |loaded: &Loaded| -> Vec<String> {
+            loaded.update.scope.iter().flatten().cloned().collect()
+        };
+        let mut state = State::new(watched_kinds());
+        let mut store = crate::store::Store::default();
+        let ip = |store: &crate::store::Store, name: &str| {
+            let key = crate::store::ObjectKey::new(Kind::Pod, "default", name);
+            let value = store.get(&key).and_then(|o| o.as_value())?;
+            value["status"]["podIP"].as_str().map(str::to_string)
+        };
+        state.handle(1, Event::Init);
+        state.handle(1, Event::InitApply(pod("a", "1", "10.0.0.1")));
+        state.handle(1, Event::InitApply(pod("b", "1", "10.0.0.2")));
+        assert!(state.handle(1, Event::InitDone));
+        let first = state.loaded();
+        assert_eq!(keys(&first), ["Pod/default/a", "Pod/default/b"]);
+        store.apply(first.update);
+        // Handed over: only the versions stay here.
+        assert!((state.kinds[1].objects.values()).all(|c| c.loaded.update.entries.is_empty()));
+        // One pod changes: the update holds it alone, and the store keeps the other.
+        assert!(state.handle(1, Event::Apply(pod("a", "2", "10.0.0.9"))));
+        let next = state.loaded();
+        assert_eq!(keys(&next), ["Pod/default/a"]);
+        assert_eq!(scope(&next), ["kube:/api/v1/namespaces/default/pods/a"]);
+        store.apply(next.update);
+        assert_eq!(ip(&store, "a").as_deref(), Some("10.0.0.9"));
+        assert_eq!(ip(&store, "b").as_deref(), Some("10.0.0.2"));
+        // A re-list that no longer finds `b` (and `a` unchanged): `b` alone is gone.
+        state.handle(1, Event::Init);
+        state.handle(1, Event::InitApply(pod("a", "2", "10.0.0.9")));
+        assert!(state.handle(1, Event::InitDone));
+        let relisted = state.loaded();
+        assert!(relisted.update.entries.is_empty());
+        assert_eq!(scope(&relisted), ["kube:/api/v1/namespaces/default/pods/b"]);
+        store.apply(relisted.update);
+        assert_eq!(ip(&store, "a").as_deref(), Some("10.0.0.9"));
+        assert_eq!(ip(&store, "b"), None);
+        // Nothing changed since: an empty update.
+        assert!(scope(&state.loaded()).is_empty());
     }
 
     #[test]
