@@ -93,6 +93,8 @@ pub struct Mesh {
     cache: Cache,
     /// When the change behind the registry in force reached the mesh.
     received: std::sync::Mutex<Option<Instant>>,
+    /// The headless services falling back to plaintext, as last logged.
+    fallbacks: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Mesh {
@@ -117,6 +119,7 @@ impl Mesh {
             reloads: Counter::default(),
             cache: Cache::new(),
             received: std::sync::Mutex::new(None),
+            fallbacks: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -243,6 +246,7 @@ impl Mesh {
             // The registry in force is a copy of the base, which nobody else holds.
             let mut base = write(&self.base);
             store.update_registry(Arc::make_mut(&mut base), domain, root);
+            self.report_fallbacks(&base);
             drop(base);
             return self.publish(received);
         }
@@ -257,6 +261,9 @@ impl Mesh {
         // copied (the previous version is freed once that stream is done).
         let changes = store.update_registry(Arc::make_mut(&mut registry), domain, root);
         self.cache.install(registry.clone(), detached, &changes);
+        if !changes.is_empty() {
+            self.report_fallbacks(&registry);
+        }
         *base = registry.clone();
         *slot = registry;
         drop(base);
@@ -267,6 +274,19 @@ impl Mesh {
         *self.received.lock().unwrap_or_else(|e| e.into_inner()) = Some(received);
         self.generation.send_modify(|g| *g += 1);
         true
+    }
+
+    /// Logs the headless services that start or stop falling back to plaintext.
+    fn report_fallbacks(&self, registry: &Registry) {
+        let now = crate::compiler::mtls::headless_fallbacks(registry);
+        let mut logged = self.fallbacks.lock().unwrap_or_else(|e| e.into_inner());
+        for line in now.difference(&logged) {
+            warn!("{line}");
+        }
+        for line in logged.difference(&now) {
+            info!("no longer: {line}");
+        }
+        *logged = now;
     }
 
     /// The identity the registry knows for a proxy that said who it is.
@@ -310,6 +330,15 @@ impl ConfigSource for Mesh {
         let registry = self.registry();
         let identity = self.resolve(&registry, proxy);
         self.cache.prepare(&registry, &identity, held)
+    }
+
+    fn service_account_of(&self, proxy: &ProxyIdentity) -> Option<String> {
+        let registry = self.registry();
+        let identity = self.resolve(&registry, proxy);
+        self.cache
+            .find_pod(&registry, &identity)
+            .map(|p| p.service_account.clone())
+            .filter(|sa| !sa.is_empty())
     }
 
     fn changes(&self) -> tokio_watch::Receiver<u64> {
@@ -392,6 +421,7 @@ fn status_json(status: &[ProxyStatus]) -> serde_json::Value {
                 "lastAcked": s.last_acked,
                 "lastNack": s.last_nack.as_ref().map(|n| json!({ "version": n.version, "reason": n.reason })),
                 "pushes": s.pushes,
+                "authenticated": s.authenticated,
                 "synced": s.last_sent.is_some() && s.last_sent == s.last_acked,
             })
         })

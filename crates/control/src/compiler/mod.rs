@@ -16,7 +16,7 @@ mod clusters;
 mod delegate;
 mod destination_rule;
 mod inbound;
-mod mtls;
+pub mod mtls;
 mod redis_policy;
 mod routes;
 mod scope;

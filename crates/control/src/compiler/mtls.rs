@@ -113,11 +113,104 @@ impl PeerPolicy<'_> {
     }
 }
 
+/// The headless services that automatic mTLS falls back to plaintext for because some of
+/// their pods have no sidecar (while others do): one line each, naming the pods, for the
+/// control plane's log. (A PeerAuthentication `DISABLE` on a pod has the same effect; the
+/// compiler's per-proxy warnings name those too.)
+pub fn headless_fallbacks(
+    registry: &crate::registry::Registry,
+) -> std::collections::BTreeSet<String> {
+    registry
+        .services
+        .iter()
+        .filter(|svc| svc.cluster_ip.is_none())
+        .filter(|svc| svc.endpoints.iter().any(|ep| ep.has_sidecar))
+        .filter_map(|svc| {
+            let mut without: Vec<&str> = svc
+                .endpoints
+                .iter()
+                .filter(|ep| !ep.has_sidecar)
+                .map(|ep| ep.pod.as_str())
+                .collect();
+            without.sort_unstable();
+            without.dedup();
+            (!without.is_empty()).then(|| {
+                format!(
+                    "headless service {}: pod(s) {} without a sidecar, so automatic mTLS sends \
+                     plaintext to every endpoint (as Istio does)",
+                    svc.fqdn,
+                    without.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ferry_model::istio::peer_authentication::MutualTls;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn headless_fallbacks_name_the_services_and_pods() {
+        use crate::registry::Registry;
+        use crate::registry::testing::{endpoint, service};
+        let ep = |pod: &str, ip: &str, sidecar| endpoint("db", pod, ip, &[], sidecar);
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<bool>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "one pod without",
+                None,
+                vec![true, false, true],
+                Some("r-1"),
+            ),
+            (
+                "two without",
+                None,
+                vec![false, true, false],
+                Some("r-0, r-2"),
+            ),
+            ("all with", None, vec![true, true], None),
+            (
+                "none with (plaintext anyway)",
+                None,
+                vec![false, false],
+                None,
+            ),
+            (
+                "cluster IP: per endpoint",
+                Some("10.0.0.9"),
+                vec![true, false],
+                None,
+            ),
+        ];
+        for (what, vip, sidecars, want) in cases {
+            let endpoints = sidecars
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ep(&format!("r-{i}"), &format!("10.1.0.{i}"), *s))
+                .collect();
+            let registry = Registry {
+                services: vec![service("db", "r", vip, &[("tcp", 6379)], endpoints)],
+                ..Registry::default()
+            };
+            let got = headless_fallbacks(&registry);
+            match want {
+                Some(pods) => {
+                    assert_eq!(got.len(), 1, "{what}: {got:?}");
+                    let line = got.iter().next().map(String::as_str).unwrap_or_default();
+                    assert!(
+                        line.starts_with(&format!(
+                            "headless service r.db.svc.cluster.local: pod(s) {pods} "
+                        )),
+                        "{what}: {line}"
+                    );
+                }
+                None => assert!(got.is_empty(), "{what}: {got:?}"),
+            }
+        }
+    }
 
     const ROOT: &str = "istio-system";
 
