@@ -193,6 +193,23 @@ fn set_captured(
     (answer, key, clear, bytes.len())
 }
 
+/// A manifest directory with the namespace, the headless `redis` service, `replicas` Redis
+/// pods (their data in a directory of their own), the meshed client and `extra` files:
+/// (the manifests, the data directory).
+fn mesh_dir(replicas: u32, extra: &[(&str, &str)]) -> (tempfile::TempDir, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = tempfile::tempdir().expect("tmp");
+    write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
+    write_manifest(dir.path(), "service.yaml", SERVICE);
+    let redis = redis_statefulset(replicas, data.path());
+    write_manifest(dir.path(), "redis.yaml", &redis);
+    write_manifest(dir.path(), "client.yaml", CLIENT);
+    for (name, text) in extra {
+        write_manifest(dir.path(), name, text);
+    }
+    (dir, data)
+}
+
 /// Waits until the replica in `pod` holds `key` (asked on its own loopback).
 fn replicated(up: &Up, pod: &str, key: &str) {
     wait_for(&format!("{key} on {pod}"), 15, || {
@@ -238,17 +255,7 @@ fn replication_under_strict_mtls() {
         return;
     };
     let net = own_network("ferry-rrep0", "198.18.210.0/24", "198.19.210.0/24");
-    let dir = tempfile::tempdir().expect("tmp");
-    let redis_dir = tempfile::tempdir().expect("tmp");
-    write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
-    write_manifest(dir.path(), "service.yaml", SERVICE);
-    write_manifest(
-        dir.path(),
-        "redis.yaml",
-        &redis_statefulset(2, redis_dir.path()),
-    );
-    write_manifest(dir.path(), "client.yaml", CLIENT);
-    write_manifest(dir.path(), "peer.yaml", &peer_authentication("STRICT"));
+    let (dir, _redis_data) = mesh_dir(2, &[("peer.yaml", &peer_authentication("STRICT"))]);
     let state = tempfile::tempdir().expect("tmp");
     let work = tempfile::tempdir().expect("tmp");
     let mut up = Up::start(&ferry, dir.path(), state.path(), &net);
@@ -322,17 +329,7 @@ fn headless_service_with_a_sidecar_less_pod_falls_back_to_plaintext() {
         return;
     };
     let net = own_network("ferry-rhl0", "198.18.211.0/24", "198.19.211.0/24");
-    let dir = tempfile::tempdir().expect("tmp");
-    let redis_dir = tempfile::tempdir().expect("tmp");
-    write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
-    write_manifest(dir.path(), "service.yaml", SERVICE);
-    write_manifest(
-        dir.path(),
-        "redis.yaml",
-        &redis_statefulset(1, redis_dir.path()),
-    );
-    write_manifest(dir.path(), "plain.yaml", REDIS_PLAIN);
-    write_manifest(dir.path(), "client.yaml", CLIENT);
+    let (dir, _redis_data) = mesh_dir(1, &[("plain.yaml", REDIS_PLAIN)]);
     let state = tempfile::tempdir().expect("tmp");
     let work = tempfile::tempdir().expect("tmp");
     let mut up = Up::start(&ferry, dir.path(), state.path(), &net);
@@ -462,17 +459,7 @@ fn replication_survives_permissive_to_strict() {
         return;
     };
     let net = own_network("ferry-rpa0", "198.18.212.0/24", "198.19.212.0/24");
-    let dir = tempfile::tempdir().expect("tmp");
-    let redis_dir = tempfile::tempdir().expect("tmp");
-    write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
-    write_manifest(dir.path(), "service.yaml", SERVICE);
-    write_manifest(
-        dir.path(),
-        "redis.yaml",
-        &redis_statefulset(2, redis_dir.path()),
-    );
-    write_manifest(dir.path(), "client.yaml", CLIENT);
-    write_manifest(dir.path(), "peer.yaml", &peer_authentication("PERMISSIVE"));
+    let (dir, _redis_data) = mesh_dir(2, &[("peer.yaml", &peer_authentication("PERMISSIVE"))]);
     let state = tempfile::tempdir().expect("tmp");
     let mut up = Up::start(&ferry, dir.path(), state.path(), &net);
     let status = pods_ready(&mut up, &["client", "redis-0", "redis-1"]);
