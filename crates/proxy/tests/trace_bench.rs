@@ -5,7 +5,8 @@
 //! (its `ferry-traffic` and `ferry-admin` threads, from /proc) against tracing off.
 //!
 //! Knobs (environment): `TRACE_BENCH_SECS` (per measurement, default 5),
-//! `TRACE_BENCH_ROUNDS` (default 3), `TRACE_BENCH_CONNS` (default 32).
+//! `TRACE_BENCH_ROUNDS` (default 3), `TRACE_BENCH_CONNS` (default 32), `TRACE_BENCH_MODES`
+//! (comma-separated subset of `off,1%,100%`, default all: e.g. `1%` alone to profile it).
 
 use bytes::Bytes;
 use ferry_proxy::config::{Tracing, TracingProvider};
@@ -163,7 +164,16 @@ async fn tracing_cost() {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let modes: [(&str, Option<f64>); 3] = [("off", None), ("1%", Some(1.0)), ("100%", Some(100.0))];
+    let all: [(&str, Option<f64>); 3] = [("off", None), ("1%", Some(1.0)), ("100%", Some(100.0))];
+    let wanted = std::env::var("TRACE_BENCH_MODES").unwrap_or_default();
+    let modes: Vec<(&str, Option<f64>)> = all
+        .into_iter()
+        .filter(|(name, _)| wanted.is_empty() || wanted.split(',').any(|w| w.trim() == *name))
+        .collect();
+    assert!(
+        !modes.is_empty(),
+        "TRACE_BENCH_MODES names none of off, 1%, 100%"
+    );
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
     for round in 0..rounds {
         for k in 0..modes.len() {
@@ -204,11 +214,13 @@ async fn tracing_cost() {
             samples[i].push(s);
         }
     }
+    // The first mode (tracing off unless TRACE_BENCH_MODES left it out) is the baseline.
+    let base = modes[0].0;
     let base_rps = median(samples[0].iter().map(|s| s.rps).collect());
     let base_cpu = median(samples[0].iter().map(|s| s.cpu_us_per_req).collect());
     println!();
     println!(
-        "| tracing | throughput (median req/s) | vs off | proxy CPU µs/request (median) | vs off |"
+        "| tracing | throughput (median req/s) | vs {base} | proxy CPU µs/request (median) | vs {base} |"
     );
     println!("|---|---|---|---|---|");
     for (i, (name, _)) in modes.iter().enumerate() {
@@ -218,6 +230,29 @@ async fn tracing_cost() {
             "| {name} | {rps:.0} | {:.3} | {cpu:.2} | {:.3} |",
             rps / base_rps.max(1.0),
             cpu / base_cpu.max(1e-9)
+        );
+    }
+    // Ratios within each round (the modes measured back to back), then their median: on a
+    // shared machine this is steadier than the ratio of the medians above.
+    println!();
+    println!(
+        "| tracing | paired throughput vs {base} (median of rounds) | paired CPU/request vs {base} |"
+    );
+    println!("|---|---|---|");
+    for (i, (name, _)) in modes.iter().enumerate().skip(1) {
+        let paired = |f: fn(&Sample) -> f64| {
+            median(
+                samples[i]
+                    .iter()
+                    .zip(&samples[0])
+                    .map(|(s, b)| f(s) / f(b).max(1e-9))
+                    .collect(),
+            )
+        };
+        println!(
+            "| {name} | {:.3} | {:.3} |",
+            paired(|s| s.rps),
+            paired(|s| s.cpu_us_per_req)
         );
     }
     println!();

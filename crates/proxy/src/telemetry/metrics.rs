@@ -1,8 +1,9 @@
-//! The proxy's metrics: Istio's standard TCP and HTTP metrics, Ferry's Redis metrics, and
-//! process metrics, in one registry. The data path resolves label sets once per
+//! The proxy's metrics: Istio's standard TCP and HTTP metrics, Ferry's Redis metrics, the
+//! tracer's span counters, and process metrics, in one registry. The data path resolves label sets once per
 //! connection and then only bumps atomics; encoding happens on the admin thread.
 
 use super::labels::{HttpLabels, Peers, RedisLabels, TcpLabels, Value};
+use crate::trace::TraceMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,6 +53,9 @@ pub struct Metrics {
     pub redis_faults: Family<RedisLabels, Counter>,
     /// Certificate and mTLS metrics.
     pub identity: IdentityMetrics,
+    /// The tracer's counters (`ferry_tracing_spans_total{outcome}`,
+    /// `ferry_tracing_export_failures_total`): hand clones to every tracer the proxy starts.
+    pub tracing: TraceMetrics,
 }
 
 /// Labels of certificate renewals.
@@ -218,8 +222,11 @@ impl Metrics {
             "Connections refused by mutual TLS policy, by reason",
             identity.refused.clone(),
         );
+        let tracing = TraceMetrics::default();
+        tracing.register(&mut registry);
         Metrics {
             identity,
+            tracing,
             registry,
             tcp_opened,
             tcp_closed,
@@ -387,6 +394,109 @@ impl RedisRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tracer's counters, fed by a real tracer: spans exported to an in-test OTLP receiver,
+    /// then spans dropped and lost by a tracer whose collector accepts connections and never
+    /// answers; all scraped from the Prometheus text.
+    #[tokio::test]
+    async fn tracer_counters_are_scraped_from_prometheus() {
+        use crate::trace::{
+            Provider, Sampler, Span, SpanKind, TraceConfig, TraceResource, Tracer,
+            serve_otlp_receiver,
+        };
+        use std::time::{Duration, Instant, SystemTime};
+
+        fn value(text: &str, series: &str) -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        }
+        let metrics = Metrics::new();
+        let text = metrics.encode_prometheus();
+        for outcome in ["exported", "dropped", "failed"] {
+            let series = format!("ferry_tracing_spans_total{{outcome=\"{outcome}\"}}");
+            assert_eq!(value(&text, &series), Some(0.0), "{series} in:\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE ferry_tracing_spans_total counter"),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "ferry_tracing_export_failures_total"),
+            Some(0.0)
+        );
+
+        let config = |endpoint: String, max_queue| TraceConfig {
+            provider: Provider::OtlpGrpc,
+            endpoint,
+            sampling_percentage: 100.0,
+            redis_spans: false,
+            max_queue,
+        };
+        let span = || {
+            let ctx = Sampler::new(100.0).child_of(&Default::default());
+            Span::new(&ctx, "back:80/".into(), SpanKind::Client, SystemTime::now())
+        };
+        let wait_for = |series: &'static str, want: f64| {
+            let metrics = &metrics;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let got = value(&metrics.encode_prometheus(), series);
+                    if got.is_some_and(|v| v >= want) || Instant::now() > deadline {
+                        return got;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mut received, _server) = serve_otlp_receiver(listener, 64);
+        let (tracer, _task) = Tracer::start(
+            &config(format!("http://{addr}"), 64),
+            TraceResource::default(),
+            metrics.tracing.clone(),
+        );
+        tracer.record(span());
+        tracer.record(span());
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(20), received.recv())
+                .await
+                .expect("spans within 20s")
+                .expect("receiver open");
+        }
+        let exported = "ferry_tracing_spans_total{outcome=\"exported\"}";
+        assert_eq!(wait_for(exported, 2.0).await, Some(2.0));
+        drop(tracer);
+
+        // A collector that accepts and never answers: a queue of 4 fills while the first
+        // batch waits for its answer, so the rest are dropped.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let (tracer, _task) = Tracer::start(
+            &config(format!("http://{silent_addr}"), 4),
+            TraceResource::default(),
+            metrics.tracing.clone(),
+        );
+        for _ in 0..600 {
+            tracer.record(span());
+        }
+        let dropped = "ferry_tracing_spans_total{outcome=\"dropped\"}";
+        let got = wait_for(dropped, 1.0).await.unwrap_or(0.0);
+        assert!(got >= 600.0 - 4.0 - 512.0, "dropped {got}");
+        // The queued ones are lost when the export call times out.
+        let failed = "ferry_tracing_spans_total{outcome=\"failed\"}";
+        let lost = wait_for(failed, 1.0).await.unwrap_or(0.0);
+        assert_eq!(lost + got, 600.0, "failed {lost}, dropped {got}");
+        let text = metrics.encode_prometheus();
+        assert_eq!(
+            value(&text, "ferry_tracing_export_failures_total"),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, exported), Some(2.0));
+        drop(silent);
+    }
 
     #[test]
     fn prometheus_text_types_counters_by_their_total_name() {

@@ -3,7 +3,7 @@
 //! ([`Active`]), and an HTTP request's span from its start (context extracted, a child
 //! created, headers rewritten) to its end ([`PendingHttp::finish`]).
 
-use super::context::{Extracted, TraceContext, ensure_request_id, extract, inject};
+use super::context::{Extracted, TraceContext, X_REQUEST_ID, extract, propagate};
 use super::export::{TraceConfig, TraceMetrics, TraceResource, Tracer};
 use super::span::{HttpSpan, ProxyIdentity, SpanKind};
 use crate::config::{Snapshot, Tracing};
@@ -88,7 +88,8 @@ pub struct PendingHttp {
 /// nothing), adds an `x-request-id` when absent, and writes the new context into the
 /// request's headers (W3C and B3) so that the next hop joins the trace. Returns the span to
 /// finish when the trace is sampled (`target` names it from the request's authority: host
-/// and port); unsampled requests still carry the decision on, and cost no more than that.
+/// and port, only called then). An unsampled request costs the header lookups, two random
+/// ids and one buffer for the values written: nothing else is built for it.
 pub fn start_http<B>(
     active: &Arc<Active>,
     kind: SpanKind,
@@ -99,8 +100,7 @@ pub fn start_http<B>(
     let headers = req.headers_mut();
     let incoming: Extracted = extract(headers);
     let ctx = active.tracer.sampler().child_of(&incoming);
-    let request_id = ensure_request_id(headers);
-    inject(&ctx, headers);
+    propagate(&ctx, headers);
     if !(ctx.sampled || ctx.debug) {
         return None;
     }
@@ -132,7 +132,7 @@ pub fn start_http<B>(
         method: req.method().clone(),
         version: req.version(),
         peer: peer.map(|p| p.to_string()).unwrap_or_default(),
-        request_id: text(Some(&request_id)),
+        request_id: text(req.headers().get(X_REQUEST_ID)),
         user_agent: text(req.headers().get(header::USER_AGENT)),
         upstream_cluster: String::new(),
         upstream_address: None,
@@ -271,11 +271,16 @@ impl From<&Tracing> for TraceConfig {
     }
 }
 
+/// How often [`follow`] looks at the configuration when nothing tells it of a change.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Keeps `switch` in step with the configuration: the tracing settings the configuration
 /// carries (pushed by the control plane, or in the static file), else `local` (the command
 /// line). A new tracer is started (on the current runtime, which runs its exporter) only
 /// when the settings or the proxy's identity change; the old one drains and stops once the
-/// requests that hold it end. Runs until `stop` completes.
+/// requests that hold it end. Looks at the configuration every [`POLL_INTERVAL`]; prefer
+/// [`follow_changes`] where the code that stores snapshots can say so. Runs until `stop`
+/// completes.
 pub async fn follow(
     switch: Arc<TraceSwitch>,
     config: Arc<ArcSwap<Snapshot>>,
@@ -283,52 +288,93 @@ pub async fn follow(
     metrics: TraceMetrics,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    follow_with(switch, config, local, metrics, stop, Wake::Poll).await
+}
+
+/// [`follow`], woken by `changed` instead of polling: whoever stores a new snapshot into
+/// `config` then calls `send_replace(())` on the sender (storing first, so the snapshot is
+/// there when this wakes). No CPU is spent while the configuration stays the same. If the
+/// sender goes away, the tracer in force stays until `stop`.
+pub async fn follow_changes(
+    switch: Arc<TraceSwitch>,
+    config: Arc<ArcSwap<Snapshot>>,
+    changed: tokio::sync::watch::Receiver<()>,
+    local: Option<Tracing>,
+    metrics: TraceMetrics,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    follow_with(switch, config, local, metrics, stop, Wake::Changed(changed)).await
+}
+
+/// What makes [`follow_with`] look at the configuration again.
+enum Wake {
+    /// Every [`POLL_INTERVAL`].
+    Poll,
+    /// When the configuration's owner says it stored a new snapshot.
+    Changed(tokio::sync::watch::Receiver<()>),
+}
+
+impl Wake {
+    async fn next(&mut self) {
+        match self {
+            Wake::Poll => tokio::time::sleep(POLL_INTERVAL).await,
+            Wake::Changed(rx) => {
+                if rx.changed().await.is_err() {
+                    // No one will store a snapshot any more: nothing to follow.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+async fn follow_with(
+    switch: Arc<TraceSwitch>,
+    config: Arc<ArcSwap<Snapshot>>,
+    local: Option<Tracing>,
+    metrics: TraceMetrics,
+    stop: impl std::future::Future<Output = ()>,
+    mut wake: Wake,
+) {
     tokio::pin!(stop);
     let mut last: Option<(Option<Tracing>, ProxyIdentity)> = None;
     let mut seen: Option<Arc<Snapshot>> = None;
     loop {
         let snapshot = config.load_full();
-        if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snapshot)) {
-            // The same snapshot: nothing to compare. Looked at often, so that the first
-            // requests after a new snapshot (the first one carries the proxy's identity)
-            // are traced under it.
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        // The same snapshot (a poll with no change): nothing to compare.
+        if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snapshot)) {
+            let now = {
+                let want = snapshot.config.tracing.clone().or_else(|| local.clone());
+                (want, identity_of(&snapshot))
+            };
+            seen = Some(snapshot);
+            if last.as_ref() != Some(&now) {
+                let active = now.0.as_ref().filter(|t| !t.endpoint.is_empty()).map(|t| {
+                    let (tracer, _task) =
+                        Tracer::start(&t.into(), resource_of(&now.1), metrics.clone());
+                    Arc::new(Active {
+                        tracer,
+                        me: now.1.clone(),
+                    })
+                });
+                match &now.0 {
+                    Some(t) => tracing::info!(
+                        provider = ?t.provider,
+                        endpoint = %t.endpoint,
+                        sampling = t.sampling_percentage,
+                        redis_spans = t.redis_spans,
+                        "tracing on"
+                    ),
+                    None if last.is_some() => tracing::info!("tracing off"),
+                    None => {}
+                }
+                switch.set(active);
+                last = Some(now);
             }
-            continue;
-        }
-        let now = {
-            let want = snapshot.config.tracing.clone().or_else(|| local.clone());
-            (want, identity_of(&snapshot))
-        };
-        seen = Some(snapshot);
-        if last.as_ref() != Some(&now) {
-            let active = now.0.as_ref().filter(|t| !t.endpoint.is_empty()).map(|t| {
-                let (tracer, _task) =
-                    Tracer::start(&t.into(), resource_of(&now.1), metrics.clone());
-                Arc::new(Active {
-                    tracer,
-                    me: now.1.clone(),
-                })
-            });
-            match &now.0 {
-                Some(t) => tracing::info!(
-                    provider = ?t.provider,
-                    endpoint = %t.endpoint,
-                    sampling = t.sampling_percentage,
-                    redis_spans = t.redis_spans,
-                    "tracing on"
-                ),
-                None if last.is_some() => tracing::info!("tracing off"),
-                None => {}
-            }
-            switch.set(active);
-            last = Some(now);
         }
         tokio::select! {
             _ = &mut stop => break,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            _ = wake.next() => {}
         }
     }
     switch.set(None);

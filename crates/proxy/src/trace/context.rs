@@ -1,9 +1,10 @@
 //! Trace context propagation: W3C `traceparent`/`tracestate`, B3 (multi-header and the single
 //! `b3` header), `x-request-id`, and the sampling decision.
 //!
-//! Everything here is pure and allocation-light: ids are fixed-size arrays, parsing works on the
-//! header bytes in place, and formatting writes into stack buffers before the one copy into a
-//! `HeaderValue`. The OpenTelemetry SDK propagators were not used on purpose: they go through
+//! Everything here is pure and allocation-light: ids are fixed-size arrays, header names are
+//! constants (never parsed per request), parsing works on the header bytes in place, and the
+//! values written ([`propagate`]) share one buffer, so a request costs one allocation for its
+//! context and request id whether or not it is sampled. The OpenTelemetry SDK propagators were not used on purpose: they go through
 //! `opentelemetry::Context` (an `Arc`-backed type map) and a `TraceState` deque per request,
 //! and B3 lives in `opentelemetry-zipkin`, which brings an HTTP client with it. A sidecar parses
 //! these headers on every request, so a small parser is cheaper and easier to harden.
@@ -12,7 +13,8 @@
 //! `b3` header, then the B3 multi-headers. Injection writes both W3C and B3 multi-headers (what
 //! Istio's sidecars emit), and rewrites a single `b3` header only when one was present.
 
-use hyper::http::{HeaderMap, HeaderValue};
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::http::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
 
 /// `traceparent` (W3C Trace Context).
@@ -33,6 +35,17 @@ pub const X_B3_SAMPLED: &str = "x-b3-sampled";
 pub const X_B3_FLAGS: &str = "x-b3-flags";
 /// `x-request-id`, Envoy's request UUID.
 pub const X_REQUEST_ID: &str = "x-request-id";
+
+// The names as `HeaderName`s: a lookup by `&str` parses and validates the name every time.
+const H_TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
+const H_TRACESTATE: HeaderName = HeaderName::from_static(TRACESTATE);
+const H_B3: HeaderName = HeaderName::from_static(B3);
+const H_X_B3_TRACEID: HeaderName = HeaderName::from_static(X_B3_TRACEID);
+const H_X_B3_SPANID: HeaderName = HeaderName::from_static(X_B3_SPANID);
+const H_X_B3_PARENTSPANID: HeaderName = HeaderName::from_static(X_B3_PARENTSPANID);
+const H_X_B3_SAMPLED: HeaderName = HeaderName::from_static(X_B3_SAMPLED);
+const H_X_B3_FLAGS: HeaderName = HeaderName::from_static(X_B3_FLAGS);
+const H_X_REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 
 /// Longest `tracestate` value passed on (the W3C limit is 32 members of at most 256 bytes;
 /// longer values are dropped rather than truncated mid-member).
@@ -204,7 +217,7 @@ impl Sampler {
 /// headers are ignored (as if absent), never an error.
 pub fn extract(headers: &HeaderMap) -> Extracted {
     if let Some(ctx) = headers
-        .get(TRACEPARENT)
+        .get(&H_TRACEPARENT)
         .and_then(|v| parse_traceparent(v.as_bytes()))
     {
         let tracestate = tracestate_of(headers);
@@ -214,7 +227,10 @@ pub fn extract(headers: &HeaderMap) -> Extracted {
             debug: false,
         };
     }
-    if let Some(e) = headers.get(B3).and_then(|v| parse_b3_single(v.as_bytes())) {
+    if let Some(e) = headers
+        .get(&H_B3)
+        .and_then(|v| parse_b3_single(v.as_bytes()))
+    {
         return e;
     }
     parse_b3_multi(headers)
@@ -223,84 +239,119 @@ pub fn extract(headers: &HeaderMap) -> Extracted {
 /// Writes `ctx` as W3C and B3 multi-headers (replacing any there), and as a single `b3` header
 /// when the request already had one.
 pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
+    write_headers(ctx, headers, false);
+}
+
+/// What a proxy writes on a request it forwards: `ctx` as [`inject`] writes it, and a fresh
+/// `x-request-id` when the request has none (or an empty one). All values share one buffer
+/// (one allocation), and the map grows at most once.
+pub fn propagate(ctx: &TraceContext, headers: &mut HeaderMap) {
+    write_headers(ctx, headers, true);
+}
+
+/// Longest value text [`write_headers`] writes: traceparent, B3 trace, span and parent ids,
+/// single `b3`, request id.
+const MAX_WRITTEN: usize = 55 + 32 + 16 + 16 + 68 + 36;
+
+fn write_headers(ctx: &TraceContext, headers: &mut HeaderMap, request_id: bool) {
     let trace = hex_bytes::<32>(&ctx.trace_id.0);
     let span = hex_bytes::<16>(&ctx.span_id.0);
+    let parent = ctx.parent_span_id.map(|p| hex_bytes::<16>(&p.0));
     let sampled = ctx.sampled || ctx.debug;
+    let single = headers.contains_key(&H_B3);
+    let add_id = request_id && headers.get(&H_X_REQUEST_ID).is_none_or(|v| v.is_empty());
+    // Up to seven new names; growing once beats growing twice (a full map only misses the
+    // headroom, the inserts below still work).
+    let _ = headers.try_reserve(7);
 
+    // One buffer, cut into the values: `split_to` hands out parts of the same allocation.
+    let mut buf = BytesMut::with_capacity(MAX_WRITTEN);
     // traceparent: 00-<32>-<16>-<2>
-    let mut tp = [0u8; 55];
-    tp[..3].copy_from_slice(b"00-");
-    tp[3..35].copy_from_slice(&trace);
-    tp[35] = b'-';
-    tp[36..52].copy_from_slice(&span);
-    tp[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
-    headers.insert(TRACEPARENT, value(&tp));
-    match &ctx.tracestate {
-        Some(ts) => {
-            headers.insert(TRACESTATE, ts.clone());
-        }
-        None => {
-            headers.remove(TRACESTATE);
-        }
-    }
-
-    headers.insert(X_B3_TRACEID, value(&trace));
-    headers.insert(X_B3_SPANID, value(&span));
-    match ctx.parent_span_id {
-        Some(p) => {
-            headers.insert(X_B3_PARENTSPANID, value(&hex_bytes::<16>(&p.0)));
-        }
-        None => {
-            headers.remove(X_B3_PARENTSPANID);
-        }
-    }
-    if ctx.debug {
-        // Debug implies accept; the B3 spec says not to send x-b3-sampled with it.
-        headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
-        headers.remove(X_B3_SAMPLED);
-    } else {
-        headers.remove(X_B3_FLAGS);
-        headers.insert(
-            X_B3_SAMPLED,
-            HeaderValue::from_static(if sampled { "1" } else { "0" }),
-        );
-    }
-
-    if headers.contains_key(B3) {
+    buf.put_slice(b"00-");
+    buf.put_slice(&trace);
+    buf.put_u8(b'-');
+    buf.put_slice(&span);
+    buf.put_slice(if sampled { b"-01" } else { b"-00" });
+    let traceparent = buf.split().freeze();
+    buf.put_slice(&trace);
+    let b3_trace = buf.split().freeze();
+    buf.put_slice(&span);
+    let b3_span = buf.split().freeze();
+    let b3_parent = parent.map(|p| {
+        buf.put_slice(&p);
+        buf.split().freeze()
+    });
+    let b3_single = single.then(|| {
         // {trace}-{span}-{state}[-{parent}]
-        let mut b = [0u8; 32 + 1 + 16 + 2 + 1 + 16];
-        b[..32].copy_from_slice(&trace);
-        b[32] = b'-';
-        b[33..49].copy_from_slice(&span);
-        b[49] = b'-';
-        b[50] = if ctx.debug {
+        buf.put_slice(&trace);
+        buf.put_u8(b'-');
+        buf.put_slice(&span);
+        buf.put_u8(b'-');
+        buf.put_u8(if ctx.debug {
             b'd'
         } else if sampled {
             b'1'
         } else {
             b'0'
-        };
-        let len = match ctx.parent_span_id {
-            Some(p) => {
-                b[51] = b'-';
-                b[52..68].copy_from_slice(&hex_bytes::<16>(&p.0));
-                68
-            }
-            None => 51,
-        };
-        headers.insert(B3, value(&b[..len]));
+        });
+        if let Some(p) = &parent {
+            buf.put_u8(b'-');
+            buf.put_slice(p);
+        }
+        buf.split().freeze()
+    });
+    let uuid = add_id.then(|| {
+        buf.put_slice(&uuid_v4());
+        buf.split().freeze()
+    });
+
+    headers.insert(H_TRACEPARENT, shared(traceparent));
+    match &ctx.tracestate {
+        Some(ts) => {
+            headers.insert(H_TRACESTATE, ts.clone());
+        }
+        None => {
+            headers.remove(&H_TRACESTATE);
+        }
+    }
+    headers.insert(H_X_B3_TRACEID, shared(b3_trace));
+    headers.insert(H_X_B3_SPANID, shared(b3_span));
+    match b3_parent {
+        Some(p) => {
+            headers.insert(H_X_B3_PARENTSPANID, shared(p));
+        }
+        None => {
+            headers.remove(&H_X_B3_PARENTSPANID);
+        }
+    }
+    if ctx.debug {
+        // Debug implies accept; the B3 spec says not to send x-b3-sampled with it.
+        headers.insert(H_X_B3_FLAGS, HeaderValue::from_static("1"));
+        headers.remove(&H_X_B3_SAMPLED);
+    } else {
+        headers.remove(&H_X_B3_FLAGS);
+        headers.insert(
+            H_X_B3_SAMPLED,
+            HeaderValue::from_static(if sampled { "1" } else { "0" }),
+        );
+    }
+    if let Some(b) = b3_single {
+        headers.insert(H_B3, shared(b));
+    }
+    if let Some(id) = uuid {
+        headers.insert(H_X_REQUEST_ID, shared(id));
     }
 }
 
 /// Returns the request's `x-request-id`, adding a fresh UUID v4 one when it is absent or empty.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_REQUEST_ID)
+    if let Some(v) = headers.get(&H_X_REQUEST_ID)
         && !v.is_empty()
     {
         return v.clone();
     }
     let id = value(&uuid_v4());
-    headers.insert(X_REQUEST_ID, id.clone());
+    headers.insert(H_X_REQUEST_ID, id.clone());
     id
 }
 
@@ -363,7 +414,7 @@ pub fn parse_traceparent(v: &[u8]) -> Option<TraceContext> {
 /// The `tracestate` to pass on: several header lines are joined with `,` (as HTTP allows);
 /// non-visible-ASCII or oversized values are dropped.
 fn tracestate_of(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut it = headers.get_all(TRACESTATE).iter();
+    let mut it = headers.get_all(&H_TRACESTATE).iter();
     let first = it.next()?;
     let ok = |v: &HeaderValue| {
         v.as_bytes().iter().all(|b| (0x20..0x7f).contains(b)) && v.len() <= MAX_TRACESTATE
@@ -441,19 +492,19 @@ pub fn parse_b3_single(v: &[u8]) -> Option<Extracted> {
 /// `x-b3-flags` alone carry only a decision. Malformed ids discard the context.
 pub fn parse_b3_multi(headers: &HeaderMap) -> Extracted {
     let debug = headers
-        .get(X_B3_FLAGS)
+        .get(&H_X_B3_FLAGS)
         .is_some_and(|v| trim(v.as_bytes()) == b"1");
     let sampled = headers
-        .get(X_B3_SAMPLED)
+        .get(&H_X_B3_SAMPLED)
         .and_then(|v| match trim(v.as_bytes()) {
             b"1" | b"true" => Some(true),
             b"0" | b"false" => Some(false),
             _ => None,
         });
     let ids = (|| {
-        let trace_id = parse_b3_trace_id(headers.get(X_B3_TRACEID)?.as_bytes())?;
-        let span_id = parse_span_id(headers.get(X_B3_SPANID)?.as_bytes())?;
-        let parent = match headers.get(X_B3_PARENTSPANID) {
+        let trace_id = parse_b3_trace_id(headers.get(&H_X_B3_TRACEID)?.as_bytes())?;
+        let span_id = parse_span_id(headers.get(&H_X_B3_SPANID)?.as_bytes())?;
+        let parent = match headers.get(&H_X_B3_PARENTSPANID) {
             None => None,
             // A malformed parent is dropped, not fatal: it only decorates the caller's span.
             Some(p) => parse_span_id(p.as_bytes()),
@@ -562,4 +613,9 @@ fn hex_string(bytes: &[u8]) -> String {
 /// Hex and UUID output is always valid header bytes.
 fn value(b: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(b).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A value from a part of the shared buffer (hex, `-` and UUIDs: always valid header bytes).
+fn shared(b: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(b).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -3,9 +3,11 @@
 //!
 //! The data path only ever calls [`Tracer::record`], a `try_send` into a bounded channel: when
 //! the queue is full (collector slow or down) the span is dropped and
-//! `ferry_trace_spans_dropped_total` counts it. The exporter task drains up to
-//! [`MAX_BATCH`] spans at a time and sends them with a timeout, so a stalled collector costs
-//! queued memory (bounded by `max_queue`) and dropped spans, never a waiting request.
+//! `ferry_tracing_spans_total{outcome="dropped"}` counts it. The exporter task gathers up to
+//! [`MAX_BATCH`] spans, waiting at most [`BATCH_DELAY`] after the first (so that a low rate
+//! costs one export call per delay, not one per span), and sends them with a timeout, so a
+//! stalled collector costs queued memory (bounded by `max_queue`) and dropped spans, never a
+//! waiting request.
 //! Tracing off is `Option<Tracer>::None`: one branch, no allocation.
 
 use super::context::{Sampler, TraceContext};
@@ -22,6 +24,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as otlp;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,9 @@ use tokio::task::JoinHandle;
 pub const MAX_BATCH: usize = 512;
 /// Default queue bound (spans).
 pub const DEFAULT_MAX_QUEUE: usize = 2048;
+/// Longest wait for a batch to fill once its first span is queued (OpenTelemetry's batch
+/// processor waits 5 s; shorter here so spans show up promptly in a small mesh).
+pub const BATCH_DELAY: Duration = Duration::from_secs(1);
 /// Timeout of one export call.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,33 +92,58 @@ pub struct TraceResource {
     pub attributes: Vec<(String, String)>,
 }
 
-/// The counters of a tracer.
-#[derive(Clone, Debug, Default)]
+/// Labels of `ferry_tracing_spans_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct SpanOutcome {
+    /// `exported` (the provider accepted it), `dropped` (the queue was full) or `failed` (its
+    /// export call failed or timed out).
+    pub outcome: &'static str,
+}
+
+/// The counters of a tracer. Clones share the counts; the proxy keeps one set for every tracer
+/// it starts (see [`TraceMetrics::register`]).
+#[derive(Clone, Debug)]
 pub struct TraceMetrics {
-    /// `ferry_trace_spans_dropped_total`: spans dropped because the queue was full.
+    /// `ferry_tracing_spans_total{outcome="dropped"}`: spans dropped because the queue was full.
     pub dropped: Counter,
-    /// `ferry_trace_spans_exported_total`: spans the provider accepted.
+    /// `ferry_tracing_spans_total{outcome="exported"}`: spans the provider accepted.
     pub exported: Counter,
-    /// `ferry_trace_export_failures_total`: failed export calls (their spans are lost).
+    /// `ferry_tracing_spans_total{outcome="failed"}`: spans lost in failed export calls.
+    pub failed: Counter,
+    /// `ferry_tracing_export_failures_total`: failed or timed-out export calls.
     pub export_failures: Counter,
+    spans: Family<SpanOutcome, Counter>,
+}
+
+impl Default for TraceMetrics {
+    fn default() -> Self {
+        let spans: Family<SpanOutcome, Counter> = Family::default();
+        // Every outcome is created up front, so each shows (at 0) before it first happens.
+        let child = |outcome| spans.get_or_create(&SpanOutcome { outcome }).clone();
+        TraceMetrics {
+            dropped: child("dropped"),
+            exported: child("exported"),
+            failed: child("failed"),
+            export_failures: Counter::default(),
+            spans,
+        }
+    }
 }
 
 impl TraceMetrics {
-    /// Registers the counters (names without `_total`, which prometheus-client appends).
+    /// Registers the counters as `ferry_tracing_spans_total{outcome}` and
+    /// `ferry_tracing_export_failures_total` (names without `_total`, which prometheus-client
+    /// appends).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "ferry_trace_spans_dropped",
-            "Spans dropped because the export queue was full",
-            self.dropped.clone(),
+            "ferry_tracing_spans",
+            "Finished spans by outcome: exported (accepted by the tracing provider), dropped \
+             (export queue full) or failed (lost in a failed export call)",
+            self.spans.clone(),
         );
         registry.register(
-            "ferry_trace_spans_exported",
-            "Spans accepted by the tracing provider",
-            self.exported.clone(),
-        );
-        registry.register(
-            "ferry_trace_export_failures",
-            "Failed span export calls",
+            "ferry_tracing_export_failures",
+            "Span export calls that failed or timed out",
             self.export_failures.clone(),
         );
     }
@@ -191,10 +222,25 @@ impl Tracer {
 
 async fn run(mut rx: mpsc::Receiver<Span>, mut exporter: Exporter, metrics: TraceMetrics) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
+    let mut open = true;
+    while open {
         batch.clear();
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
+        }
+        // Let the batch fill for a while: at a low sampling rate, spans come one by one.
+        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) => {
+                    // Every tracer handle is gone: send what is left and stop.
+                    open = false;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
         }
         let n = batch.len() as u64;
         match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(&batch)).await {
@@ -203,10 +249,12 @@ async fn run(mut rx: mpsc::Receiver<Span>, mut exporter: Exporter, metrics: Trac
             }
             Ok(Err(e)) => {
                 metrics.export_failures.inc();
+                metrics.failed.inc_by(n);
                 tracing::debug!(error = %e, spans = n, "span export failed");
             }
             Err(_) => {
                 metrics.export_failures.inc();
+                metrics.failed.inc_by(n);
                 tracing::debug!(spans = n, "span export timed out");
             }
         }

@@ -22,6 +22,7 @@ pub mod span;
 pub use active::{Active, PendingHttp, TraceSwitch, start_http};
 pub use context::{
     Extracted, Sampler, SpanId, TraceContext, TraceId, ensure_request_id, extract, inject,
+    propagate,
 };
 pub use export::{Provider, TraceConfig, TraceMetrics, TraceResource, Tracer};
 pub use receiver::{ReceivedSpan, serve_otlp_receiver};

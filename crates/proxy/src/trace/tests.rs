@@ -403,6 +403,41 @@ fn request_id_is_generated_when_absent() {
     assert_ne!(uuid_v4(), uuid_v4());
 }
 
+/// `propagate` writes what `inject` writes, plus a request id when there is none (or an empty
+/// one), with every value cut from one buffer.
+#[test]
+fn propagate_adds_request_id_and_shares_one_buffer() {
+    let b3 = format!("{TID}-{SID}-1-{PID}");
+    let incoming = [
+        (vec![], true),
+        (vec![("x-request-id", "")], true),
+        (vec![("x-request-id", "abc")], false),
+        (vec![("b3", b3.as_str())], true),
+    ];
+    for (i, (pairs, fresh_id)) in incoming.iter().enumerate() {
+        let mut h = headers(pairs);
+        let ctx = Sampler::new(0.0).child_of(&extract(&h));
+        let mut want = h.clone();
+        inject(&ctx, &mut want);
+        propagate(&ctx, &mut h);
+        let id = get(&h, "x-request-id").unwrap_or_default().to_string();
+        if *fresh_id {
+            assert_eq!(id.len(), 36, "case {i}: {id}");
+            assert_eq!(id.matches('-').count(), 4, "case {i}");
+        } else {
+            assert_eq!(id, "abc", "case {i}");
+        }
+        h.remove("x-request-id");
+        want.remove("x-request-id");
+        assert_eq!(h, want, "case {i}");
+        // The traceparent and the B3 trace and span ids sit side by side in one allocation.
+        let at = |name: &str| h.get(name).map(|v| v.as_bytes().as_ptr() as usize);
+        let tp = at("traceparent").unwrap();
+        assert_eq!(at("x-b3-traceid"), Some(tp + 55), "case {i}");
+        assert_eq!(at("x-b3-spanid"), Some(tp + 55 + 32), "case {i}");
+    }
+}
+
 #[test]
 fn sampler_rates() {
     assert!(!(0..1000).any(|_| Sampler::new(0.0).sample()));
