@@ -104,6 +104,7 @@ pub struct Running {
     pub metrics_registry: Arc<Metrics>,
     /// The workload certificate, when the proxy has an identity.
     pub identity: Option<Arc<IdentityState>>,
+    config_changed: Arc<tokio::sync::watch::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -135,8 +136,13 @@ fn modified(path: &PathBuf) -> Option<(SystemTime, u64)> {
 }
 
 /// Reloads the configuration file when it changes; an invalid file is logged and the last
-/// good configuration stays in force.
-async fn watch_config(path: PathBuf, config: Arc<ArcSwap<Snapshot>>, state: Arc<AdminState>) {
+/// good configuration stays in force. `changed` is told after each reload.
+async fn watch_config(
+    path: PathBuf,
+    config: Arc<ArcSwap<Snapshot>>,
+    state: Arc<AdminState>,
+    changed: Arc<tokio::sync::watch::Sender<()>>,
+) {
     let mut seen = modified(&path);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -149,6 +155,7 @@ async fn watch_config(path: PathBuf, config: Arc<ArcSwap<Snapshot>>, state: Arc<
             Ok(snapshot) => {
                 info!("configuration reloaded from {}", path.display());
                 config.store(Arc::new(snapshot));
+                changed.send_replace(());
                 state.config_loaded();
             }
             Err(e) => warn!("keeping the last good configuration; {e}"),
@@ -204,6 +211,9 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
     };
     let identity_state = identity.as_ref().map(|m| m.state.clone());
     let trace_switch = Arc::new(crate::trace::TraceSwitch::default());
+    // Told whenever a new configuration is in force (file reload, control plane, tests).
+    let (config_changed, config_changes) = tokio::sync::watch::channel(());
+    let config_changed = Arc::new(config_changed);
     let trace_config = config.clone();
     let local_tracing = options.tracing.clone();
     let ctx = Arc::new(Ctx {
@@ -231,7 +241,7 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
     admin_state.discovery = options
         .control_plane
         .as_ref()
-        .map(|_| crate::discovery::DiscoveryState::new());
+        .map(|_| crate::discovery::DiscoveryState::with_changed(Some(config_changed.clone())));
     let state = Arc::new(admin_state);
     let control_plane = options.control_plane;
     let control_plane_tls = options.control_plane_tls.map(|mut tls| {
@@ -248,6 +258,7 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
     let closed = lifecycle.clone();
     let config_file = options.config_file.clone();
     let watched = config.clone();
+    let file_changed = config_changed.clone();
     threads.push(
         std::thread::Builder::new()
             .name("ferry-traffic".into())
@@ -262,7 +273,7 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                         }
                     }
                     if let Some(path) = config_file {
-                        tokio::spawn(watch_config(path, watched, watch_state));
+                        tokio::spawn(watch_config(path, watched, watch_state, file_changed));
                     }
                     // Stop once draining with no connection left, or when the drain is over.
                     let drained = async {
@@ -308,11 +319,12 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                     // so the traffic thread only ever queues spans.
                     {
                         let stop = admin_state.lifecycle.clone();
-                        tokio::spawn(crate::trace::active::follow(
+                        tokio::spawn(crate::trace::active::follow_changes(
                             trace_switch,
                             trace_config,
+                            config_changes,
                             local_tracing,
-                            Default::default(),
+                            admin_state.metrics.tracing.clone(),
                             async move { stop.reached(Phase::Closed).await },
                         ));
                     }
@@ -357,6 +369,7 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         config,
         metrics_registry: metrics,
         identity: identity_state,
+        config_changed,
         threads,
     })
 }
@@ -390,6 +403,13 @@ fn identity_manager(
 }
 
 impl Running {
+    /// Puts `snapshot` in force, as a reload or the control plane would (the tracer and
+    /// whoever follows the configuration are told).
+    pub fn replace_config(&self, snapshot: Snapshot) {
+        self.config.store(Arc::new(snapshot));
+        self.config_changed.send_replace(());
+    }
+
     /// Drains: readiness goes false and listeners stop accepting at once; open connections
     /// end at their next quiet point, or when `period` is over. Returns when all threads
     /// have stopped.

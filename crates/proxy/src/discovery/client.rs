@@ -66,6 +66,8 @@ struct Inner {
     applied: AtomicU64,
     rejected: AtomicU64,
     streams: AtomicU64,
+    /// Told after each configuration applied (the tracer follows it).
+    changed: Option<Arc<watch::Sender<()>>>,
 }
 
 impl Default for DiscoveryState {
@@ -77,6 +79,12 @@ impl Default for DiscoveryState {
 impl DiscoveryState {
     /// No configuration received yet.
     pub fn new() -> Self {
+        Self::with_changed(None)
+    }
+
+    /// No configuration received yet; `changed` is told after each configuration is
+    /// applied (after it is in force).
+    pub fn with_changed(changed: Option<Arc<watch::Sender<()>>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ready: watch::channel(false).0,
@@ -84,6 +92,7 @@ impl DiscoveryState {
                 applied: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 streams: AtomicU64::new(0),
+                changed,
             }),
         }
     }
@@ -133,6 +142,9 @@ impl DiscoveryState {
         *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(version.to_string());
         self.inner.applied.fetch_add(1, Ordering::Relaxed);
         self.inner.ready.send_replace(true);
+        if let Some(changed) = &self.inner.changed {
+            changed.send_replace(());
+        }
     }
 }
 

@@ -318,7 +318,7 @@ pub fn start_proxy(dst: SocketAddr, config: ProxyConfig) -> Running {
         Arc::new(FixedDst(dst)),
     )
     .expect("proxy starts");
-    running.config.store(Arc::new(Snapshot::compile(config)));
+    running.replace_config(Snapshot::compile(config));
     running
 }
 
