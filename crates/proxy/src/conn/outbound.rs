@@ -129,10 +129,6 @@ pub async fn handle(ctx: Arc<Ctx>, downstream: TcpStream) {
         };
         let labels = parties.tcp(workload.as_deref(), protocol, "-");
         let out = OutboundTls {
-            tls,
-            policy,
-            decision,
-            upstream: upstream_addr,
             workload,
             pipe: plan.pipe_policy(&ctx.metrics, &labels),
         };

@@ -23,7 +23,7 @@ use crate::redis::enforce::{self, Stream};
 use crate::tcp::forward::{Ending, Observer, Totals};
 use crate::tcp::route::PipePolicy;
 use crate::telemetry::labels::{Parties, TcpLabels, Value};
-use crate::tls::policy::{Decision, MeshTls, Policy};
+use crate::tls::policy::{Decision, MeshTls};
 use crate::tls::{self, peer, verify::spiffe_of};
 use rustls::pki_types::ServerName;
 use socket2::SockRef;
@@ -325,17 +325,10 @@ fn principal(id: Option<&ferry_proto::config::SpiffeId>) -> Value {
     Value::or_unknown(&id.map(|i| i.uri()).unwrap_or_default())
 }
 
-/// Where an outbound connection goes once it is known to need TLS.
+/// What an outbound connection over TLS is forwarded with.
 pub struct OutboundTls {
-    /// The mTLS state.
-    pub tls: Arc<MeshTls>,
-    /// The snapshot's decisions.
-    pub policy: Arc<Policy>,
-    /// How to connect.
-    pub decision: Decision,
-    /// The endpoint.
-    pub upstream: SocketAddr,
-    /// Its workload, from the configuration.
+    /// The endpoint's workload, from the configuration (the peer's metadata, when it sends
+    /// some, takes its place).
     pub workload: Option<Arc<Workload>>,
     /// The route's bounds and RedisPolicy (`crate::tcp::route`).
     pub pipe: PipePolicy,
@@ -462,7 +455,7 @@ pub fn refused(ctx: &Ctx, labels: &TcpLabels, refusal: &Refusal) {
     super::refused(ctx, labels);
 }
 
-/// Forwards `downstream` over the secured connection `secured` to `out.upstream`.
+/// Forwards `downstream` over the secured connection `secured`.
 pub async fn outbound(
     ctx: Arc<Ctx>,
     snapshot: Arc<Snapshot>,

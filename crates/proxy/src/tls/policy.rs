@@ -205,18 +205,6 @@ impl Policy {
             .map(|(_, e)| e)
     }
 
-    /// Whether some connection to this service port may use TLS.
-    pub fn may_secure(&self, target: &Target) -> bool {
-        match self.entry(&target.service.fqdn, target.port) {
-            Some(e) => match e.mode {
-                TlsMode::Disable => false,
-                TlsMode::IstioMutual => !e.auto || e.endpoints.values().any(|m| *m),
-                TlsMode::Simple | TlsMode::Mutual => true,
-            },
-            None => !self.has_clusters && target.endpoints.iter().any(|u| u.workload.has_sidecar),
-        }
-    }
-
     /// How to connect to endpoint `ip` of `target` (whose workload is `workload`, if known).
     pub fn decide(&self, target: &Target, ip: IpAddr, workload: Option<&Workload>) -> Decision {
         self.decide_at(&target.service.fqdn, target.port, ip, workload)
@@ -422,7 +410,6 @@ mod tests {
                 })
                 .collect();
             assert_eq!(got, vec![first, second], "{what}");
-            assert_eq!(policy.may_secure(&t), first || second, "{what}");
             if let Decision::Mesh { identities, sni } =
                 policy.decide(&t, t.endpoints[0].ip, Some(&t.endpoints[0].workload))
             {
