@@ -65,26 +65,35 @@ pub fn wait_for_more(stream: &TcpStream, seen: usize) {
     });
 }
 
-/// Whether a new inbound connection starts with a mesh client's TLS ClientHello (an Istio
-/// ALPN value offered), waiting at most `timeout` for its first bytes. Peeking leaves the
-/// bytes in place for whoever reads next.
-pub async fn mesh_tls(stream: &TcpStream, timeout: Duration) -> bool {
+/// The ClientHello a new connection starts with, waiting at most `timeout` for it: `None`
+/// for anything else (not TLS, closed, incomplete in time). Peeking leaves the bytes in place
+/// for whoever reads next.
+pub async fn client_hello(stream: &TcpStream, timeout: Duration) -> Option<TlsHello> {
     let look = async {
         let mut buf = vec![0u8; MAX_PEEK];
         loop {
-            let n = stream.peek(&mut buf).await?;
+            let n = stream.peek(&mut buf).await.ok()?;
             if n == 0 {
-                return Ok::<bool, io::Error>(false);
+                return None;
             }
             match tls_hello(&buf[..n]) {
-                TlsHello::Hello { mesh, .. } => return Ok(mesh),
-                TlsHello::NotTls => return Ok(false),
-                TlsHello::Partial if n == buf.len() => return Ok(false),
+                hello @ TlsHello::Hello { .. } => return Some(hello),
+                TlsHello::NotTls => return None,
+                TlsHello::Partial if n == buf.len() => return None,
                 TlsHello::Partial => wait_for_more(stream, n),
             }
         }
     };
-    matches!(tokio::time::timeout(timeout, look).await, Ok(Ok(true)))
+    tokio::time::timeout(timeout, look).await.ok().flatten()
+}
+
+/// Whether a new inbound connection starts with a mesh client's TLS ClientHello (an Istio
+/// ALPN value offered), waiting at most `timeout` for its first bytes.
+pub async fn mesh_tls(stream: &TcpStream, timeout: Duration) -> bool {
+    matches!(
+        client_hello(stream, timeout).await,
+        Some(TlsHello::Hello { mesh: true, .. })
+    )
 }
 
 /// The protocol of a stream that cannot be peeked (the plaintext inside TLS): reads its

@@ -12,7 +12,7 @@ use crate::balance::hash::hash;
 use crate::cluster::{PickContext, Picked};
 use crate::config::Snapshot;
 use crate::config::snapshot::{Outbound, ServiceName, Workload};
-use crate::detect::{TlsHello, tls_hello};
+use crate::detect::TlsHello;
 use crate::lifecycle::Lifecycle;
 use crate::redis::command::CommandId;
 use crate::redis::enforce::{self, Enforcement, FaultKind};
@@ -282,20 +282,8 @@ pub fn plan(
 /// The TLS server name of a new connection, waiting at most `timeout` for the ClientHello
 /// (peeked, so the bytes stay for whoever reads next); `None` for anything but TLS.
 pub async fn peek_sni(stream: &TcpStream, timeout: Duration) -> Option<String> {
-    let look = async {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let n = stream.peek(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            match tls_hello(&buf[..n]) {
-                TlsHello::Hello { sni, .. } => return sni,
-                TlsHello::NotTls => return None,
-                TlsHello::Partial if n == buf.len() => return None,
-                TlsHello::Partial => crate::conn::sniff::wait_for_more(stream, n),
-            }
-        }
-    };
-    tokio::time::timeout(timeout, look).await.ok().flatten()
+    match crate::conn::sniff::client_hello(stream, timeout).await? {
+        TlsHello::Hello { sni, .. } => sni,
+        _ => None,
+    }
 }
