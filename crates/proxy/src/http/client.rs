@@ -44,6 +44,8 @@ struct SecureRoute {
     policy: Arc<Policy>,
     decision: Decision,
     metrics: Arc<Metrics>,
+    /// The service port the decision was made for.
+    service: (String, u16),
 }
 
 /// The TLS decisions of the endpoints requests were last sent to with `https`.
@@ -51,12 +53,26 @@ struct SecureRoute {
 struct SecureEndpoints(Mutex<HashMap<SocketAddr, Arc<SecureRoute>>>);
 
 impl SecureEndpoints {
-    fn remember(&self, addr: SocketAddr, route: SecureRoute) {
+    /// Records the route `make` builds for `addr`, unless the one recorded was made by the
+    /// same decisions (`policy`) for the same service port: most requests change nothing.
+    fn remember(
+        &self,
+        addr: SocketAddr,
+        policy: &Arc<Policy>,
+        service: (&str, u16),
+        make: impl FnOnce() -> SecureRoute,
+    ) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let same = map.get(&addr).is_some_and(|r| {
+            Arc::ptr_eq(&r.policy, policy) && r.service.0 == service.0 && r.service.1 == service.1
+        });
+        if same {
+            return;
+        }
         if map.len() >= MAX_SECURE_ENDPOINTS && !map.contains_key(&addr) {
             map.clear();
         }
-        map.insert(addr, Arc::new(route));
+        map.insert(addr, Arc::new(make()));
     }
 
     fn get(&self, addr: &SocketAddr) -> Option<Arc<SecureRoute>> {
@@ -269,15 +285,15 @@ pub fn scheme(
     if matches!(decision, Decision::Plain) {
         return "http";
     }
-    ctx.http.secure.remember(
-        addr,
-        SecureRoute {
+    ctx.http
+        .secure
+        .remember(addr, &policy, (host, port), || SecureRoute {
             tls: tls.clone(),
-            policy,
+            policy: policy.clone(),
             decision,
             metrics: ctx.metrics.clone(),
-        },
-    );
+            service: (host.to_string(), port),
+        });
     "https"
 }
 
