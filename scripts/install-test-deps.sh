@@ -6,8 +6,9 @@ set -euo pipefail
 
 "$(dirname "$0")/install-deps.sh"
 
-# python3 and pip: the tracing example's apps, kubernetes-validate and the Helm library.
-apt_packages=(haproxy openssl tcpdump python3 python3-pip)
+# curl: the tracing end-to-end test calls the example apps with it. python3 and pip: the
+# tracing example's apps, kubernetes-validate and the Helm library.
+apt_packages=(haproxy openssl tcpdump curl python3 python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
