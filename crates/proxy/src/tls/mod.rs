@@ -51,11 +51,11 @@ pub fn is_mesh_alpn(value: &[u8]) -> bool {
     value.starts_with(b"istio")
 }
 
-/// The crypto provider of the data path (ring, as the workspace's rustls is built).
+/// The crypto provider of the data path (aws-lc-rs).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()
 }
 
