@@ -2,7 +2,8 @@
 //! assigned, the registry compiled per proxy on demand, the configuration stream (15010,
 //! plaintext, for local debugging; and, when the CA is on, on 15012 over TLS beside the
 //! certificate API: [`SecurePort`]), and the monitoring endpoint (15014: health, metrics,
-//! proxy status, config dumps, and the certificates the CA issued).
+//! proxy status, config dumps, the certificates the CA issued, and `/debug/trust`: the roots
+//! the CA pushes to proxies and what each proxy reported it trusts, for a root rollover).
 //!
 //! [`run`] builds its own [`Mesh`]; an embedder that needs the same store first (the
 //! one-machine runtime, which creates the pods the store describes) builds the [`Mesh`],
@@ -452,7 +453,16 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 
 /// `/debug/certs[?proxy=<namespace>/<pod>]`: the latest workload certificate the CA issued
 /// to one pod (with the pod's address, where its proxy's metrics are), or to every pod.
-fn certs(mesh: &Mesh, issued: Option<&crate::ca::IssuedLog>, query: &str) -> Response<Full<Bytes>> {
+///
+/// With the CA's [`SharedCa`](crate::ca::SharedCa), each record also carries `trust`: what
+/// the pod's proxy last reported on the configuration stream (the fingerprints of the roots
+/// it trusts, and of the root its certificate chains to).
+fn certs(
+    mesh: &Mesh,
+    issued: Option<&crate::ca::IssuedLog>,
+    trust: Option<&crate::ca::SharedCa>,
+    query: &str,
+) -> Response<Full<Bytes>> {
     let Some(issued) = issued else {
         return respond(
             StatusCode::NOT_FOUND,
@@ -485,6 +495,15 @@ fn certs(mesh: &Mesh, issued: Option<&crate::ca::IssuedLog>, query: &str) -> Res
     if let (Some(obj), Some(ip)) = (body.as_object_mut(), ip) {
         obj.insert("podIP".into(), json!(ip.to_string()));
     }
+    let reported = trust.and_then(|t| {
+        t.proxies()
+            .into_iter()
+            .find(|p| p.namespace == namespace && p.pod == name)
+            .and_then(|p| p.report)
+    });
+    if let (Some(obj), Some(report)) = (body.as_object_mut(), reported) {
+        obj.insert("trust".into(), json!(report));
+    }
     respond(StatusCode::OK, "application/json", body.to_string())
 }
 
@@ -493,6 +512,7 @@ fn monitor(
     distribution: &Distribution,
     metrics: &prometheus_client::registry::Registry,
     issued: Option<&crate::ca::IssuedLog>,
+    trust: Option<&crate::ca::SharedCa>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or_default();
@@ -548,7 +568,28 @@ fn monitor(
             let body = json!({ "config": compiled.config, "warnings": compiled.warnings });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
-        "/debug/certs" => certs(mesh, issued, query),
+        "/debug/certs" => certs(mesh, issued, trust, query),
+        "/debug/trust" => match trust {
+            Some(trust) => {
+                let push = trust.push();
+                respond(
+                    StatusCode::OK,
+                    "application/json",
+                    json!({
+                        "generation": push.generation,
+                        "roots": crate::ca::rollover::pem_fingerprints(&push.roots),
+                        "renewRequests": push.renew,
+                        "proxies": trust.proxies(),
+                    })
+                    .to_string(),
+                )
+            }
+            None => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "this control plane is not the mesh's CA\n",
+            ),
+        },
         "/version" => respond(
             StatusCode::OK,
             "application/json",
@@ -576,16 +617,24 @@ async fn serve_monitoring(
     distribution: Distribution,
     metrics: Arc<prometheus_client::registry::Registry>,
     issued: Option<crate::ca::IssuedLog>,
+    trust: Option<crate::ca::SharedCa>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let (mesh, distribution, metrics) = (mesh.clone(), distribution.clone(), metrics.clone());
-        let issued = issued.clone();
+        let (issued, trust) = (issued.clone(), trust.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = monitor(&mesh, &distribution, &metrics, issued.as_ref(), &req);
+                let response = monitor(
+                    &mesh,
+                    &distribution,
+                    &metrics,
+                    issued.as_ref(),
+                    trust.as_ref(),
+                    &req,
+                );
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -678,7 +727,13 @@ pub async fn serve_with(
         "Manifest directory reloads",
         mesh.reloads.clone(),
     );
-    let distribution = Distribution::new(mesh.clone(), &mut metrics);
+    let trust = secure.as_ref().map(|s| s.server.ca().clone());
+    let distribution = Distribution::with_trust(
+        mesh.clone(),
+        &mut metrics,
+        crate::distribution::push::DEBOUNCE,
+        trust.clone(),
+    );
     let grpc = server::bind(options.grpc).await?;
     let monitoring =
         match options.monitoring {
@@ -722,6 +777,7 @@ pub async fn serve_with(
             distribution.clone(),
             Arc::new(metrics),
             issued,
+            trust,
         ))
     });
     // One shutdown for both listeners of the configuration stream.

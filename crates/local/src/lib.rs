@@ -12,8 +12,9 @@
 //! - [`dns`]: the cluster DNS server and the pods' name files.
 //! - [`service_rules`]: cluster IPs for sidecar-less pods (what kube-proxy does).
 //! - [`state`]: what a run made, on disk, and its teardown; [`progress`]: the output.
-//! - [`up`]: the whole run.
+//! - [`up`]: the whole run; [`admin`]: its control socket (`ferry ca rollover`).
 
+pub mod admin;
 pub mod bridge;
 pub mod dns;
 pub mod images;

@@ -71,6 +71,9 @@ pub struct State {
     /// The CA's directory (`root-cert.pem`, ...), when mutual TLS is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_dir: Option<PathBuf>,
+    /// The control socket (`ferry ca rollover`), when mutual TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<PathBuf>,
     /// Resources whose latest version was rejected (the last valid one stays in force).
     #[serde(default)]
     pub rejected: Vec<String>,
@@ -149,6 +152,7 @@ pub fn teardown(state: &State, dir: &Path) {
     }
     // The run's per-pod tokens (the CA's root stays for the next run).
     let _ = std::fs::remove_dir_all(dir.join(crate::up::TOKEN_DIR));
+    let _ = std::fs::remove_file(dir.join(crate::admin::SOCKET));
     let _ = std::fs::remove_file(file(dir));
 }
 

@@ -409,6 +409,8 @@ pub const SECURE_PORT: u16 = ferry_control::ca::DEFAULT_PORT;
 struct StartedCa {
     addr: SocketAddr,
     dir: PathBuf,
+    /// The CA in force and its store, for the control socket (root rollover).
+    admin: crate::admin::Targets,
     tokens: LocalTokens,
     port: plane::SecurePort,
 }
@@ -452,14 +454,14 @@ async fn start_ca(options: &Options, gateway: Ipv4Addr) -> anyhow::Result<Starte
         CertificateAuthority::load_or_create(&store, "cluster.local", std::time::SystemTime::now())
             .await
             .with_context(|| format!("the CA in {}", dir.display()))?;
-    let ca = Arc::new(ca);
+    let ca = ferry_control::ca::SharedCa::new(ca);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod {}", dir.display()))?;
     // Tokens live as long as this run: a new key each time.
     let (tokens, _) = LocalTokens::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let service = CaService::new(ca.clone(), Arc::new(tokens.clone()));
-    let server = SecureServer::new(
-        ca,
+    let service = CaService::shared(ca.clone(), Arc::new(tokens.clone()));
+    let server = SecureServer::shared(
+        ca.clone(),
         ferry_control::ca::server::default_serving_names(),
         vec![std::net::IpAddr::V4(gateway)],
     )?
@@ -477,6 +479,10 @@ async fn start_ca(options: &Options, gateway: Ipv4Addr) -> anyhow::Result<Starte
         .with_context(|| format!("chmod {}", token_dir.display()))?;
     Ok(StartedCa {
         addr,
+        admin: crate::admin::Targets {
+            ca,
+            store: Arc::new(store),
+        },
         dir,
         tokens,
         port: plane::SecurePort {
@@ -581,10 +587,18 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     .await?;
     state.dns = Some(dns.addr.to_string());
 
+    let mut admin_task = None;
     let ca = if options.mtls {
         let ca = start_ca(&options, gateway).await?;
         state.secure = Some(ca.addr.to_string());
         state.ca_dir = Some(ca.dir.clone());
+        let socket = crate::admin::socket_path(&options.state_dir);
+        let listener = crate::admin::bind(&socket)?;
+        admin_task = Some(tokio::spawn(crate::admin::serve(
+            listener,
+            ca.admin.clone(),
+        )));
+        state.admin_socket = Some(socket);
         Some(ca)
     } else {
         None
@@ -635,7 +649,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     ));
     if let (Some(addr), Some(dir)) = (bound.secure, &state.ca_dir) {
         progress.line(&format!(
-            "mutual TLS on: CA and configuration stream on {addr} (TLS), root {}",
+            "mutual TLS on: CA and configuration stream on {addr} (TLS), root {} (roll it with `ferry ca rollover`)",
             dir.join(ferry_control::ca::store::ROOT_FILE).display()
         ));
     }
@@ -763,6 +777,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         crate::dns::files::remove(&h.plan.netns);
     }
     dns.stop().await;
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    if let Some(socket) = &rt.state.admin_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), plane_task).await;
     rt.state.pods.clear();

@@ -10,6 +10,11 @@
 //! every stream's buffers small. `config_json` is a [`prost::bytes::Bytes`], so a chunk can
 //! be a slice of a configuration shared between streams.
 //!
+//! The same stream carries the mesh roots: a [`ConfigChunk`] whose `trust` is set (built by
+//! [`trust_chunk`]) is not part of a snapshot but a [`v1::TrustUpdate`] (the roots to trust,
+//! and a renewal request during a root rollover), which the proxy answers with a
+//! [`v1::TrustReport`]. The control plane never sends one between two chunks of a snapshot.
+//!
 //! Both ends of the chunking live here: [`chunks`] cuts a snapshot (the control plane) and
 //! [`Reassembly`] puts it back together (the proxy). Pure, no I/O. So does the gRPC
 //! [`Codec`] of the generated code: prost's, with buffers sized for many long-lived streams.
@@ -109,11 +114,20 @@ pub fn chunks(version: &str, hash: &str, pieces: &[Bytes], max: usize) -> Vec<Co
                 offset,
                 size: size as u64,
                 config_json,
+                trust: None,
             };
             offset += chunk.config_json.len() as u64;
             chunk
         })
         .collect()
+}
+
+/// A trust message: a chunk carrying `update` and no snapshot data.
+pub fn trust_chunk(update: v1::TrustUpdate) -> ConfigChunk {
+    ConfigChunk {
+        trust: Some(update),
+        ..ConfigChunk::default()
+    }
 }
 
 /// A snapshot put back together.
@@ -173,6 +187,7 @@ impl Reassembly {
             config_json,
             offset,
             size,
+            trust: _,
         } = chunk;
         if offset == 0 {
             self.current = None;
@@ -251,7 +266,25 @@ mod tests {
             config_json: Bytes::copy_from_slice(data.as_bytes()),
             offset,
             size,
+            trust: None,
         }
+    }
+
+    #[test]
+    fn trust_messages_carry_no_snapshot() {
+        let update = v1::TrustUpdate {
+            generation: 3,
+            roots: vec!["PEM".into()],
+            renew: 1,
+        };
+        let chunk = trust_chunk(update.clone());
+        assert_eq!(chunk.trust, Some(update));
+        assert!(chunk.version.is_empty() && chunk.config_json.is_empty());
+        assert!(
+            chunks("1-a", "a", &pieces(&["{}"]), 4)
+                .iter()
+                .all(|c| c.trust.is_none())
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! workload certificate for a namespace and service account with a key made here, as a
 //! proxy would get (the key is written next to it, mode 0600). Both read the CA's directory
 //! (Istio's `cacerts` names): by default the one of the mesh `ferry up` runs
-//! (`<state-dir>/ca`).
+//! (`<state-dir>/ca`). `ferry ca rollover` rolls the root of the running `ferry up` mesh
+//! (through its control socket, `<state-dir>/admin.sock`) in three phases without breaking
+//! trust, printing each phase.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -25,6 +27,20 @@ enum CaCommand {
     Root(DirArgs),
     /// Issue a workload certificate (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`) and its key.
     Issue(IssueArgs),
+    /// Replace the root of the running `ferry up` mesh: trust old + new everywhere, sign
+    /// with the new root and renew every proxy, then drop the old root (no request fails).
+    Rollover(RolloverArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RolloverArgs {
+    /// The state directory of `ferry up`.
+    #[arg(long, env = "FERRY_STATE_DIR", default_value = ferry_local::state::DEFAULT_DIR)]
+    state_dir: PathBuf,
+    /// Longest wait, in seconds, for every proxy to reach each phase; on a timeout the mesh
+    /// stays trusting both roots and the command can be run again to resume.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    phase_timeout_secs: u64,
 }
 
 /// Where the CA's files are.
@@ -76,6 +92,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     match args.command {
+        CaCommand::Rollover(r) => {
+            let line = format!("ca-rollover {}", r.phase_timeout_secs);
+            let done = ferry_local::admin::request(&r.state_dir, &line, |p| println!("{p}"))
+                .context("root rollover")?;
+            println!("{done}");
+        }
         CaCommand::Root(dir) => {
             let ca = runtime.block_on(load(&dir))?;
             let root = ca.root_pem();

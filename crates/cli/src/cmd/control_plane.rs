@@ -196,12 +196,15 @@ async fn start_ca(args: &CaArgs, kube: bool) -> anyhow::Result<Option<RunningCa>
         authenticators.push(Arc::new(TokenReviewAuthenticator::new(client.clone())));
     }
     let authn: Arc<dyn Authenticator> = Arc::new(AnyOf(authenticators));
-    let service = CaService::new(ca.clone(), authn.clone());
+    // One CA in force for the certificate API, the TLS port and the roots the configuration
+    // stream pushes to proxies (the signing root plus --ca-trust-bundle).
+    let shared = ferry_control::ca::SharedCa::new(ca.clone());
+    let service = CaService::shared(shared.clone(), authn.clone());
     let mut names = ferry_control::ca::server::default_serving_names();
     names.extend(args.ca_serving_name.iter().cloned());
     let ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
     // The configuration stream on this port takes the same proofs as the certificate API.
-    let server = SecureServer::new(ca.clone(), names, ips)?.with_authenticator(authn);
+    let server = SecureServer::shared(shared, names, ips)?.with_authenticator(authn);
     let listener = tokio::net::TcpListener::bind(args.ca_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.ca_addr))?;

@@ -273,6 +273,11 @@ impl CertificateAuthority {
         self.default_ttl
     }
 
+    /// The longest workload certificate lifetime.
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+
     /// The lifetime of a certificate asked for `requested` at `now`: the default when not
     /// given, at most the maximum, and never past the signing certificate's own end.
     pub fn lifetime(&self, requested: Option<Duration>, now: SystemTime) -> Duration {

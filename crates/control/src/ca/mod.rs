@@ -14,12 +14,16 @@
 //! - [`server`]: the certificate API (`ferry.ca.v1.CertificateService`) on 15012, gRPC over
 //!   TLS with a serving certificate the CA signs for itself, which can carry the
 //!   configuration stream too.
+//! - [`rollover`]: the CA in force, shared by all of the above ([`rollover::SharedCa`]), the
+//!   trust bundle it pushes to proxies on the configuration stream, and rolling the root in
+//!   three phases without breaking trust.
 //! - [`caller`]: who calls that port ([`caller::CallerAuth`]): a mesh client certificate or a
 //!   bearer token, which the configuration stream on 15012 requires.
 
 pub mod authn;
 pub mod authority;
 pub mod caller;
+pub mod rollover;
 pub mod server;
 pub mod store;
 pub mod token_review;
@@ -29,6 +33,7 @@ pub use authority::{CertificateAuthority, Issued};
 pub use caller::{CallerAuth, Proof, Proven};
 /// Workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`), as the CA issues them.
 pub use ferry_proto::config::SpiffeId;
+pub use rollover::{SharedCa, TrustPush, TrustReport};
 pub use server::{CaService, IssuedLog, IssuedRecord, SecureServer};
 pub use store::{CaMaterial, FileStore, RootStore};
 

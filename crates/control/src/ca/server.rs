@@ -16,6 +16,7 @@ use super::CaError;
 use super::authn::{AuthError, Authenticator};
 use super::authority::{CertificateAuthority, pem_to_ders};
 use super::caller::{CallerAuth, bearer, peer_certs};
+use super::rollover::SharedCa;
 use ferry_proto::ca::v1::certificate_service_server::{
     CertificateService, CertificateServiceServer,
 };
@@ -25,6 +26,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::net::IpAddr;
@@ -153,7 +155,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 /// The certificate service: authenticates the caller, then signs.
 #[derive(Clone)]
 pub struct CaService {
-    ca: Arc<CertificateAuthority>,
+    ca: SharedCa,
     authn: Arc<dyn Authenticator>,
     metrics: CaMetrics,
     issued: IssuedLog,
@@ -162,6 +164,11 @@ pub struct CaService {
 impl CaService {
     /// A service signing with `ca` for callers `authn` accepts.
     pub fn new(ca: Arc<CertificateAuthority>, authn: Arc<dyn Authenticator>) -> Self {
+        Self::shared(SharedCa::new(ca), authn)
+    }
+
+    /// A service signing with the CA in force in `ca` (which a root rollover swaps).
+    pub fn shared(ca: SharedCa, authn: Arc<dyn Authenticator>) -> Self {
         Self {
             ca,
             authn,
@@ -194,7 +201,8 @@ impl CaService {
     /// The identity proven by a bearer token (with the pod it names, if any), or else by a
     /// verified mesh client certificate.
     async fn caller<T>(&self, request: &Request<T>) -> Result<(SpiffeId, Option<String>), Status> {
-        let td = self.ca.trust_domain();
+        let ca = self.ca.current();
+        let td = ca.trust_domain();
         if let Some(token) = bearer(request.metadata()) {
             return match self.authn.authenticate(token).await {
                 Ok(c) => SpiffeId::new(td, &c.namespace, &c.service_account)
@@ -257,7 +265,7 @@ impl CertificateService for CaService {
             .filter(|s| *s > 0)
             .map(Duration::from_secs);
         let now = SystemTime::now();
-        match self.ca.issue(&req.csr, &identity, requested, now) {
+        match self.ca.current().issue(&req.csr, &identity, requested, now) {
             Ok(issued) => {
                 self.metrics.issued.inc();
                 info!(identity = %identity, serial = %issued.serial, pod = pod.as_deref().unwrap_or("-"), "issued a workload certificate");
@@ -322,27 +330,34 @@ impl CertificateService for CaService {
     }
 }
 
-/// The control plane's serving certificate, re-signed by the CA at half its lifetime.
-#[derive(Debug)]
+/// The control plane's serving certificate, re-signed by the CA in force at half its
+/// lifetime, and at once when another CA is put in force (a root rollover).
 struct ServingCert {
-    ca: Arc<CertificateAuthority>,
+    ca: SharedCa,
     dns_names: Vec<String>,
     ips: Vec<IpAddr>,
-    current: Mutex<(Arc<CertifiedKey>, SystemTime)>,
+    /// The certified key, when to renew it, and the CA that signed it.
+    current: Mutex<(Arc<CertifiedKey>, SystemTime, Arc<CertificateAuthority>)>,
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("dns_names", &self.dns_names)
+            .field("ips", &self.ips)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServingCert {
-    fn new(
-        ca: Arc<CertificateAuthority>,
-        dns_names: Vec<String>,
-        ips: Vec<IpAddr>,
-    ) -> Result<Self, CaError> {
-        let first = Self::make(&ca, &dns_names, &ips)?;
+    fn new(ca: SharedCa, dns_names: Vec<String>, ips: Vec<IpAddr>) -> Result<Self, CaError> {
+        let signer = ca.current();
+        let (key, renew) = Self::make(&signer, &dns_names, &ips)?;
         Ok(Self {
             ca,
             dns_names,
             ips,
-            current: Mutex::new(first),
+            current: Mutex::new((key, renew, signer)),
         })
     }
 
@@ -380,13 +395,112 @@ impl ServingCert {
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let mut current = self.current.lock().ok()?;
-        if SystemTime::now() >= current.1 {
-            match Self::make(&self.ca, &self.dns_names, &self.ips) {
-                Ok(fresh) => *current = fresh,
+        let signer = self.ca.current();
+        if SystemTime::now() >= current.1 || !Arc::ptr_eq(&signer, &current.2) {
+            match Self::make(&signer, &self.dns_names, &self.ips) {
+                Ok((key, renew)) => *current = (key, renew, signer),
                 Err(e) => warn!("renewing the control plane's serving certificate: {e}"),
             }
         }
         Some(current.0.clone())
+    }
+}
+
+/// Verifies client certificates against the trust bundle of the CA in force (rebuilt when
+/// another CA is put in force); clients without a certificate are let through, to prove
+/// themselves with a token.
+struct BundleVerifier {
+    ca: SharedCa,
+    current: Mutex<(Arc<CertificateAuthority>, Arc<dyn ClientCertVerifier>)>,
+}
+
+impl std::fmt::Debug for BundleVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleVerifier").finish_non_exhaustive()
+    }
+}
+
+fn client_verifier(ca: &CertificateAuthority) -> Result<Arc<dyn ClientCertVerifier>, CaError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca.trust_bundle() {
+        for der in pem_to_ders("trust bundle", pem)? {
+            roots
+                .add(der.into())
+                .map_err(|e| CaError::Material(format!("trust bundle: {e}")))?;
+        }
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| CaError::Material(format!("client verifier: {e}")))
+}
+
+impl BundleVerifier {
+    fn new(ca: SharedCa) -> Result<Self, CaError> {
+        let signer = ca.current();
+        let verifier = client_verifier(&signer)?;
+        Ok(Self {
+            ca,
+            current: Mutex::new((signer, verifier)),
+        })
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let signer = self.ca.current();
+        if !Arc::ptr_eq(&signer, &current.0) {
+            match client_verifier(&signer) {
+                Ok(v) => *current = (signer, v),
+                Err(e) => warn!("the new trust bundle cannot verify clients: {e}"),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl ClientCertVerifier for BundleVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier().supported_verify_schemes()
     }
 }
 
@@ -397,6 +511,7 @@ impl ResolvesServerCert for ServingCert {
 pub struct SecureServer {
     tls: Arc<rustls::ServerConfig>,
     auth: CallerAuth,
+    ca: SharedCa,
 }
 
 /// The names the serving certificate carries by default: Istio's and Ferry's service names
@@ -417,20 +532,15 @@ impl SecureServer {
         dns_names: Vec<String>,
         ips: Vec<IpAddr>,
     ) -> Result<Self, CaError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for pem in ca.trust_bundle() {
-            for der in pem_to_ders("trust bundle", pem)? {
-                roots
-                    .add(der.into())
-                    .map_err(|e| CaError::Material(format!("trust bundle: {e}")))?;
-            }
-        }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| CaError::Material(format!("client verifier: {e}")))?;
-        let auth = CallerAuth::new(ca.trust_domain(), None);
-        let resolver = ServingCert::new(ca, dns_names, ips)?;
+        Self::shared(SharedCa::new(ca), dns_names, ips)
+    }
+
+    /// A server whose certificate the CA in force in `ca` signs for `dns_names` and `ips`,
+    /// accepting client certificates of its trust bundle; both follow a root rollover.
+    pub fn shared(ca: SharedCa, dns_names: Vec<String>, ips: Vec<IpAddr>) -> Result<Self, CaError> {
+        let verifier = Arc::new(BundleVerifier::new(ca.clone())?);
+        let auth = CallerAuth::new(ca.current().trust_domain(), None);
+        let resolver = ServingCert::new(ca.clone(), dns_names, ips)?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| CaError::Material(e.to_string()))?
@@ -440,7 +550,14 @@ impl SecureServer {
         Ok(Self {
             tls: Arc::new(tls),
             auth,
+            ca,
         })
+    }
+
+    /// The CA in force, which the configuration stream served on this port follows (the
+    /// roots it pushes to proxies).
+    pub fn ca(&self) -> &SharedCa {
+        &self.ca
     }
 
     /// Checks bearer tokens with `tokens` too (the authenticator the certificate API uses:

@@ -14,6 +14,11 @@
 //! own work on it counts toward the wait), recomputes its proxy's configuration and pushes
 //! it only if its hash changed.
 //!
+//! On the TLS port of a control plane that is the CA, each stream also carries the CA's
+//! trust bundle ([`crate::ca::rollover::SharedCa`]): sent when the stream opens and on each
+//! change (a root rollover, with its renewal requests), between snapshots; the proxy's trust
+//! reports go back to the `SharedCa`, which the rollover waits on.
+//!
 //! - [`server`]: the tonic service and the listener ([`Distribution`]).
 //! - [`push`]: stable hashing, version labels and the debounce window.
 //! - [`status`]: what each connected proxy has been sent, ACKed and rejected, and metrics.

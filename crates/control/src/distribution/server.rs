@@ -15,10 +15,11 @@ use super::ConfigSource;
 use super::push::{self, DEBOUNCE, Prepared, Versions};
 use super::status::{Connection, DistributionMetrics, ProxyStatus, Table};
 use crate::ca::caller::{self, CallerAuth, Proven};
+use crate::ca::rollover::{SharedCa, TrustPush, TrustReport, TrustSlot};
 use crate::registry::ProxyIdentity;
 use ferry_proto::discovery::v1::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
-use ferry_proto::discovery::v1::{ConfigChunk, Hello, ProxyMessage, proxy_message};
-use ferry_proto::discovery::{CHUNK_BYTES, chunks};
+use ferry_proto::discovery::v1::{ConfigChunk, Hello, ProxyMessage, TrustUpdate, proxy_message};
+use ferry_proto::discovery::{CHUNK_BYTES, chunks, trust_chunk};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +65,8 @@ struct Shared {
     /// The source's generation that a stream last prepared at once (see
     /// [`ProxyStream::run`]).
     warmed: AtomicU64,
+    /// The CA whose roots authenticated streams are told to trust, if any.
+    trust: Option<SharedCa>,
 }
 
 /// The distribution service: cheap to clone, all clones share the proxies' table.
@@ -84,6 +87,19 @@ impl Distribution {
         registry: &mut Registry,
         debounce: Duration,
     ) -> Self {
+        Self::with_trust(source, registry, debounce, None)
+    }
+
+    /// Like [`Distribution::with_debounce`]; with `trust`, every stream authenticated on the
+    /// TLS port is also sent the CA's roots (when it opens and on every change: a root
+    /// rollover), and its proxy's answers are recorded in `trust`. Plaintext streams never
+    /// are: roots must come over an authenticated channel.
+    pub fn with_trust(
+        source: Arc<dyn ConfigSource>,
+        registry: &mut Registry,
+        debounce: Duration,
+        trust: Option<SharedCa>,
+    ) -> Self {
         let metrics = DistributionMetrics::register(registry);
         Self {
             shared: Arc::new(Shared {
@@ -94,6 +110,7 @@ impl Distribution {
                 inflight: Arc::new(Semaphore::new(INFLIGHT_BUDGET_BYTES >> 10)),
                 shutdown: watch::channel(false).0,
                 warmed: AtomicU64::new(0),
+                trust,
             }),
         }
     }
@@ -200,7 +217,16 @@ impl ConfigDiscovery for Distribution {
             self.shared
                 .table
                 .connect(identity.clone(), hello.proxy_version.clone(), authenticated);
+        // Roots only over an authenticated (TLS) stream.
+        let (trust_rx, trust) = match (&self.shared.trust, &proven) {
+            (Some(ca), Some(_)) => (
+                Some(ca.subscribe()),
+                Some(ca.register(&identity.namespace, &identity.pod)),
+            ),
+            _ => (None, None),
+        };
         let stream = ProxyStream {
+            trust,
             shared: self.shared.clone(),
             identity,
             connection,
@@ -209,7 +235,7 @@ impl ConfigDiscovery for Distribution {
             last_fingerprint: None,
             unanswered: None,
         };
-        tokio::spawn(stream.run(inbound, hello.held_version));
+        tokio::spawn(stream.run(inbound, hello.held_version, trust_rx));
         Ok(Response::new(Chunks(rx)))
     }
 }
@@ -330,6 +356,9 @@ fn identity_of(hello: &Hello) -> Result<ProxyIdentity, Status> {
 
 /// One proxy's stream.
 struct ProxyStream {
+    /// Where the proxy's trust reports go (authenticated streams of a control plane that is
+    /// the CA).
+    trust: Option<TrustSlot>,
     shared: Arc<Shared>,
     identity: ProxyIdentity,
     connection: Connection,
@@ -344,7 +373,12 @@ struct ProxyStream {
 }
 
 impl ProxyStream {
-    async fn run(mut self, mut inbound: Streaming<ProxyMessage>, held_version: String) {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<ProxyMessage>,
+        held_version: String,
+        mut trust: Option<watch::Receiver<TrustPush>>,
+    ) {
         let mut changes = self.shared.source.changes();
         changes.borrow_and_update();
         let mut shutdown = self.shared.shutdown.subscribe();
@@ -352,7 +386,23 @@ impl ProxyStream {
         if !self.sync(Instant::now(), Some(&held_version)).await {
             return;
         }
+        if let Some(rx) = trust.as_mut() {
+            let push = rx.borrow_and_update().clone();
+            if !self.send_trust(push).await {
+                return;
+            }
+        }
         loop {
+            let trust_changed = async {
+                match trust.as_mut() {
+                    Some(rx) => rx
+                        .changed()
+                        .await
+                        .is_ok()
+                        .then(|| rx.borrow_and_update().clone()),
+                    None => std::future::pending().await,
+                }
+            };
             let changed = async {
                 if source_alive {
                     changes.changed().await.is_ok()
@@ -373,6 +423,14 @@ impl ProxyStream {
             tokio::select! {
                 () = closed => break,
                 () = unanswered => self.unanswered = None,
+                push = trust_changed => match push {
+                    Some(push) => {
+                        if !self.send_trust(push).await {
+                            break;
+                        }
+                    }
+                    None => trust = None,
+                },
                 alive = changed => {
                     if !alive {
                         source_alive = false;
@@ -411,6 +469,25 @@ impl ProxyStream {
             }
         }
         info!(pod = %self.identity.pod, namespace = %self.identity.namespace, "proxy disconnected");
+    }
+
+    /// Sends the roots to trust (and the renewal counter). Between snapshots: `sync` sends a snapshot's chunks all at once. False once the
+    /// stream is gone.
+    async fn send_trust(&mut self, push: TrustPush) -> bool {
+        let chunk = trust_chunk(TrustUpdate {
+            generation: push.generation,
+            roots: push.roots,
+            renew: push.renew,
+        });
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let sent = tokio::select! {
+            sent = self.tx.send(Box::new(chunk)) => sent.is_ok(),
+            _ = shutdown.wait_for(|closed| *closed) => false,
+        };
+        if sent {
+            debug!(pod = %self.identity.pod, generation = push.generation, "sent the trust bundle");
+        }
+        sent
     }
 
     /// Recomputes the proxy's configuration and pushes it if its hash changed (or, on
@@ -502,6 +579,20 @@ impl ProxyStream {
                     nack.reason
                 );
                 self.connection.nacked(nack.version, nack.reason);
+            }
+            Some(proxy_message::Kind::Trust(report)) => {
+                if let Some(slot) = &self.trust {
+                    if !report.error.is_empty() {
+                        warn!(pod = %self.identity.pod, namespace = %self.identity.namespace, "proxy could not apply the trust bundle: {}", report.error);
+                    }
+                    slot.report(TrustReport {
+                        generation: report.generation,
+                        roots: report.roots,
+                        cert_root: report.cert_root,
+                        cert_serial: report.cert_serial,
+                        error: report.error,
+                    });
+                }
             }
             Some(proxy_message::Kind::Hello(_)) | None => {
                 debug!(pod = %self.identity.pod, "ignoring an unexpected message");

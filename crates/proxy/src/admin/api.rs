@@ -120,7 +120,9 @@ fn unix_secs(at: SystemTime) -> u64 {
 /// What `/certs` shows of the certificate in force at `now` (the fields of `ferry
 /// proxy-config secret`): identity, pod, serial, validity (RFC 3339 and Unix seconds), time
 /// left, the next rotation the renewal loop planned (`next`), the chain as issued
-/// (workload certificate first) and the roots trusted for peers.
+/// (workload certificate first), the roots trusted for peers (PEM in `roots`; subject,
+/// SHA-256 fingerprint and end of validity in `trustedRoots`, which during a root rollover
+/// lists both roots) and the fingerprint of the root the chain ends with (`chainRoot`).
 pub fn certificate_view(
     cert: &crate::identity::Certified,
     pod: &str,
@@ -152,8 +154,26 @@ pub fn certificate_view(
         "expired": cert.not_after <= now,
         "nextRotation": rotation,
         "chain": cert.chain_pem,
+        "chainRoot": cert.chain_root(),
         "roots": cert.roots_pem,
+        "trustedRoots": trusted_roots(&cert.roots_pem),
     })
+}
+
+/// Subject, SHA-256 fingerprint and end of validity of each PEM root.
+pub fn trusted_roots(roots_pem: &[String]) -> Vec<serde_json::Value> {
+    crate::identity::ders(roots_pem)
+        .unwrap_or_default()
+        .iter()
+        .map(|der| {
+            let parsed = x509_parser::parse_x509_certificate(der.as_ref()).ok();
+            serde_json::json!({
+                "subject": parsed.as_ref().map(|(_, c)| c.subject().to_string()),
+                "sha256": crate::identity::fingerprint(der.as_ref()),
+                "notAfter": parsed.as_ref().map(|(_, c)| c.validity().not_after.to_string()),
+            })
+        })
+        .collect()
 }
 
 fn certs(state: &AdminState) -> Response<Body> {

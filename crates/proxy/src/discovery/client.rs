@@ -11,6 +11,12 @@
 //! the control plane requires there: with its workload certificate as the TLS client
 //! certificate once it holds one, else with the token it also shows the CA
 //! (`authorization: Bearer`). [`run`] is the plaintext stream.
+//!
+//! On 15012 the control plane also pushes its trust bundle (a message that is not part of
+//! a snapshot): the proxy trusts those roots for new handshakes at once
+//! ([`IdentityState::apply_trust`]), renews its certificate when asked (a root rollover),
+//! and reports what it trusts and holds ([`TrustReport`]) after each push and each change of
+//! its certificate. Roots are never taken from the plaintext stream.
 
 use super::backoff::Backoff;
 use crate::config::{ProxyConfig, Snapshot, file};
@@ -18,7 +24,7 @@ use crate::identity::IdentityState;
 use crate::identity::source::CaClient;
 use arc_swap::ArcSwap;
 use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
-use ferry_proto::discovery::v1::{Ack, Hello, Nack, ProxyMessage, proxy_message};
+use ferry_proto::discovery::v1::{Ack, Hello, Nack, ProxyMessage, TrustReport, proxy_message};
 use ferry_proto::discovery::{Assembled, Completed, Reassembly};
 use std::future::Future;
 use std::net::IpAddr;
@@ -367,7 +373,51 @@ async fn session(
     state.inner.streams.fetch_add(1, Ordering::Relaxed);
     info!("configuration stream open");
     let mut reassembly = Reassembly::new(MAX_SNAPSHOT_BYTES);
-    while let Some(chunk) = inbound.message().await.map_err(|e| fail(true)(&e))? {
+    // Trust travels over the authenticated stream only.
+    let identity = match connector {
+        Connector::Tls {
+            identity: Some(identity),
+            ..
+        } => Some(identity.clone()),
+        _ => None,
+    };
+    let mut changes = identity.as_ref().map(|i| i.changes());
+    loop {
+        let changed = async {
+            match changes.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let chunk = tokio::select! {
+            message = inbound.message() => match message.map_err(|e| fail(true)(&e))? {
+                Some(chunk) => chunk,
+                None => break,
+            },
+            alive = changed => {
+                if !alive {
+                    changes = None;
+                    continue;
+                }
+                if let Some(identity) = &identity
+                    && tx.send(trust_report(identity)).await.is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        if let Some(update) = chunk.trust {
+            let Some(identity) = &identity else {
+                debug!("ignoring a trust bundle on a plaintext stream");
+                continue;
+            };
+            if let Err(e) = identity.apply_trust(update.generation, &update.roots, update.renew) {
+                warn!("cannot apply the control plane's trust bundle: {e}");
+            }
+            // `apply_trust` marks a change: the report goes out from the branch above.
+            continue;
+        }
         let reply = match reassembly.push(chunk) {
             None => continue,
             Some(Completed::Snapshot(snapshot)) => apply(&snapshot, config, state),
@@ -378,6 +428,20 @@ async fn session(
         }
     }
     Ok(true)
+}
+
+/// What the proxy trusts and holds, for the control plane.
+fn trust_report(identity: &IdentityState) -> ProxyMessage {
+    let status = identity.trust_status();
+    ProxyMessage {
+        kind: Some(proxy_message::Kind::Trust(TrustReport {
+            generation: status.generation,
+            roots: status.roots,
+            cert_root: status.cert_root,
+            cert_serial: status.cert_serial,
+            error: status.error,
+        })),
+    }
 }
 
 /// Validates a complete snapshot and swaps it in; the answer to send back.

@@ -52,7 +52,8 @@ pub struct Manager {
     pub id: SpiffeId,
     /// Lifetime asked for.
     pub ttl: Option<Duration>,
-    /// PEM file of extra roots trusted for peers (the configured mesh root); optional.
+    /// PEM file of extra roots trusted for peers (the configured mesh root), re-read at
+    /// every renewal and with every trust bundle the control plane pushes; optional.
     pub root_cert: Option<PathBuf>,
     /// Where certificates come from.
     pub source: Arc<dyn CertificateSource>,
@@ -149,13 +150,21 @@ impl Manager {
     }
 
     /// Runs until `stop` completes.
+    /// A renewal request from the control plane (a root rollover) cuts the wait short.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
+        self.state.set_root_file(self.root_cert.clone());
+        let mut renewals = self.state.renewals();
         let mut failures = 0;
         loop {
             let wait = self.step(&mut failures).await;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                changed = renewals.changed() => {
+                    if changed.is_ok() {
+                        info!("renewing the workload certificate now, as the control plane asked");
+                    }
+                }
                 _ = &mut stop => return,
             }
         }
@@ -343,6 +352,118 @@ mod tests {
         for pair in at.windows(2) {
             let gap = (pair[1] - pair[0]).as_secs_f64();
             assert!((43.9..=56.1).contains(&gap), "gap {gap} in {at:?}");
+        }
+    }
+
+    fn other_root() -> String {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.self_signed(&key).expect("root").pem()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pushed_roots_apply_to_the_certificate_in_force_and_renewal_requests_wake_the_loop() {
+        let (m, ca) = manager(Duration::from_secs(100));
+        let mut failures = 0;
+        // Before any certificate: recorded, nothing to re-publish.
+        assert_eq!(
+            m.state
+                .apply_trust(1, std::slice::from_ref(&ca.root_pem), 0),
+            Ok(false)
+        );
+        m.step(&mut failures).await;
+        let first = m.state.current().expect("published");
+        let own = first.chain_root();
+        assert_eq!(first.root_fingerprints(), vec![own.clone()]);
+        let new_root = other_root();
+        let new_fp = super::super::fingerprint(
+            super::super::ders(std::slice::from_ref(&new_root)).expect("der")[0].as_ref(),
+        );
+        let mut renewals = m.state.renewals();
+        let mut changes = m.state.changes();
+        // (what, roots pushed, renew counter, Ok(changed) or Err, trusted after, renewal asked)
+        type Row = (
+            &'static str,
+            Vec<String>,
+            u64,
+            Result<bool, ()>,
+            Vec<String>,
+            bool,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "same roots",
+                vec![ca.root_pem.clone()],
+                0,
+                Ok(false),
+                vec![own.clone()],
+                false,
+            ),
+            (
+                "old + new",
+                vec![ca.root_pem.clone(), new_root.clone()],
+                0,
+                Ok(true),
+                vec![own.clone(), new_fp.clone()],
+                false,
+            ),
+            (
+                "renew asked",
+                vec![new_root.clone(), ca.root_pem.clone()],
+                1,
+                Ok(true),
+                vec![new_fp.clone(), own.clone()],
+                true,
+            ),
+            (
+                "same counter again",
+                vec![new_root.clone()],
+                1,
+                Ok(true),
+                vec![new_fp.clone()],
+                false,
+            ),
+            (
+                "empty bundle refused",
+                vec![],
+                1,
+                Err(()),
+                vec![new_fp.clone()],
+                false,
+            ),
+            (
+                "garbage refused",
+                vec!["-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n".into()],
+                1,
+                Err(()),
+                vec![new_fp.clone()],
+                false,
+            ),
+        ];
+        for (generation, (what, roots, renew, want, trusted, asked)) in rows.into_iter().enumerate()
+        {
+            let got = m.state.apply_trust(generation as u64 + 2, &roots, renew);
+            assert_eq!(got.map_err(|_| ()), want, "{what}");
+            let now = m.state.current().expect("still a certificate");
+            assert_eq!(now.serial, first.serial, "{what}: the certificate stays");
+            assert_eq!(now.root_fingerprints(), trusted, "{what}");
+            assert_eq!(renewals.has_changed().expect("open"), asked, "{what}");
+            renewals.borrow_and_update();
+            assert!(
+                changes.has_changed().expect("open"),
+                "{what}: a report is due"
+            );
+            changes.borrow_and_update();
+            let status = m.state.trust_status();
+            assert_eq!(status.generation, generation as u64 + 2, "{what}");
+            assert_eq!(
+                status.error.is_empty(),
+                want.is_ok(),
+                "{what}: {}",
+                status.error
+            );
+            assert_eq!(status.cert_root, own, "{what}");
         }
     }
 }

@@ -9,6 +9,12 @@
 //!   [`source::CaClient`] over TLS to port 15012, or anything a test provides).
 //! - [`manager`]: the renewal loop and its metrics.
 //! - [`rotation`]: the schedule, as pure functions.
+//!
+//! The roots trusted for peers change without a new certificate too: the control plane
+//! pushes its trust bundle on the configuration stream (a root rollover), and
+//! [`IdentityState::apply_trust`] puts the same certificate in force with the new roots, for
+//! new handshakes only; a renewal request on that stream makes the renewal loop renew at
+//! once ([`IdentityState::renewals`]).
 
 pub mod manager;
 pub mod rotation;
@@ -145,18 +151,7 @@ impl Certified {
         let not_before = unix(cert.validity().not_before.timestamp());
         let not_after = unix(cert.validity().not_after.timestamp());
         let serial = cert.raw_serial_as_string().replace(':', "");
-        let mut roots = RootCertStore::empty();
-        let mut roots_pem = trust_bundle.clone();
-        for der in ders(&trust_bundle)?
-            .into_iter()
-            .chain(extra_roots.iter().cloned())
-        {
-            roots.add(der).map_err(material)?;
-        }
-        for der in extra_roots {
-            roots_pem.push(der_to_pem(der));
-        }
-        roots_pem.dedup();
+        let (roots, roots_pem) = root_store(&trust_bundle, extra_roots)?;
         // The root itself is not sent to peers.
         let sent: Vec<CertificateDer<'static>> = chain
             .iter()
@@ -199,6 +194,88 @@ impl Certified {
     }
 }
 
+impl Certified {
+    /// The same certificate and key trusting `trust_bundle` plus `extra_roots` for peers
+    /// (a root rollover): new TLS configurations, the same chain.
+    pub fn with_roots(
+        &self,
+        trust_bundle: &[String],
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Self, TlsError> {
+        let (roots, roots_pem) = root_store(trust_bundle, extra_roots)?;
+        let roots = Arc::new(roots);
+        let server = tls::server_config(self.key.clone(), roots.clone())?;
+        Ok(Self {
+            id: self.id.clone(),
+            key: self.key.clone(),
+            roots,
+            server,
+            chain_pem: self.chain_pem.clone(),
+            roots_pem,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            serial: self.serial.clone(),
+        })
+    }
+
+    /// Fingerprint of the root the chain ends with (the CA sends it last).
+    pub fn chain_root(&self) -> String {
+        ders(&self.chain_pem)
+            .ok()
+            .and_then(|d| d.last().map(|c| fingerprint(c.as_ref())))
+            .unwrap_or_default()
+    }
+
+    /// Fingerprints of the roots trusted for peers.
+    pub fn root_fingerprints(&self) -> Vec<String> {
+        self.roots_pem
+            .iter()
+            .filter_map(|p| ders(std::slice::from_ref(p)).ok())
+            .flatten()
+            .map(|d| fingerprint(d.as_ref()))
+            .collect()
+    }
+}
+
+/// Lowercase hex SHA-256 of a DER certificate: how the proxy and the control plane name
+/// roots.
+pub fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The roots of `trust_bundle` and `extra_roots`, each once, in order, as a store and as
+/// PEM texts (a bundle entry holding one certificate keeps its text as sent).
+pub fn root_store(
+    trust_bundle: &[String],
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<(RootCertStore, Vec<String>), TlsError> {
+    let mut roots = RootCertStore::empty();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut roots_pem = Vec::new();
+    let mut add = |der: CertificateDer<'static>, text: Option<&String>| -> Result<(), TlsError> {
+        if seen.insert(der.as_ref().to_vec()) {
+            roots_pem.push(text.cloned().unwrap_or_else(|| der_to_pem(der.as_ref())));
+            roots.add(der).map_err(material)?;
+        }
+        Ok(())
+    };
+    for pem in trust_bundle {
+        let certs = ders(std::slice::from_ref(pem))?;
+        let single = certs.len() == 1;
+        for der in certs {
+            add(der, single.then_some(pem))?;
+        }
+    }
+    for der in extra_roots {
+        add(der.clone(), None)?;
+    }
+    Ok((roots, roots_pem))
+}
+
 /// PEM text of one DER certificate.
 pub fn der_to_pem(der: &[u8]) -> String {
     use base64::Engine;
@@ -218,6 +295,40 @@ pub struct IdentityState {
     ready: watch::Sender<bool>,
     /// When the next renewal is planned.
     pub next_renewal: std::sync::Mutex<Option<SystemTime>>,
+    /// Counts every change of the certificate or roots in force.
+    changes: watch::Sender<u64>,
+    /// Counts renewal requests (the renewal loop renews at once on a change).
+    renewals: watch::Sender<u64>,
+    /// What the control plane last pushed about trust.
+    trust: std::sync::Mutex<PushedTrust>,
+}
+
+/// What the control plane last pushed about trust, and how applying it went.
+#[derive(Debug, Default, Clone)]
+struct PushedTrust {
+    /// The configured root file, re-read with every push (the renewal loop sets it).
+    root_file: Option<PathBuf>,
+    /// The generation of the last push.
+    generation: u64,
+    /// The last renewal counter seen; `None` before the first push.
+    renew_seen: Option<u64>,
+    /// Why the last push could not be applied.
+    error: String,
+}
+
+/// What a proxy reports about its trust (see `TrustReport` of the configuration stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustStatus {
+    /// The generation of the last push applied.
+    pub generation: u64,
+    /// Fingerprints of the roots trusted.
+    pub roots: Vec<String>,
+    /// Fingerprint of the root the certificate chains to.
+    pub cert_root: String,
+    /// Serial of the certificate.
+    pub cert_serial: String,
+    /// Why the last push could not be applied.
+    pub error: String,
 }
 
 impl std::fmt::Debug for IdentityState {
@@ -241,6 +352,107 @@ impl IdentityState {
             current: ArcSwapOption::empty(),
             ready: watch::channel(false).0,
             next_renewal: std::sync::Mutex::new(None),
+            changes: watch::channel(0).0,
+            renewals: watch::channel(0).0,
+            trust: std::sync::Mutex::new(PushedTrust::default()),
+        }
+    }
+
+    fn pushed(&self) -> std::sync::MutexGuard<'_, PushedTrust> {
+        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the configured root file, re-read with every pushed trust bundle.
+    pub fn set_root_file(&self, path: Option<PathBuf>) {
+        self.pushed().root_file = path;
+    }
+
+    /// Follows changes of the certificate or the roots in force.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Follows renewal requests (the renewal loop renews at once on each).
+    pub fn renewals(&self) -> watch::Receiver<u64> {
+        self.renewals.subscribe()
+    }
+
+    /// Applies what the control plane pushed: trust `roots` (plus the configured root file,
+    /// re-read now) for new handshakes, keeping the certificate; and when `renew` differs
+    /// from the last counter seen, asks the renewal loop to renew now. Open connections are
+    /// not touched. Says whether the roots changed.
+    pub fn apply_trust(
+        &self,
+        generation: u64,
+        roots: &[String],
+        renew: u64,
+    ) -> Result<bool, String> {
+        let mut pushed = self.pushed();
+        pushed.generation = generation;
+        if pushed.renew_seen.is_some_and(|seen| seen != renew) {
+            tracing::info!("the control plane asks for a new certificate now (root rollover)");
+            self.renewals.send_modify(|n| *n += 1);
+        }
+        pushed.renew_seen = Some(renew);
+        let result = self.apply_roots(pushed.root_file.as_deref(), roots);
+        pushed.error = result.as_ref().err().cloned().unwrap_or_default();
+        drop(pushed);
+        self.changes.send_modify(|n| *n += 1);
+        result
+    }
+
+    fn apply_roots(
+        &self,
+        root_file: Option<&std::path::Path>,
+        roots: &[String],
+    ) -> Result<bool, String> {
+        if roots.is_empty() {
+            return Err(
+                "the control plane sent an empty trust bundle; keeping the roots in force".into(),
+            );
+        }
+        let Some(cert) = self.current() else {
+            // The first certificate comes with the same bundle.
+            return Ok(false);
+        };
+        let extra = match root_file {
+            Some(path) => source::read_roots(path)?,
+            None => Vec::new(),
+        };
+        let next = cert.with_roots(roots, &extra).map_err(|e| e.to_string())?;
+        if next.roots_pem == cert.roots_pem {
+            return Ok(false);
+        }
+        let names = |pems: &[String]| -> String {
+            pems.iter()
+                .filter_map(|p| ders(std::slice::from_ref(p)).ok())
+                .flatten()
+                .map(|d| fingerprint(d.as_ref()).chars().take(12).collect::<String>())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        tracing::info!(
+            before = %names(&cert.roots_pem),
+            after = %names(&next.roots_pem),
+            "trusted roots changed (new handshakes use them; open connections stay)"
+        );
+        self.current.store(Some(Arc::new(next)));
+        Ok(true)
+    }
+
+    /// What to report to the control plane about trust.
+    pub fn trust_status(&self) -> TrustStatus {
+        let pushed = self.pushed().clone();
+        let cert = self.current();
+        TrustStatus {
+            generation: pushed.generation,
+            roots: cert
+                .as_ref()
+                .map(|c| c.root_fingerprints())
+                .unwrap_or_default(),
+            cert_root: cert.as_ref().map(|c| c.chain_root()).unwrap_or_default(),
+            cert_serial: cert.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
+            error: pushed.error,
         }
     }
 
@@ -251,8 +463,12 @@ impl IdentityState {
 
     /// Puts a new certificate in force for new handshakes.
     pub fn publish(&self, cert: Arc<Certified>) {
+        // Serialized with `apply_trust`, which re-publishes the certificate in force.
+        let pushed = self.pushed();
         self.current.store(Some(cert));
+        drop(pushed);
         self.ready.send_replace(true);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Waits until a first certificate is in force.
