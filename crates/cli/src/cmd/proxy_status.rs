@@ -242,5 +242,9 @@ fn secret_view(record: Value) -> Value {
             "source": source,
         },
         "chain": chain,
+        // What the proxy reported trusting (both roots during a root rollover) and the root
+        // its certificate chains to (sha256 fingerprints).
+        "trustedRoots": record["trust"]["roots"],
+        "chainRoot": record["trust"]["certRoot"],
     })
 }

@@ -149,23 +149,45 @@ impl Manager {
         wait
     }
 
+    /// Shows how many roots the certificate in force trusts.
+    fn count_roots(&self) {
+        let roots = self.state.current().map_or(0, |c| c.roots_pem.len());
+        self.metrics
+            .trusted_roots
+            .set(i64::try_from(roots).unwrap_or(i64::MAX));
+    }
+
     /// Runs until `stop` completes.
     /// A renewal request from the control plane (a root rollover) cuts the wait short.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         self.state.set_root_file(self.root_cert.clone());
         let mut renewals = self.state.renewals();
+        let mut changes = self.state.changes();
         let mut failures = 0;
         loop {
             let wait = self.step(&mut failures).await;
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                changed = renewals.changed() => {
-                    if changed.is_ok() {
-                        info!("renewing the workload certificate now, as the control plane asked");
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                self.count_roots();
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    changed = renewals.changed() => {
+                        if changed.is_ok() {
+                            info!("renewing the workload certificate now, as the control plane asked");
+                        }
+                        break;
                     }
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The state outlives the loop; without it, only the timer is left.
+                            sleep.as_mut().await;
+                            break;
+                        }
+                    }
+                    _ = &mut stop => return,
                 }
-                _ = &mut stop => return,
             }
         }
     }

@@ -159,22 +159,17 @@ impl CaClient {
     }
 }
 
-#[tonic::async_trait]
-impl CertificateSource for CaClient {
-    async fn sign(
+impl CaClient {
+    /// One certificate request, presenting `cert` as the TLS client certificate and `token`
+    /// as the bearer token (either may be absent).
+    async fn request(
         &self,
         csr: String,
         ttl: Option<Duration>,
-        current: Option<Arc<Certified>>,
+        cert: Option<&Certified>,
+        token: Option<&str>,
     ) -> Result<Signed, String> {
-        let token = self.token()?;
-        if token.is_none() && current.is_none() {
-            return Err(match &self.token_file {
-                Some(p) => format!("no token in {} and no certificate yet", p.display()),
-                None => "no token file and no certificate yet".into(),
-            });
-        }
-        let channel = self.channel(current.as_deref()).await?;
+        let channel = self.channel(cert).await?;
         let mut request = tonic::Request::new(CertificateRequest {
             csr,
             validity_duration: ttl.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
@@ -195,5 +190,37 @@ impl CertificateSource for CaClient {
             chain: answer.cert_chain,
             trust_bundle: answer.trust_bundle,
         })
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateSource for CaClient {
+    async fn sign(
+        &self,
+        csr: String,
+        ttl: Option<Duration>,
+        current: Option<Arc<Certified>>,
+    ) -> Result<Signed, String> {
+        let token = self.token()?;
+        if token.is_none() && current.is_none() {
+            return Err(match &self.token_file {
+                Some(p) => format!("no token in {} and no certificate yet", p.display()),
+                None => "no token file and no certificate yet".into(),
+            });
+        }
+        let first = self
+            .request(csr.clone(), ttl, current.as_deref(), token.as_deref())
+            .await;
+        match (first, token.as_deref()) {
+            // A certificate the CA no longer trusts (its root was rolled while this proxy
+            // was away) must not lock the proxy out: its token still proves who it is.
+            (Err(e), Some(t)) if current.is_some() => {
+                tracing::warn!("certificate request with the current certificate failed ({e}); retrying with the token alone");
+                self.request(csr, ttl, None, Some(t))
+                    .await
+                    .map_err(|again| format!("{e}; with the token alone: {again}"))
+            }
+            (result, _) => result,
+        }
     }
 }

@@ -81,6 +81,8 @@ pub struct IdentityMetrics {
     pub next_renewal: Gauge,
     /// Renewals by outcome.
     pub renewals: Family<OutcomeLabels, Counter>,
+    /// Root certificates trusted for peers (two during a root rollover).
+    pub trusted_roots: Gauge,
     /// Inbound or outbound connections refused by mTLS, by reason.
     pub refused: Family<RefusalLabels, Counter>,
 }
@@ -216,6 +218,11 @@ impl Metrics {
             "ferry_identity_cert_renewals",
             "Certificate renewals by outcome",
             identity.renewals.clone(),
+        );
+        registry.register(
+            "ferry_identity_trusted_roots",
+            "Root certificates trusted for peers' certificates (two during a root rollover)",
+            identity.trusted_roots.clone(),
         );
         registry.register(
             "ferry_mtls_refused_connections",
