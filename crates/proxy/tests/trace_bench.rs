@@ -184,6 +184,9 @@ async fn tracing_cost() {
                 endpoint: format!("http://{collector_addr}"),
                 sampling_percentage: p,
                 redis_spans: false,
+                spans: Default::default(),
+                custom_tags: Vec::new(),
+                max_tag_length: 0,
             });
             let proxy = server::start(
                 Options {

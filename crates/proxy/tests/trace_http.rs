@@ -67,6 +67,9 @@ fn tracing(collector: SocketAddr, sampling: f64) -> Tracing {
         endpoint: format!("http://{collector}"),
         sampling_percentage: sampling,
         redis_spans: false,
+        spans: Default::default(),
+        custom_tags: Vec::new(),
+        max_tag_length: 0,
     }
 }
 

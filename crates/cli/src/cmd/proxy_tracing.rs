@@ -54,6 +54,9 @@ fn from_proxy_config(json: &str) -> (Option<Tracing>, Option<f64>) {
             sampling_percentage: sampling
                 .unwrap_or(ferry_proxy::config::tracing::default_sampling()),
             redis_spans: false,
+            spans: Default::default(),
+            custom_tags: Vec::new(),
+            max_tag_length: 0,
         });
     (zipkin, sampling)
 }
@@ -80,6 +83,9 @@ impl TracingArgs {
                 endpoint: endpoint.trim().to_string(),
                 sampling_percentage: ferry_proxy::config::tracing::default_sampling(),
                 redis_spans: false,
+                spans: Default::default(),
+                custom_tags: Vec::new(),
+                max_tag_length: 0,
             },
             (Some(_), _) => anyhow::bail!("--tracing-provider needs --tracing-endpoint"),
             (None, Some(e)) if !e.trim().is_empty() => {

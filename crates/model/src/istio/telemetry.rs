@@ -6,6 +6,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use super::common::WorkloadSelector;
 
@@ -36,29 +37,115 @@ pub struct TelemetrySpec {
     pub access_logging: Vec<Value>,
 }
 
-/// One `tracing` entry of a Telemetry.
+/// One `tracing` entry of a Telemetry. Every entry applies, in order, to the span kinds its
+/// `match` selects (Istio's semantics); a later entry (or scope) overrides the fields it sets.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracingSpec {
-    /// `CLIENT`, `SERVER` or `CLIENT_AND_SERVER` (the default).
+    /// Which spans the entry configures (`mode`: `CLIENT`, `SERVER` or `CLIENT_AND_SERVER`,
+    /// the default).
     #[serde(rename = "match")]
-    #[schemars(with = "Option<serde_json::Value>")]
-    pub match_: Option<Value>,
+    pub match_: Option<TracingSelector>,
     /// Providers by name (`extensionProviders[].name`); Istio uses the first.
     #[serde(default)]
     pub providers: Vec<ProviderRef>,
     /// Percentage of requests sampled, 0.0–100.0.
     pub random_sampling_percentage: Option<f64>,
-    /// Turns tracing off for the scope.
+    /// Turns span reporting off for the scope (context is still propagated).
     pub disable_span_reporting: Option<bool>,
-    /// Custom tags (accepted, not added yet).
-    #[serde(default)]
-    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
-    pub custom_tags: std::collections::BTreeMap<String, Value>,
+    /// Custom tags added to the spans, by tag name. When present (even empty), it replaces
+    /// (does not merge with) the custom tags of the scopes and entries before it, as in
+    /// Istio.
+    pub custom_tags: Option<BTreeMap<String, CustomTag>>,
     /// Whether to use the request id for sampling (accepted, not read).
     pub use_request_id_for_trace_sampling: Option<bool>,
-    /// Whether to trace requests with unsampled parents (accepted, not read).
+    /// Whether spans carry Istio's own tags (`istio.*`; default true in Istio; accepted, not
+    /// read: Ferry always adds them).
     pub enable_istio_tags: Option<bool>,
+}
+
+impl TracingSpec {
+    /// The span kinds this entry applies to (`match.mode`, `CLIENT_AND_SERVER` when unset).
+    pub fn mode(&self) -> WorkloadMode {
+        self.match_
+            .as_ref()
+            .and_then(|m| m.mode)
+            .unwrap_or_default()
+    }
+}
+
+/// `tracing[].match`: which spans a tracing entry configures.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingSelector {
+    /// Client (outbound) spans, server (inbound) spans, or both (the default).
+    pub mode: Option<WorkloadMode>,
+}
+
+/// Istio's `WorkloadMode`: the client (outbound) side, the server (inbound) side, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkloadMode {
+    /// Both sides (Istio's default).
+    #[default]
+    ClientAndServer,
+    /// The client side only (outbound requests).
+    Client,
+    /// The server side only (inbound requests).
+    Server,
+}
+
+impl WorkloadMode {
+    /// Whether client (outbound) spans are selected.
+    pub fn client(self) -> bool {
+        self != WorkloadMode::Server
+    }
+
+    /// Whether server (inbound) spans are selected.
+    pub fn server(self) -> bool {
+        self != WorkloadMode::Client
+    }
+}
+
+/// `tracing[].customTags[name]`: where a custom tag's value comes from. Exactly one of the
+/// three must be set (checked by validation, as Istio's oneof requires).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomTag {
+    /// A fixed value.
+    pub literal: Option<LiteralTag>,
+    /// An environment variable of the proxy.
+    pub environment: Option<EnvironmentTag>,
+    /// A request header (HTTP spans).
+    pub header: Option<RequestHeaderTag>,
+}
+
+/// `customTags[].literal`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiteralTag {
+    /// The tag's value.
+    pub value: Option<String>,
+}
+
+/// `customTags[].environment`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentTag {
+    /// The environment variable's name.
+    pub name: Option<String>,
+    /// The value when the variable is unset.
+    pub default_value: Option<String>,
+}
+
+/// `customTags[].header`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestHeaderTag {
+    /// The request header's name.
+    pub name: Option<String>,
+    /// The value when the request has no such header.
+    pub default_value: Option<String>,
 }
 
 /// A provider by name.
@@ -133,6 +220,9 @@ pub struct ProxyTracing {
     pub sampling: Option<f64>,
     /// The legacy Zipkin tracer.
     pub zipkin: Option<ZipkinAddress>,
+    /// The legacy limit on the path tag's length (used when the provider sets no
+    /// `maxTagLength`).
+    pub max_path_tag_length: Option<u32>,
 }
 
 /// `tracing.zipkin`.
@@ -165,6 +255,8 @@ pub struct OpenTelemetryProvider {
     pub port: Option<u16>,
     /// OTLP over HTTP instead of gRPC.
     pub http: Option<OtlpHttp>,
+    /// Longest tag value reported (Istio's default 256).
+    pub max_tag_length: Option<u32>,
 }
 
 /// `opentelemetry.http`.
@@ -185,4 +277,6 @@ pub struct ZipkinProvider {
     pub port: Option<u16>,
     /// `/api/v2/spans` by default.
     pub path: Option<String>,
+    /// Longest tag value reported (Istio's default 256).
+    pub max_tag_length: Option<u32>,
 }

@@ -1,7 +1,8 @@
 //! Redis-aware telemetry on a forwarded connection: the RESP observer fed with every chunk,
 //! completed commands recorded as `ferry_redis_commands_total` and latency histograms, and,
 //! when tracing has Redis spans on, a sampled span per command (RESP carries no trace
-//! context, so each is the root of a new trace; command name and argument count only).
+//! context, so each is the root of a new trace; command name and argument count only, plus
+//! the literal and environment custom tags of the span's kind).
 
 use crate::redis::RedisObserver;
 use crate::telemetry::Metrics;
@@ -61,15 +62,18 @@ impl RedisTap {
     }
 
     /// Records a span per sampled command with `active`'s tracer (when it has Redis spans
-    /// on).
+    /// on and reports this side's span kind, Istio's `match.mode`).
     pub fn traced(mut self, active: Option<Arc<Active>>, parties: RedisParties) -> Self {
-        self.traced = active.filter(|a| a.tracer.redis_spans()).map(|active| {
-            Box::new(Traced {
-                active,
-                parties,
-                wall: SystemTime::now(),
-            })
-        });
+        let kind = parties.kind.unwrap_or(SpanKind::Client);
+        self.traced = active
+            .filter(|a| a.tracer.redis_spans() && a.modes.reports(kind))
+            .map(|active| {
+                Box::new(Traced {
+                    active,
+                    parties,
+                    wall: SystemTime::now(),
+                })
+            });
         self
     }
 
@@ -120,6 +124,8 @@ impl RedisTap {
                 let mut span = facts.to_span(&ctx, kind, me, start, end);
                 span.attr("k8s.pod.name", me.pod.clone())
                     .attr("k8s.namespace.name", me.namespace.clone());
+                // Literal and environment custom tags (RESP has no headers).
+                t.active.tags.of(kind).apply(&mut span, Vec::new());
                 t.active.tracer.record(span);
             }
         });

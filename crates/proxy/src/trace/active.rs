@@ -1,27 +1,48 @@
 //! Tracing as the data path sees it: a switch that is one relaxed load and one branch when
 //! tracing is off ([`TraceSwitch`]), the tracer in force with the proxy's identity
-//! ([`Active`]), and an HTTP request's span from its start (context extracted, a child
-//! created, headers rewritten) to its end ([`PendingHttp::finish`]).
+//! ([`Active`], with the span kinds it reports and its custom tags), and an HTTP request's
+//! span from its start (context extracted, a child created, headers rewritten, header tags
+//! read) to its end ([`PendingHttp::finish`]).
 
+use super::context::ensure_request_id;
 use super::context::{Extracted, TraceContext, X_REQUEST_ID, extract, propagate};
 use super::export::{TraceConfig, TraceMetrics, TraceResource, Tracer};
 use super::span::{HttpSpan, ProxyIdentity, SpanKind};
+use super::tags::{CustomTags, SpanModes};
 use crate::config::{Snapshot, Tracing};
 use arc_swap::ArcSwap;
 use arc_swap::ArcSwapOption;
 use hyper::http::{Method, Request, Version, header};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-/// The tracer in force and who this proxy is (the identity tags of its spans).
+/// The tracer in force, who this proxy is (the identity tags of its spans), which span kinds
+/// it reports and its custom tags.
 #[derive(Debug)]
 pub struct Active {
     /// The tracer (queue and sampler).
     pub tracer: Tracer,
     /// Identity tags.
     pub me: ProxyIdentity,
+    /// The span kinds reported (Istio's `match.mode`).
+    pub modes: SpanModes,
+    /// Custom tags per span kind (Istio's `customTags`).
+    pub tags: CustomTags,
+}
+
+impl Active {
+    /// The tracer in force for `me`, reporting every span kind, without custom tags.
+    pub fn new(tracer: Tracer, me: ProxyIdentity) -> Self {
+        Active {
+            tracer,
+            me,
+            modes: SpanModes::default(),
+            tags: CustomTags::default(),
+        }
+    }
 }
 
 /// Whether tracing is on, and with which tracer; replaced when the configuration changes.
@@ -77,6 +98,8 @@ pub struct PendingHttp {
     peer: String,
     request_id: String,
     user_agent: String,
+    /// Custom tag values read from the request's headers.
+    captured: Vec<(Cow<'static, str>, String)>,
     /// Envoy's upstream cluster (`outbound|80||back.default.svc.cluster.local`).
     pub upstream_cluster: String,
     /// The endpoint the request was sent to, when one was picked.
@@ -90,6 +113,11 @@ pub struct PendingHttp {
 /// finish when the trace is sampled (`target` names it from the request's authority: host
 /// and port, only called then). An unsampled request costs the header lookups, two random
 /// ids and one buffer for the values written: nothing else is built for it.
+///
+/// When this proxy does not report `kind` (Istio's `match.mode`), no span is made and the
+/// trace headers pass through unchanged (only an `x-request-id` is added when absent), as an
+/// Envoy without tracing on that side does: the next span this trace gets is a child of the
+/// caller's, so the tree has no hole.
 pub fn start_http<B>(
     active: &Arc<Active>,
     kind: SpanKind,
@@ -98,10 +126,21 @@ pub fn start_http<B>(
     target: impl FnOnce(&str) -> (String, u16),
 ) -> Option<PendingHttp> {
     let headers = req.headers_mut();
+    if !active.modes.reports(kind) {
+        ensure_request_id(headers);
+        return None;
+    }
     let incoming: Extracted = extract(headers);
     let ctx = active.tracer.sampler().child_of(&incoming);
+    let sampled = ctx.sampled || ctx.debug;
+    // Header tags read the request as it came in (before the context is rewritten).
+    let captured = if sampled {
+        active.tags.of(kind).capture(headers)
+    } else {
+        Vec::new()
+    };
     propagate(&ctx, headers);
-    if !(ctx.sampled || ctx.debug) {
+    if !sampled {
         return None;
     }
     let text = |v: Option<&hyper::http::HeaderValue>| {
@@ -134,6 +173,7 @@ pub fn start_http<B>(
         peer: peer.map(|p| p.to_string()).unwrap_or_default(),
         request_id: text(req.headers().get(X_REQUEST_ID)),
         user_agent: text(req.headers().get(header::USER_AGENT)),
+        captured,
         upstream_cluster: String::new(),
         upstream_address: None,
         ctx,
@@ -199,6 +239,10 @@ impl PendingHttp {
         span.attr("k8s.pod.name", me.pod.clone())
             .attr("k8s.namespace.name", me.namespace.clone())
             .attr("ferry.workload", me.workload.clone());
+        self.active
+            .tags
+            .of(self.kind)
+            .apply(&mut span, self.captured);
         self.active.tracer.record(span);
     }
 }
@@ -350,11 +394,19 @@ async fn follow_with(
             seen = Some(snapshot);
             if last.as_ref() != Some(&now) {
                 let active = now.0.as_ref().filter(|t| !t.endpoint.is_empty()).map(|t| {
-                    let (tracer, _task) =
-                        Tracer::start(&t.into(), resource_of(&now.1), metrics.clone());
+                    let (tracer, _task) = Tracer::start_limited(
+                        &t.into(),
+                        t.max_tag_length(),
+                        resource_of(&now.1),
+                        metrics.clone(),
+                    );
                     Arc::new(Active {
                         tracer,
                         me: now.1.clone(),
+                        modes: t.spans.into(),
+                        // Environment tags read the proxy's own environment, once per
+                        // change of settings.
+                        tags: CustomTags::resolve(&t.custom_tags, |name| std::env::var(name).ok()),
                     })
                 });
                 match &now.0 {
@@ -363,6 +415,8 @@ async fn follow_with(
                         endpoint = %t.endpoint,
                         sampling = t.sampling_percentage,
                         redis_spans = t.redis_spans,
+                        spans = ?t.spans,
+                        custom_tags = t.custom_tags.len(),
                         "tracing on"
                     ),
                     None if last.is_some() => tracing::info!("tracing off"),

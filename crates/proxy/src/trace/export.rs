@@ -7,11 +7,14 @@
 //! [`MAX_BATCH`] spans, waiting at most [`BATCH_DELAY`] after the first (so that a low rate
 //! costs one export call per delay, not one per span), and sends them with a timeout, so a
 //! stalled collector costs queued memory (bounded by `max_queue`) and dropped spans, never a
-//! waiting request.
+//! waiting request. String tag values are cut to the provider's `maxTagLength` there, off the
+//! data path.
 //! Tracing off is `Option<Tracer>::None`: one branch, no allocation.
 
 use super::context::{Sampler, TraceContext};
 use super::span::{AttrValue, Span, SpanKind};
+use super::tags::truncate_attributes;
+pub use crate::config::tracing::DEFAULT_MAX_TAG_LENGTH;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::http::{Request, header};
@@ -165,15 +168,27 @@ struct Inner {
 
 impl Tracer {
     /// Starts the exporter task on the current tokio runtime and returns the handle and the
-    /// task (it ends once every `Tracer` clone is dropped and the queue is drained).
+    /// task (it ends once every `Tracer` clone is dropped and the queue is drained). Tag
+    /// values are cut at [`DEFAULT_MAX_TAG_LENGTH`] bytes.
     pub fn start(
         config: &TraceConfig,
         resource: TraceResource,
         metrics: TraceMetrics,
     ) -> (Tracer, JoinHandle<()>) {
+        Self::start_limited(config, DEFAULT_MAX_TAG_LENGTH, resource, metrics)
+    }
+
+    /// [`Tracer::start`], with string tag values cut to `max_tag_length` bytes (at a
+    /// character boundary) when exported: the provider's `maxTagLength`.
+    pub fn start_limited(
+        config: &TraceConfig,
+        max_tag_length: usize,
+        resource: TraceResource,
+        metrics: TraceMetrics,
+    ) -> (Tracer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.max_queue.max(1));
         let exporter = Exporter::new(config, resource);
-        let task = tokio::spawn(run(rx, exporter, metrics.clone()));
+        let task = tokio::spawn(run(rx, exporter, max_tag_length, metrics.clone()));
         let tracer = Tracer {
             inner: Arc::new(Inner {
                 tx,
@@ -220,7 +235,12 @@ impl Tracer {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Span>, mut exporter: Exporter, metrics: TraceMetrics) {
+async fn run(
+    mut rx: mpsc::Receiver<Span>,
+    mut exporter: Exporter,
+    max_tag_length: usize,
+    metrics: TraceMetrics,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut open = true;
     while open {
@@ -241,6 +261,9 @@ async fn run(mut rx: mpsc::Receiver<Span>, mut exporter: Exporter, metrics: Trac
                 Ok(_) => {}
                 Err(_) => break,
             }
+        }
+        for span in &mut batch {
+            truncate_attributes(span, max_tag_length);
         }
         let n = batch.len() as u64;
         match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(&batch)).await {

@@ -8,6 +8,7 @@
 //!   exporter for OTLP/gRPC, OTLP/HTTP and Zipkin JSON v2.
 //! - [`active`]: the switch the data path reads (one branch when off), and an HTTP
 //!   request's span from its start to its end.
+//! - [`tags`]: which span kinds are reported, custom tags, and the cut of long tag values.
 //! - [`receiver`]: an OTLP/gRPC receiver that yields spans (for `ferry trace-collector` and
 //!   tests).
 //!
@@ -18,6 +19,7 @@ pub mod context;
 pub mod export;
 pub mod receiver;
 pub mod span;
+pub mod tags;
 
 pub use active::{Active, PendingHttp, TraceSwitch, start_http};
 pub use context::{
@@ -27,6 +29,7 @@ pub use context::{
 pub use export::{Provider, TraceConfig, TraceMetrics, TraceResource, Tracer};
 pub use receiver::{ReceivedSpan, serve_otlp_receiver};
 pub use span::{HttpSpan, ProxyIdentity, RedisSpan, Span, SpanKind};
+pub use tags::{CustomTags, KindTags, SpanModes};
 
 #[cfg(test)]
 mod tests;

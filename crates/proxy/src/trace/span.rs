@@ -78,8 +78,8 @@ pub struct Span {
     pub start: SystemTime,
     /// End time.
     pub end: SystemTime,
-    /// Attributes (tags), in insertion order.
-    pub attributes: Vec<(&'static str, AttrValue)>,
+    /// Attributes (tags), in insertion order (custom tags have owned names).
+    pub attributes: Vec<(Cow<'static, str>, AttrValue)>,
     /// The call failed (Envoy's `error` tag; OTLP status ERROR).
     pub error: bool,
     /// B3 debug was requested.
@@ -104,14 +104,24 @@ impl Span {
     }
     /// Adds an attribute.
     pub fn attr(&mut self, key: &'static str, value: impl Into<AttrValue>) -> &mut Self {
-        self.attributes.push((key, value.into()));
+        self.attributes.push((Cow::Borrowed(key), value.into()));
+        self
+    }
+    /// Sets attribute `key` (a custom tag): replaces its value when the span has it, else adds
+    /// it.
+    pub fn set(&mut self, key: Cow<'static, str>, value: impl Into<AttrValue>) -> &mut Self {
+        let value = value.into();
+        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.attributes.push((key, value)),
+        }
         self
     }
     /// The value of attribute `key`, if set.
     pub fn get(&self, key: &str) -> Option<&AttrValue> {
         self.attributes
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| k == key)
             .map(|(_, v)| v)
     }
     /// Duration (zero if the clock went backwards).
