@@ -203,7 +203,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         roots.add(cert?)?;
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)

@@ -496,7 +496,7 @@ async fn healthz_over_tls(
             .map_err(|e| e.to_string())?;
     }
     let config = rustls::ClientConfig::builder_with_provider(
-        rustls::crypto::ring::default_provider().into(),
+        rustls::crypto::aws_lc_rs::default_provider().into(),
     )
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?

@@ -655,7 +655,7 @@ fn https_probes_skip_certificate_checks() {
         rcgen::generate_simple_self_signed(vec!["app.invalid".to_string()]).expect("cert");
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")

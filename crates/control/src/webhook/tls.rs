@@ -216,7 +216,7 @@ pub fn server_config(
 
 /// The crypto provider the webhook uses (ring).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ pub async fn connect(addr: SocketAddr, ca: &CertificateDer<'static>, proto: Prot
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

@@ -60,7 +60,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 }
 
 fn build(version: Version) -> Result<TlsConnector, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS settings: {e}"))?

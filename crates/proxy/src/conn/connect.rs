@@ -6,8 +6,8 @@
 //! ports held by TIME_WAIT sockets.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 

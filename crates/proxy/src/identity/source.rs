@@ -215,7 +215,9 @@ impl CertificateSource for CaClient {
             // A certificate the CA no longer trusts (its root was rolled while this proxy
             // was away) must not lock the proxy out: its token still proves who it is.
             (Err(e), Some(t)) if current.is_some() => {
-                tracing::warn!("certificate request with the current certificate failed ({e}); retrying with the token alone");
+                tracing::warn!(
+                    "certificate request with the current certificate failed ({e}); retrying with the token alone"
+                );
                 self.request(csr, ttl, None, Some(t))
                     .await
                     .map_err(|again| format!("{e}; with the token alone: {again}"))
