@@ -26,6 +26,7 @@ use crate::telemetry::labels::TcpLabels;
 use crate::telemetry::metrics::RedisRecorder;
 use bytes::Bytes;
 use socket2::SockRef;
+use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::Shutdown;
@@ -41,6 +42,51 @@ use tokio::time::{Instant, Sleep};
 const READ: usize = 16 * 1024;
 /// Output queued toward one side before reading from the other stops.
 const HIGH_WATER: usize = 256 * 1024;
+/// Size of the per-thread buffer the fast path reads into.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// The fast path's read buffer, shared by the connections of a thread (as the plain
+    /// forward's): an idle connection holds no buffer, and a busy thread reads into memory
+    /// that stays in cache.
+    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(SCRATCH));
+}
+
+/// What becomes of a batch of client bytes read while nothing was held back, once scanned
+/// with the policy's command visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Forward the first `n` bytes as they are; the rest (a command whose name has not
+    /// arrived yet) waits for more bytes.
+    Forward(usize),
+    /// A command of the policy's set (or one that ends enforcement) is in it, or the bytes
+    /// are not RESP: the batch goes through the enforcing path.
+    Enforce,
+}
+
+/// The fast path's decision on a batch of `len` bytes read at client stream position
+/// `start`: `scanned` is what the scan consumed (`None`: not RESP), `paused` whether the
+/// command visitor stopped at a command of the policy's set, `open_command` where a
+/// command whose name has not arrived yet starts (its stream position), if one is under
+/// way at the end of the batch.
+fn batch(
+    start: u64,
+    len: usize,
+    scanned: Option<usize>,
+    paused: bool,
+    open_command: Option<u64>,
+) -> Batch {
+    match scanned {
+        Some(n) if n == len && !paused => match open_command {
+            None => Batch::Forward(len),
+            Some(at) => {
+                let keep_from = usize::try_from(at.saturating_sub(start)).unwrap_or(usize::MAX);
+                Batch::Forward(keep_from.min(len))
+            }
+        },
+        _ => Batch::Enforce,
+    }
+}
 
 /// What kind of fault or timeout happened, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +190,11 @@ impl Visitor for CommandVisitor<'_> {
             if breaks_pairing(id) {
                 self.decision = None;
             } else {
+                if !self.policy.acts_on(id) {
+                    // Outside the policy's command set: forwarded as it is.
+                    self.in_plain = true;
+                    return;
+                }
                 let d = self.policy.decide(id, e.token);
                 if d == Decision::default() {
                     self.in_plain = true;
@@ -305,6 +356,11 @@ pub trait Side {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Makes the next close a reset (after the other side reset).
     fn reset_on_close(&self);
+    /// Whether writes are buffered until flushed (a TLS session): the fast path then queues
+    /// its output instead of writing it at once.
+    fn buffers_writes(&self) -> bool {
+        false
+    }
 }
 
 impl Side for &TcpStream {
@@ -400,6 +456,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side for Stream<'_, S> {
 
     fn reset_on_close(&self) {
         // The session's socket is its owner's: a reset ends as a close here.
+    }
+
+    fn buffers_writes(&self) -> bool {
+        true
     }
 }
 
@@ -585,24 +645,30 @@ impl<'e> Pump<'e> {
     /// Runs the client bytes read so far through the policy.
     fn process_client<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
         let ns = nanos(self.epoch, now);
-        while self.enforcing && self.hold.is_none() && self.scanned < self.cin.len() {
-            self.cvis.pause = false;
-            let Some(data) = self.cin.get(self.scanned..) else {
-                break;
-            };
-            let scanned = self.obs.scan_client(data, ns, &mut self.cvis);
-            let plain = std::mem::take(&mut self.cvis.plain_done);
-            self.seq.forwarded_plain(plain);
-            match scanned {
-                Some(n) => self.scanned += n,
-                None => {
-                    self.stop_enforcing();
+        while self.enforcing
+            && self.hold.is_none()
+            && (self.cvis.pause || self.scanned < self.cin.len())
+        {
+            // A pause already scanned (by the fast path) is handled first.
+            if !self.cvis.pause {
+                let Some(data) = self.cin.get(self.scanned..) else {
                     break;
+                };
+                let scanned = self.obs.scan_client(data, ns, &mut self.cvis);
+                let plain = std::mem::take(&mut self.cvis.plain_done);
+                self.seq.forwarded_plain(plain);
+                match scanned {
+                    Some(n) => self.scanned += n,
+                    None => {
+                        self.stop_enforcing();
+                        break;
+                    }
+                }
+                if !self.cvis.pause {
+                    continue;
                 }
             }
-            if !self.cvis.pause {
-                continue;
-            }
+            self.cvis.pause = false;
             if self.cvis.name_ready {
                 self.cvis.name_ready = false;
                 let (start, _) = self.obs.client_command_start();
@@ -724,50 +790,154 @@ impl<'e> Pump<'e> {
         }
     }
 
+    /// Whether the next client read can take the fast path: nothing read is held back,
+    /// nothing is queued toward the server, no command is under way but a plain one.
+    fn client_fast(&self) -> bool {
+        self.hold.is_none()
+            && self.cin.is_empty()
+            && self.up.pending() == 0
+            && !self.cvis.pause
+            && matches!(self.current, Current::Undecided)
+    }
+
+    /// The fast path of the client side: reads into `buf` (the thread's scratch buffer)
+    /// and, when the bytes hold only commands outside the policy's set, writes them on as
+    /// they are (a command whose name has not arrived yet stays behind). Otherwise the
+    /// bytes go through the enforcing path, the scan resuming where it paused.
+    fn read_client_fast<D: Side, U: Side, O: Observer>(
+        &mut self,
+        cx: &mut Context<'_>,
+        downstream: &mut D,
+        upstream: &mut U,
+        observer: &mut O,
+        buf: &mut Vec<u8>,
+        now: StdInstant,
+    ) -> Poll<io::Result<usize>> {
+        buf.clear();
+        let n = match downstream.poll_read_into(cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => n,
+            other => return other,
+        };
+        observer.downstream_bytes(buf, now);
+        self.totals.received += n as u64;
+        let start = self.cin_base;
+        let ns = nanos(self.epoch, now);
+        let (decision, scanned) = if self.enforcing {
+            let scanned = self.obs.scan_client(buf, ns, &mut self.cvis);
+            let plain = std::mem::take(&mut self.cvis.plain_done);
+            self.seq.forwarded_plain(plain);
+            if scanned.is_none() {
+                // Not RESP: enforcement ends, the bytes flow untouched.
+                self.stop_enforcing();
+                (Batch::Forward(n), scanned)
+            } else {
+                let (at, under_way) = self.obs.client_command_start();
+                let open = (under_way && !self.cvis.in_plain).then_some(at);
+                (batch(start, n, scanned, self.cvis.pause, open), scanned)
+            }
+        } else {
+            if !self.obs.is_opaque() {
+                let _ = self.obs.scan_client(buf, ns, &mut Plain);
+            }
+            (Batch::Forward(n), Some(n))
+        };
+        match decision {
+            Batch::Forward(k) => {
+                let (now_bytes, rest) = buf.split_at(k.min(n));
+                if let Err(e) = send(cx, upstream, &mut self.up, now_bytes) {
+                    return Poll::Ready(Err(e));
+                }
+                self.cin.extend_from_slice(rest);
+                self.cin_base = start + k as u64;
+                self.scanned = self.cin.len();
+                self.done_upto = 0;
+            }
+            Batch::Enforce => {
+                self.cin.extend_from_slice(buf);
+                self.scanned = scanned.unwrap_or(0).min(n);
+                self.done_upto = 0;
+                self.process_client(observer, now);
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Whether the next server read can take the fast path: the replies pass as they are.
+    fn server_fast(&self) -> bool {
+        self.sin.is_empty()
+            && self.down.pending() == 0
+            && (self.server_raw || (!self.seq.needs_boundaries() && !self.dropping_reply))
+    }
+
+    /// The fast path of the server side: reads into `buf` (the thread's scratch buffer),
+    /// counts the replies against the commands and writes them on as they are.
+    fn read_server_fast<D: Side, U: Side, O: Observer>(
+        &mut self,
+        cx: &mut Context<'_>,
+        downstream: &mut D,
+        upstream: &mut U,
+        observer: &mut O,
+        buf: &mut Vec<u8>,
+        now: StdInstant,
+    ) -> Poll<io::Result<usize>> {
+        buf.clear();
+        let n = match upstream.poll_read_into(cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => n,
+            other => return other,
+        };
+        self.totals.sent += n as u64;
+        self.count_replies(buf, now);
+        observer.upstream_bytes(buf, now);
+        if let Err(e) = send(cx, downstream, &mut self.down, buf) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Server bytes that pass as they are (no reply taken one by one): the telemetry
+    /// follows them, and their replies are counted against the commands (unless the
+    /// connection already left what can be followed).
+    fn count_replies(&mut self, data: &[u8], now: StdInstant) {
+        self.svis.one_by_one = false;
+        self.svis.front_answered = false;
+        self.svis.replies = 0;
+        let ns = nanos(self.epoch, now);
+        let recorder = &mut self.recorder;
+        if self.server_raw {
+            if !self.obs.is_opaque() {
+                let _ = self
+                    .obs
+                    .scan_server(data, ns, &mut self.svis, |d| record(recorder, d));
+            }
+            return;
+        }
+        let scanned = self
+            .obs
+            .scan_server(data, ns, &mut self.svis, |d| record(recorder, d));
+        let mut fine = scanned.is_some();
+        for _ in 0..self.svis.replies {
+            if self.seq.reply() != Fate::Forward {
+                fine = false;
+            }
+        }
+        // A reply under way can no longer time out.
+        if !self.obs.server_at_boundary() {
+            self.seq.reply_started();
+        }
+        if !fine {
+            self.server_raw = true;
+        }
+    }
+
     /// Runs the server bytes read so far against the commands.
     fn process_server<O: Observer>(&mut self, observer: &mut O, now: StdInstant) {
         if self.sin.is_empty() {
             return;
         }
         let data = std::mem::take(&mut self.sin);
-        if self.server_raw {
-            if !self.obs.is_opaque() {
-                self.svis.one_by_one = false;
-                self.svis.front_answered = false;
-                let ns = nanos(self.epoch, now);
-                let recorder = &mut self.recorder;
-                let _ = self
-                    .obs
-                    .scan_server(&data, ns, &mut self.svis, |d| record(recorder, d));
-            }
-            Self::to_client(&mut self.down, observer, &data, now);
-            self.sin = data;
-            self.sin.clear();
-            return;
-        }
-        if !self.seq.needs_boundaries() && !self.dropping_reply {
+        if self.server_raw || (!self.seq.needs_boundaries() && !self.dropping_reply) {
             // Plain replies: count them in bulk and pass the bytes on as they are.
-            self.svis.one_by_one = false;
-            self.svis.front_answered = false;
-            self.svis.replies = 0;
-            let ns = nanos(self.epoch, now);
-            let recorder = &mut self.recorder;
-            let scanned = self
-                .obs
-                .scan_server(&data, ns, &mut self.svis, |d| record(recorder, d));
-            let mut fine = scanned.is_some();
-            for _ in 0..self.svis.replies {
-                if self.seq.reply() != Fate::Forward {
-                    fine = false;
-                }
-            }
-            // A reply under way can no longer time out.
-            if !self.obs.server_at_boundary() {
-                self.seq.reply_started();
-            }
-            if !fine {
-                self.server_raw = true;
-            }
+            self.count_replies(&data, now);
             if self.down.buf.is_empty() {
                 // Hand the buffer over instead of copying it.
                 observer.upstream_bytes(&data, now);
@@ -879,6 +1049,9 @@ impl<'e> Pump<'e> {
 
     /// Re-arms the deadline timer for the oldest unanswered command; whether it fired.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.deadline.is_none() && self.seq.is_empty() {
+            return false;
+        }
         let next = self.seq.next_deadline();
         match (next, &mut self.deadline) {
             (None, _) => {
@@ -909,6 +1082,31 @@ impl<'e> Pump<'e> {
             && self.down.pending() == 0
             && self.cin.is_empty()
     }
+}
+
+/// Sends `data` toward `to`: written at once when nothing is queued before it (and the side
+/// does not buffer writes), the rest queued in `out`.
+fn send<S: Side>(cx: &mut Context<'_>, to: &mut S, out: &mut Out, data: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    if out.pending() == 0 && !to.buffers_writes() {
+        while written < data.len() {
+            let Some(rest) = data.get(written..) else {
+                break;
+            };
+            match to.poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+    }
+    if let Some(rest) = data.get(written..)
+        && !rest.is_empty()
+    {
+        out.buf.extend_from_slice(rest);
+    }
+    Ok(())
 }
 
 fn poll_shutdown<S: Side>(cx: &mut Context<'_>, s: &mut S) -> io::Result<bool> {
@@ -968,9 +1166,10 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
                 *slot = None;
             }
         }
+        // One clock read per wake-up.
+        let now = StdInstant::now();
         loop {
             let mut progressed = false;
-            let now = StdInstant::now();
             // Timers.
             if let Some(h) = p.hold.as_mut()
                 && h.as_mut().poll(cx).is_ready()
@@ -980,7 +1179,7 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
                 progressed = true;
             }
             if p.poll_deadline(cx) {
-                p.expire(observer, now);
+                p.expire(observer, StdInstant::now());
                 progressed = true;
             }
             // Writes.
@@ -998,20 +1197,30 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
                 && p.up.pending() < HIGH_WATER
                 && p.cin.len() < HIGH_WATER
             {
-                match downstream.poll_read_into(cx, &mut p.cin) {
+                let polled = if p.client_fast() {
+                    SCRATCH_BUF.with_borrow_mut(|buf| {
+                        p.read_client_fast(cx, &mut *downstream, &mut *upstream, observer, buf, now)
+                    })
+                } else {
+                    match downstream.poll_read_into(cx, &mut p.cin) {
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            let start = p.cin.len() - n;
+                            if let Some(chunk) = p.cin.get(start..) {
+                                observer.downstream_bytes(chunk, now);
+                            }
+                            p.totals.received += n as u64;
+                            p.process_client(observer, now);
+                            Poll::Ready(Ok(n))
+                        }
+                        other => other,
+                    }
+                };
+                match polled {
                     Poll::Ready(Ok(0)) => {
                         p.client_eof = true;
                         progressed = true;
                     }
-                    Poll::Ready(Ok(n)) => {
-                        let start = p.cin.len() - n;
-                        if let Some(chunk) = p.cin.get(start..) {
-                            observer.downstream_bytes(chunk, now);
-                        }
-                        p.totals.received += n as u64;
-                        p.process_client(observer, now);
-                        progressed = true;
-                    }
+                    Poll::Ready(Ok(_)) => progressed = true,
                     Poll::Pending => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 }
@@ -1030,16 +1239,26 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
             }
             // Server reads.
             if !p.server_eof && p.down.pending() < HIGH_WATER {
-                match upstream.poll_read_into(cx, &mut p.sin) {
+                let polled = if p.server_fast() {
+                    SCRATCH_BUF.with_borrow_mut(|buf| {
+                        p.read_server_fast(cx, &mut *downstream, &mut *upstream, observer, buf, now)
+                    })
+                } else {
+                    match upstream.poll_read_into(cx, &mut p.sin) {
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            p.totals.sent += n as u64;
+                            p.process_server(observer, now);
+                            Poll::Ready(Ok(n))
+                        }
+                        other => other,
+                    }
+                };
+                match polled {
                     Poll::Ready(Ok(0)) => {
                         p.server_eof = true;
                         progressed = true;
                     }
-                    Poll::Ready(Ok(n)) => {
-                        p.totals.sent += n as u64;
-                        p.process_server(observer, now);
-                        progressed = true;
-                    }
+                    Poll::Ready(Ok(_)) => progressed = true,
                     Poll::Pending => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 }
@@ -1090,5 +1309,154 @@ pub async fn forward_sides<D: Side, U: Side, O: Observer>(
             (p.totals, Ok(Ending::Reset))
         }
         other => (p.totals, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RedisPortPolicy;
+    use ferry_model::ferry::redis_policy::{RedisAbort, RedisFault};
+
+    #[test]
+    fn batch_decisions() {
+        // (case, start, len, scanned, paused, open command at, expected)
+        let cases = [
+            (
+                "only plain commands",
+                100,
+                30,
+                Some(30),
+                false,
+                None,
+                Batch::Forward(30),
+            ),
+            (
+                "a command's name still to come",
+                100,
+                30,
+                Some(30),
+                false,
+                Some(120),
+                Batch::Forward(20),
+            ),
+            (
+                "the batch is all one unnamed command start",
+                100,
+                30,
+                Some(30),
+                false,
+                Some(100),
+                Batch::Forward(0),
+            ),
+            (
+                "a command begun in an earlier batch",
+                100,
+                30,
+                Some(30),
+                false,
+                Some(90),
+                Batch::Forward(0),
+            ),
+            (
+                "paused at a named command",
+                100,
+                30,
+                Some(12),
+                true,
+                None,
+                Batch::Enforce,
+            ),
+            (
+                "paused at the very end",
+                100,
+                30,
+                Some(30),
+                true,
+                None,
+                Batch::Enforce,
+            ),
+            ("not RESP", 100, 30, None, false, None, Batch::Enforce),
+        ];
+        for (case, start, len, scanned, paused, open, want) in cases {
+            assert_eq!(batch(start, len, scanned, paused, open), want, "{case}");
+        }
+    }
+
+    fn resp(args: &[&str]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        out
+    }
+
+    /// The fast path's decision on the first read of a connection holding `bytes`.
+    fn first_read(policy: &Policy, bytes: &[u8]) -> Batch {
+        let mut obs = RedisObserver::new();
+        let mut cvis = CommandVisitor::new(policy);
+        let scanned = obs.scan_client(bytes, 0, &mut cvis);
+        let (at, under_way) = obs.client_command_start();
+        let open = (under_way && !cvis.in_plain).then_some(at);
+        batch(0, bytes.len(), scanned, cvis.pause, open)
+    }
+
+    #[test]
+    fn pipelines_cut_anywhere_never_forward_a_named_command() {
+        let policy = Policy::compile(
+            &RedisPortPolicy {
+                policy: "default/p".into(),
+                faults: vec![RedisFault {
+                    commands: vec!["get".into()],
+                    abort: Some(RedisAbort {
+                        error: None,
+                        percentage: None,
+                    }),
+                    delay: None,
+                }],
+                ..Default::default()
+            },
+            None,
+        );
+        let set_a = resp(&["SET", "a", "1"]);
+        let get = resp(&["GET", "a"]);
+        let getrange = resp(&["GETRANGE", "a", "0", "-1"]);
+        let inline = b"PING\r\n".to_vec();
+        let set_b = resp(&["SET", "b", "get"]);
+        let mut stream = Vec::new();
+        let mut starts = Vec::new();
+        for cmd in [&set_a, &getrange, &inline, &get, &set_b] {
+            starts.push(stream.len());
+            stream.extend_from_slice(cmd);
+        }
+        let get_start = starts[3];
+        // Where the name `GET` has fully arrived (the byte after its `\r\n`).
+        let get_named = get_start + b"*2\r\n$3\r\nGET\r\n".len();
+        for cut in 1..=stream.len() {
+            let got = first_read(&policy, &stream[..cut]);
+            if cut >= get_named {
+                assert_eq!(got, Batch::Enforce, "cut at {cut}");
+            } else {
+                let Batch::Forward(k) = got else {
+                    panic!("cut at {cut}: {got:?}")
+                };
+                // Never a byte of GET; what stays behind starts at a command.
+                assert!(k <= get_start, "cut at {cut}: forwards {k}");
+                assert!(k == cut || starts.contains(&k), "cut at {cut}: {k}");
+                // A command whose name has arrived (and is not GET) goes at once.
+                let open = starts.iter().rev().find(|&&s| s < cut).copied();
+                if let Some(s) = open
+                    && k < cut
+                {
+                    assert_eq!(k, s, "cut at {cut}");
+                }
+            }
+        }
+        // The whole pipeline without GET goes as it is, in one piece.
+        let mut plain = Vec::new();
+        for cmd in [&set_a, &getrange, &inline, &set_b] {
+            plain.extend_from_slice(cmd);
+        }
+        assert_eq!(first_read(&policy, &plain), Batch::Forward(plain.len()));
     }
 }

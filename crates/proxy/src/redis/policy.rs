@@ -3,6 +3,10 @@
 //! looked up by the interned command id, one table load per command. Commands the policy
 //! must not touch (pub/sub, `MONITOR`, blocking commands, transactions, `CLIENT`) never get
 //! a fault or a timeout, whatever the policy lists.
+//!
+//! The rules also compile into the policy's command set ([`Policy::acts_on`]): the commands
+//! some fault, timeout or mirror can apply to. Every other command is forwarded as it is,
+//! without drawing a share or building a decision.
 
 use super::command::CommandId;
 use super::parser::Token;
@@ -60,6 +64,8 @@ pub struct Policy {
     table: Vec<(Option<u16>, Option<u16>)>,
     /// Commands never touched, by command index.
     untouched: Vec<bool>,
+    /// The command set: by command index, whether some rule can apply.
+    acts: Vec<bool>,
     /// The mirror cluster and the share copied.
     pub mirror: Option<(Arc<UpstreamCluster>, f64)>,
 }
@@ -143,6 +149,14 @@ impl Policy {
                     ),
                 )
             })
+            .collect::<Vec<_>>();
+        let mirrors = p.mirror.is_some() && mirror.is_some();
+        let acts = CommandId::all()
+            .zip(&table)
+            .map(|(id, (fault, timeout))| {
+                !untouched[id.index()]
+                    && (fault.is_some() || timeout.is_some() || (mirrors && id.is_mirrored()))
+            })
             .collect();
         Policy {
             name: p.policy.clone(),
@@ -150,6 +164,7 @@ impl Policy {
             timeouts,
             table,
             untouched,
+            acts,
             mirror: p
                 .mirror
                 .as_ref()
@@ -160,6 +175,18 @@ impl Policy {
     /// Whether a command is passed through untouched (its own kind, not the policy's say).
     pub fn untouched(&self, id: CommandId) -> bool {
         self.untouched.get(id.index()).copied().unwrap_or(false)
+    }
+
+    /// Whether some rule of the policy (a fault, a timeout or the mirror) can apply to the
+    /// command: the policy's command set. A command outside it is forwarded as it is, with
+    /// no decision to make. Commands not in the table (`UNKNOWN`, module commands) are in
+    /// it when some rule could name them: [`Policy::decide`] compares their names.
+    #[inline]
+    pub fn acts_on(&self, id: CommandId) -> bool {
+        match self.acts.get(id.index()) {
+            Some(acts) => *acts,
+            None => !self.faults.is_empty() || !self.timeouts.is_empty(),
+        }
     }
 
     /// Whether the policy can change anything at all (a fault, a timeout or a mirror).
@@ -268,6 +295,105 @@ mod tests {
             Some(Fault::Abort(_))
         ));
         assert!(p.is_active());
+    }
+
+    #[test]
+    fn the_command_set_holds_the_commands_some_rule_names() {
+        let abort_on = |commands: &[&str]| RedisFault {
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            abort: Some(RedisAbort {
+                error: None,
+                percentage: Some(0.0),
+            }),
+            delay: None,
+        };
+        let timeout_on = |commands: &[&str]| RedisTimeout {
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            timeout: D::parse("1s").ok(),
+        };
+        let get = CommandId::GET;
+        let set = CommandId::SET;
+        let debug = CommandId::lookup(b"DEBUG");
+        let blpop = CommandId::lookup(b"BLPOP");
+        let sub = CommandId::SUBSCRIBE;
+        let unknown = CommandId::UNKNOWN;
+        // (case, faults, timeouts, [(command, in the set)])
+        type Case = (
+            &'static str,
+            Vec<RedisFault>,
+            Vec<RedisTimeout>,
+            Vec<(CommandId, bool)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no rules",
+                Vec::new(),
+                Vec::new(),
+                vec![(get, false), (set, false), (unknown, false)],
+            ),
+            (
+                "names, any case",
+                vec![abort_on(&["debug"])],
+                vec![timeout_on(&["FlushAll"])],
+                vec![
+                    (debug, true),
+                    (CommandId::lookup(b"flushall"), true),
+                    (get, false),
+                    (set, false),
+                    (unknown, true),
+                ],
+            ),
+            (
+                "a share of 0% still names the command",
+                vec![abort_on(&["GET"])],
+                Vec::new(),
+                vec![(get, true), (set, false)],
+            ),
+            (
+                "no list: all commands but the untouched ones",
+                vec![abort_on(&[])],
+                Vec::new(),
+                vec![
+                    (get, true),
+                    (set, true),
+                    (debug, true),
+                    (blpop, false),
+                    (sub, false),
+                    (CommandId::MULTI, false),
+                    (unknown, true),
+                ],
+            ),
+            (
+                "a timeout without a list",
+                Vec::new(),
+                vec![timeout_on(&[])],
+                vec![(get, true), (blpop, false)],
+            ),
+            (
+                "untouched commands stay out even when named",
+                vec![abort_on(&["BLPOP", "SUBSCRIBE", "get"])],
+                Vec::new(),
+                vec![(blpop, false), (sub, false), (get, true), (set, false)],
+            ),
+        ];
+        for (case, faults, timeouts, expect) in cases {
+            let p = Policy::compile(
+                &RedisPortPolicy {
+                    policy: "default/p".into(),
+                    faults,
+                    timeouts,
+                    ..Default::default()
+                },
+                None,
+            );
+            for (id, want) in expect {
+                assert_eq!(p.acts_on(id), want, "{case}: {id}");
+                if !want {
+                    // Outside the set, the full decision agrees: nothing to do.
+                    assert_eq!(p.decide(id, None), Decision::default(), "{case}: {id}");
+                }
+            }
+        }
     }
 
     #[test]
