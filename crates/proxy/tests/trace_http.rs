@@ -5,61 +5,14 @@
 //! B3 contexts and sampling decisions honoured, and a proxy without tracing leaving the
 //! headers alone.
 
-use bytes::Bytes;
+mod trace_support;
+
 use ferry_proxy::config::{Tracing, TracingProvider};
 use ferry_proxy::listener::Direction;
-use ferry_proxy::listener::orig_dst::FixedDst;
-use ferry_proxy::server::{self, Options, Running};
-use ferry_proxy::trace::{ReceivedSpan, serve_otlp_receiver};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
+use ferry_proxy::trace::serve_otlp_receiver;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-
-type Seen = Arc<Mutex<Vec<hyper::HeaderMap>>>;
-
-/// An app that records the headers of every request and answers 200 (404 for `/missing`).
-async fn app() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen: Seen = Arc::default();
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let sink = sink.clone();
-                    async move {
-                        if let Ok(mut s) = sink.lock() {
-                            s.push(req.headers().clone());
-                        }
-                        let missing = req.uri().path() == "/missing";
-                        let mut r = Response::new(Full::new(Bytes::from_static(b"hello")));
-                        if missing {
-                            *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                        }
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
+use trace_support::{Mesh, app, collect, get, header, proxy};
 
 fn tracing(collector: SocketAddr, sampling: f64) -> Tracing {
     Tracing {
@@ -73,147 +26,9 @@ fn tracing(collector: SocketAddr, sampling: f64) -> Tracing {
     }
 }
 
-fn proxy(direction: Direction, upstream: SocketAddr, tracing: Option<Tracing>) -> Running {
-    server::start(
-        Options {
-            listeners: vec![("127.0.0.1:0".parse().expect("addr"), direction)],
-            tracing,
-            ..Default::default()
-        },
-        Arc::new(FixedDst(upstream)),
-    )
-    .expect("proxy starts")
-}
-
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", "back.default:8080");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::new())).expect("request"))
-        .await
-        .expect("response");
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
-}
-
-fn header(h: &hyper::HeaderMap, name: &str) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Spans received so far, and more for up to `wait`.
-async fn collect(
-    rx: &mut mpsc::Receiver<ReceivedSpan>,
-    n: usize,
-    wait: Duration,
-) -> Vec<ReceivedSpan> {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(s)) => out.push(s),
-            _ => break,
-        }
-    }
-    out
-}
-
-struct Mesh {
-    client: Running,
-    server: Running,
-    seen: Seen,
-    spans: mpsc::Receiver<ReceivedSpan>,
-}
-
-impl Mesh {
-    async fn new(sampling: f64) -> Mesh {
-        let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let collector_addr = collector.local_addr().expect("addr");
-        let (spans, _task) = serve_otlp_receiver(collector, 64);
-        let (app, seen) = app().await;
-        let server = proxy(
-            Direction::Inbound,
-            app,
-            Some(tracing(collector_addr, sampling)),
-        );
-        let client = proxy(
-            Direction::Outbound,
-            server.listeners[0],
-            Some(tracing(collector_addr, sampling)),
-        );
-        let mesh = Mesh {
-            client,
-            server,
-            seen,
-            spans,
-        };
-        // Tracing is switched on by the proxies' admin threads: wait for it.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            get(mesh.client.listeners[0], "/warmup", &[]).await;
-            let on = mesh
-                .seen
-                .lock()
-                .map(|s| s.last().is_some_and(|h| h.contains_key("x-request-id")))
-                .unwrap_or(false);
-            if on {
-                break;
-            }
-            assert!(Instant::now() < deadline, "tracing never came on");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        mesh
-    }
-
-    fn last_seen(&self) -> hyper::HeaderMap {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|s| s.last().cloned())
-            .unwrap_or_default()
-    }
-
-    /// Spans of request `id`.
-    async fn spans_of(&mut self, id: &str, n: usize) -> Vec<ReceivedSpan> {
-        let mut found = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while found.len() < n && Instant::now() < deadline {
-            for s in collect(&mut self.spans, 1, Duration::from_millis(200)).await {
-                if s.attributes.get("guid:x-request-id").map(String::as_str) == Some(id) {
-                    found.push(s);
-                }
-            }
-        }
-        // Anything more would come with the rest.
-        for s in collect(&mut self.spans, 8, Duration::from_millis(300)).await {
-            if s.attributes.get("guid:x-request-id").map(String::as_str) == Some(id) {
-                found.push(s);
-            }
-        }
-        found
-    }
-
-    fn stop(self) {
-        self.client.stop();
-        self.server.stop();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_server_spans_join_one_trace() {
-    let mut mesh = Mesh::new(100.0).await;
+    let mut mesh = Mesh::new(|c| tracing(c, 100.0), |c| tracing(c, 100.0)).await;
     let status = get(
         mesh.client.listeners[0],
         "/api/items?color=red",
@@ -288,7 +103,7 @@ async fn client_and_server_spans_join_one_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_contexts_and_decisions_are_honoured() {
     // 0%: nothing starts a trace here, but incoming decisions still count.
-    let mut mesh = Mesh::new(0.0).await;
+    let mut mesh = Mesh::new(|c| tracing(c, 0.0), |c| tracing(c, 0.0)).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
 
@@ -361,7 +176,7 @@ async fn incoming_contexts_and_decisions_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_marked_and_tracing_off_changes_nothing() {
-    let mut mesh = Mesh::new(100.0).await;
+    let mut mesh = Mesh::new(|c| tracing(c, 100.0), |c| tracing(c, 100.0)).await;
     let status = get(
         mesh.client.listeners[0],
         "/missing",

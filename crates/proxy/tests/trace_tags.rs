@@ -5,61 +5,16 @@
 //! server-only (the unreported side makes no span and passes the context through, so the
 //! trace stays joined), and tag values cut to `maxTagLength` at a character boundary.
 
-use bytes::Bytes;
+mod trace_support;
+
 use ferry_proxy::config::tracing::{CustomTag, SpanMode, TagSource};
 use ferry_proxy::config::{Tracing, TracingProvider};
-use ferry_proxy::listener::Direction;
-use ferry_proxy::listener::orig_dst::FixedDst;
-use ferry_proxy::server::{self, Options, Running};
-use ferry_proxy::trace::{ReceivedSpan, serve_otlp_receiver};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-
-type Seen = Arc<Mutex<Vec<hyper::HeaderMap>>>;
+use trace_support::{Mesh, get, header};
 
 /// The environment variable the environment tag reads; set by the test that needs it before
 /// any proxy starts.
 const ZONE_VAR: &str = "FERRY_TRACE_TAGS_TEST_ZONE";
-
-/// An app that records the headers of every request and answers 200.
-async fn app() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen: Seen = Arc::default();
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let sink = sink.clone();
-                    async move {
-                        if let Ok(mut s) = sink.lock() {
-                            s.push(req.headers().clone());
-                        }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
 
 fn settings(
     collector: SocketAddr,
@@ -83,130 +38,6 @@ fn tag(name: &str, source: TagSource, spans: SpanMode) -> CustomTag {
         tag: name.into(),
         source,
         spans,
-    }
-}
-
-fn proxy(direction: Direction, upstream: SocketAddr, tracing: Tracing) -> Running {
-    server::start(
-        Options {
-            listeners: vec![("127.0.0.1:0".parse().expect("addr"), direction)],
-            tracing: Some(tracing),
-            ..Default::default()
-        },
-        Arc::new(FixedDst(upstream)),
-    )
-    .expect("proxy starts")
-}
-
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", "back.default:8080");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::new())).expect("request"))
-        .await
-        .expect("response");
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
-}
-
-fn header(h: &hyper::HeaderMap, name: &str) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-struct Mesh {
-    client: Running,
-    server: Running,
-    seen: Seen,
-    spans: mpsc::Receiver<ReceivedSpan>,
-}
-
-impl Mesh {
-    /// A client and a server sidecar with these settings (the collector's address is filled
-    /// in), started and with tracing on.
-    async fn new(
-        client: impl Fn(SocketAddr) -> Tracing,
-        server: impl Fn(SocketAddr) -> Tracing,
-    ) -> Mesh {
-        let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let collector_addr = collector.local_addr().expect("addr");
-        let (spans, _task) = serve_otlp_receiver(collector, 256);
-        let (app, seen) = app().await;
-        let server = proxy(Direction::Inbound, app, server(collector_addr));
-        let client = proxy(
-            Direction::Outbound,
-            server.listeners[0],
-            client(collector_addr),
-        );
-        let mesh = Mesh {
-            client,
-            server,
-            seen,
-            spans,
-        };
-        // Tracing is switched on by each proxy's admin thread: a proxy with tracing on adds
-        // an `x-request-id` to a request without one (whatever span kinds it reports), one
-        // without tracing does not. Wait until both do.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for addr in [mesh.server.listeners[0], mesh.client.listeners[0]] {
-            loop {
-                get(addr, "/warmup", &[("x-b3-sampled", "0")]).await;
-                if mesh.last_seen().contains_key("x-request-id") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "tracing never came on");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        mesh
-    }
-
-    fn last_seen(&self) -> hyper::HeaderMap {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|s| s.last().cloned())
-            .unwrap_or_default()
-    }
-
-    /// Spans of request `id`: waits for `n`, then a little longer for any more.
-    async fn spans_of(&mut self, id: &str, n: usize) -> Vec<ReceivedSpan> {
-        let mut found = Vec::new();
-        let mut deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut settled = false;
-        loop {
-            match tokio::time::timeout_at(deadline, self.spans.recv()).await {
-                Ok(Some(s)) => {
-                    if s.attributes.get("guid:x-request-id").map(String::as_str) == Some(id) {
-                        found.push(s);
-                    }
-                }
-                _ => break,
-            }
-            if found.len() >= n && !settled {
-                // Anything more from the same request would come in the next batch.
-                settled = true;
-                deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
-            }
-        }
-        found
-    }
-
-    fn stop(self) {
-        self.client.stop();
-        self.server.stop();
     }
 }
 
