@@ -19,8 +19,6 @@ use support::*;
 
 const BRIDGE: &str = "ferry-e2e0";
 
-const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio-injection: enabled\n";
-
 fn redis_manifests(replicas: u32) -> String {
     format!(
         r#"apiVersion: v1
@@ -140,7 +138,7 @@ fn mesh_follows_its_manifests() {
         std::fs::write(&tmp, text).expect("write manifest");
         std::fs::rename(&tmp, dir.path().join(name)).expect("rename manifest");
     };
-    write("namespace.yaml", NAMESPACE);
+    write("namespace.yaml", DEFAULT_NAMESPACE);
     write("redis.yaml", &redis_manifests(2));
     write("client.yaml", CLIENT);
     write("plain.yaml", PLAIN);

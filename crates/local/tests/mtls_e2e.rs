@@ -32,49 +32,6 @@ const SERVICE_CIDR: &str = "198.19.200.0/24";
 /// Short certificates, so that renewals happen during the test.
 const CERT_TTL_SECS: &str = "80";
 
-const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio-injection: enabled\n";
-
-const REDIS: &str = r#"apiVersion: v1
-kind: Service
-metadata:
-  name: redis
-spec:
-  clusterIP: None
-  selector:
-    app: redis
-  ports:
-  - name: tcp-redis
-    port: 6379
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: redis
-spec:
-  serviceName: redis
-  replicas: 1
-  selector:
-    matchLabels:
-      app: redis
-  template:
-    metadata:
-      labels:
-        app: redis
-    spec:
-      serviceAccountName: redis
-      containers:
-      - name: redis
-        image: redis:alpine
-        ports:
-        - name: redis
-          containerPort: 6379
-        readinessProbe:
-          tcpSocket:
-            port: redis
-"#;
-
-const CLIENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: client\nspec:\n  selector:\n    matchLabels:\n      app: client\n  template:\n    metadata:\n      labels:\n        app: client\n    spec:\n      serviceAccountName: client\n      containers:\n      - name: shell\n        image: busybox\n";
-
 const PLAIN: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  labels:\n    app: plain\n    sidecar.istio.io/inject: \"false\"\nspec:\n  containers:\n  - name: shell\n    image: busybox\n";
 
 /// `redis-cli -h redis-0.redis ARGS` from `pod`, with a timeout; its stdout.
@@ -115,9 +72,9 @@ fn mutual_tls_between_sidecars() {
         std::fs::write(&tmp, text).expect("write manifest");
         std::fs::rename(&tmp, dir.path().join(name)).expect("rename manifest");
     };
-    write("namespace.yaml", NAMESPACE);
-    write("redis.yaml", REDIS);
-    write("client.yaml", CLIENT);
+    write("namespace.yaml", DEFAULT_NAMESPACE);
+    write("redis.yaml", REDIS_ONE_POD);
+    write("client.yaml", MESH_CLIENT);
     write("plain.yaml", PLAIN);
     write("peer.yaml", &peer_authentication("STRICT"));
     let state = tempfile::tempdir().expect("tmp");

@@ -33,8 +33,6 @@ use support::*;
 /// The tests of this file run one at a time (each runs a whole mesh).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio-injection: enabled\n";
-
 const SERVICE: &str = r#"apiVersion: v1
 kind: Service
 metadata:
@@ -88,8 +86,6 @@ spec:
 "#
     )
 }
-
-const CLIENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: client\nspec:\n  selector:\n    matchLabels:\n      app: client\n  template:\n    metadata:\n      labels:\n        app: client\n    spec:\n      serviceAccountName: client\n      containers:\n      - name: shell\n        image: busybox\n";
 
 /// A Redis pod of the same headless service without a sidecar.
 const REDIS_PLAIN: &str = r#"apiVersion: v1
@@ -199,11 +195,11 @@ fn set_captured(
 fn mesh_dir(replicas: u32, extra: &[(&str, &str)]) -> (tempfile::TempDir, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = tempfile::tempdir().expect("tmp");
-    write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
+    write_manifest(dir.path(), "namespace.yaml", DEFAULT_NAMESPACE);
     write_manifest(dir.path(), "service.yaml", SERVICE);
     let redis = redis_statefulset(replicas, data.path());
     write_manifest(dir.path(), "redis.yaml", &redis);
-    write_manifest(dir.path(), "client.yaml", CLIENT);
+    write_manifest(dir.path(), "client.yaml", MESH_CLIENT);
     for (name, text) in extra {
         write_manifest(dir.path(), name, text);
     }

@@ -36,49 +36,6 @@ const BRIDGE: &str = "ferry-roll0";
 const POD_CIDR: &str = "198.18.210.0/24";
 const SERVICE_CIDR: &str = "198.19.210.0/24";
 
-const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio-injection: enabled\n";
-
-const REDIS: &str = r#"apiVersion: v1
-kind: Service
-metadata:
-  name: redis
-spec:
-  clusterIP: None
-  selector:
-    app: redis
-  ports:
-  - name: tcp-redis
-    port: 6379
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: redis
-spec:
-  serviceName: redis
-  replicas: 1
-  selector:
-    matchLabels:
-      app: redis
-  template:
-    metadata:
-      labels:
-        app: redis
-    spec:
-      serviceAccountName: redis
-      containers:
-      - name: redis
-        image: redis:alpine
-        ports:
-        - name: redis
-          containerPort: 6379
-        readinessProbe:
-          tcpSocket:
-            port: redis
-"#;
-
-const CLIENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: client\nspec:\n  selector:\n    matchLabels:\n      app: client\n  template:\n    metadata:\n      labels:\n        app: client\n    spec:\n      serviceAccountName: client\n      containers:\n      - name: shell\n        image: busybox\n";
-
 /// `ferry exec POD -- ARGS` of the mesh in `state_dir`: (success, stdout, stderr).
 fn exec(ferry: &Path, state_dir: &Path, pod: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(ferry)
@@ -165,9 +122,9 @@ fn root_rollover_under_load() {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
-    write_manifest(dir.path(), "namespace.yaml", NAMESPACE);
-    write_manifest(dir.path(), "redis.yaml", REDIS);
-    write_manifest(dir.path(), "client.yaml", CLIENT);
+    write_manifest(dir.path(), "namespace.yaml", DEFAULT_NAMESPACE);
+    write_manifest(dir.path(), "redis.yaml", REDIS_ONE_POD);
+    write_manifest(dir.path(), "client.yaml", MESH_CLIENT);
     write_manifest(dir.path(), "peer.yaml", &peer_authentication("STRICT"));
     let state = tempfile::tempdir().expect("tmp");
     let state_dir: PathBuf = state.path().to_path_buf();
