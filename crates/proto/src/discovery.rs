@@ -122,6 +122,16 @@ pub fn chunks(version: &str, hash: &str, pieces: &[Bytes], max: usize) -> Vec<Co
         .collect()
 }
 
+/// How both ends name a root certificate (the roots of a [`v1::TrustUpdate`] as a proxy
+/// reports them in its [`v1::TrustReport`]): the lowercase hex SHA-256 of its DER.
+pub fn root_fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A trust message: a chunk carrying `update` and no snapshot data.
 pub fn trust_chunk(update: v1::TrustUpdate) -> ConfigChunk {
     ConfigChunk {

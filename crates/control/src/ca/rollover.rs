@@ -21,27 +21,19 @@
 use super::CaError;
 use super::authority::{CertificateAuthority, der_to_pem, pem_to_ders};
 use super::store::{CaMaterial, RootStore};
-use sha2::{Digest, Sha256};
+use ferry_proto::discovery::root_fingerprint;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
-/// Lowercase hex SHA-256 of a DER certificate: how proxies and the control plane name roots.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The fingerprints of the certificates of PEM texts, in order (unparsable text is skipped).
 pub fn pem_fingerprints(pems: &[String]) -> Vec<String> {
     pems.iter()
         .filter_map(|p| pem_to_ders("roots", p).ok())
         .flatten()
-        .map(|d| fingerprint(&d))
+        .map(|d| root_fingerprint(&d))
         .collect()
 }
 

@@ -169,7 +169,7 @@ pub fn trusted_roots(roots_pem: &[String]) -> Vec<serde_json::Value> {
             let parsed = x509_parser::parse_x509_certificate(der.as_ref()).ok();
             serde_json::json!({
                 "subject": parsed.as_ref().map(|(_, c)| c.subject().to_string()),
-                "sha256": crate::identity::fingerprint(der.as_ref()),
+                "sha256": ferry_proto::discovery::root_fingerprint(der.as_ref()),
                 "notAfter": parsed.as_ref().map(|(_, c)| c.validity().not_after.to_string()),
             })
         })

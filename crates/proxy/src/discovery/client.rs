@@ -21,7 +21,7 @@
 use super::backoff::Backoff;
 use crate::config::{ProxyConfig, Snapshot, file};
 use crate::identity::IdentityState;
-use crate::identity::source::CaClient;
+use crate::identity::source::{CaClient, authorize};
 use arc_swap::ArcSwap;
 use ferry_proto::discovery::v1::config_discovery_client::ConfigDiscoveryClient;
 use ferry_proto::discovery::v1::{Ack, Hello, Nack, ProxyMessage, TrustReport, proxy_message};
@@ -360,10 +360,7 @@ async fn session(
     let _ = tx.send(hello).await;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| fail(false)(&"the token holds characters a header cannot"))?;
-        request.metadata_mut().insert("authorization", value);
+        authorize(&mut request, &token).map_err(|e| fail(false)(&e))?;
     }
     let mut inbound = client
         .stream(request)

@@ -399,7 +399,7 @@ mod tests {
         let own = first.chain_root();
         assert_eq!(first.root_fingerprints(), vec![own.clone()]);
         let new_root = other_root();
-        let new_fp = super::super::fingerprint(
+        let new_fp = ferry_proto::discovery::root_fingerprint(
             super::super::ders(std::slice::from_ref(&new_root)).expect("der")[0].as_ref(),
         );
         let mut renewals = m.state.renewals();

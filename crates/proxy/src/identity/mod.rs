@@ -23,6 +23,7 @@ pub mod source;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwapOption;
 use ferry_proto::config::SpiffeId;
+use ferry_proto::discovery::root_fingerprint;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -222,7 +223,7 @@ impl Certified {
     pub fn chain_root(&self) -> String {
         ders(&self.chain_pem)
             .ok()
-            .and_then(|d| d.last().map(|c| fingerprint(c.as_ref())))
+            .and_then(|d| d.last().map(|c| root_fingerprint(c.as_ref())))
             .unwrap_or_default()
     }
 
@@ -232,19 +233,9 @@ impl Certified {
             .iter()
             .filter_map(|p| ders(std::slice::from_ref(p)).ok())
             .flatten()
-            .map(|d| fingerprint(d.as_ref()))
+            .map(|d| root_fingerprint(d.as_ref()))
             .collect()
     }
-}
-
-/// Lowercase hex SHA-256 of a DER certificate: how the proxy and the control plane name
-/// roots.
-pub fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The roots of `trust_bundle` and `extra_roots`, each once, in order, as a store and as
@@ -423,17 +414,16 @@ impl IdentityState {
         if next.roots_pem == cert.roots_pem {
             return Ok(false);
         }
-        let names = |pems: &[String]| -> String {
-            pems.iter()
-                .filter_map(|p| ders(std::slice::from_ref(p)).ok())
-                .flatten()
-                .map(|d| fingerprint(d.as_ref()).chars().take(12).collect::<String>())
+        let names = |c: &Certified| -> String {
+            c.root_fingerprints()
+                .iter()
+                .map(|f| f.get(..12).unwrap_or(f))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         tracing::info!(
-            before = %names(&cert.roots_pem),
-            after = %names(&next.roots_pem),
+            before = %names(&cert),
+            after = %names(&next),
             "trusted roots changed (new handshakes use them; open connections stay)"
         );
         self.current.store(Some(Arc::new(next)));

@@ -159,6 +159,16 @@ impl CaClient {
     }
 }
 
+/// Sends `token` with `request` as the proof of the proxy's service account
+/// (`authorization: Bearer <token>`), as the CA and the configuration stream on 15012 take it.
+pub fn authorize<T>(request: &mut tonic::Request<T>, token: &str) -> Result<(), String> {
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "the token holds characters a header cannot".to_string())?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(())
+}
+
 impl CaClient {
     /// One certificate request, presenting `cert` as the TLS client certificate and `token`
     /// as the bearer token (either may be absent).
@@ -176,10 +186,7 @@ impl CaClient {
         });
         request.set_timeout(Duration::from_secs(15));
         if let Some(t) = token {
-            let value = format!("Bearer {t}")
-                .parse()
-                .map_err(|_| "the token holds characters a header cannot".to_string())?;
-            request.metadata_mut().insert("authorization", value);
+            authorize(&mut request, t)?;
         }
         let answer = CertificateServiceClient::new(channel)
             .create_certificate(request)
