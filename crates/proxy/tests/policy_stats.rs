@@ -27,7 +27,7 @@ use ferry_proxy::config::{
 };
 use ferry_proxy::server::Running;
 use http_routing_support::{get, http_server};
-use redis_policy_support::{Client, Reply, have_redis, redis_on};
+use redis_policy_support::{Client, RedisMesh, Reply, faults, have_redis};
 use routing_support::*;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -109,49 +109,15 @@ fn relative_weights_over_four_subsets_and_weight_zero_gets_nothing() {
     }
 }
 
-fn redis_mesh(base: u8) -> (redis_policy_support::RedisServer, Pod, u16) {
-    let p = pod(base, "redis-0", "v1");
-    let port = shared_port(&[p.ip]);
-    let server = redis_on(p.ip, port);
-    (server, p, port)
-}
-
-fn redis_proxy(p: &Pod, port: u16, policy: RedisPortPolicy) -> Running {
-    let host = fqdn("redis");
-    let pods = std::slice::from_ref(p);
-    let mut out = outbound(&host, port, Protocol::Redis, &[], Vec::new());
-    out.redis_policies = vec![policy];
-    let config = ProxyConfig {
-        identity: client_identity(&[("app", "client")]),
-        services: vec![service("redis", None, "redis", port, pods)],
-        clusters: clusters_by_version(&host, port, pods, true),
-        outbound: vec![out],
-        ..Default::default()
-    };
-    start_proxy(SocketAddr::new(p.ip, port), config)
-}
-
-fn faults(proxy: &Running, command: &str, outcome: &str) -> f64 {
-    metric(
-        proxy,
-        "ferry_redis_faults_total",
-        &[
-            &format!("command=\"{command}\""),
-            &format!("outcome=\"{outcome}\""),
-        ],
-    )
-}
-
 #[test]
 fn a_fifth_of_the_gets_fail_and_sets_pass() {
     if !have_redis() {
         return;
     }
-    let (_server, p, port) = redis_mesh(30);
-    let proxy = redis_proxy(
-        &p,
-        port,
-        RedisPortPolicy {
+    let m = RedisMesh::new(30, &[("redis-0", "v1")]);
+    let proxy = m.proxy(
+        0,
+        vec![RedisPortPolicy {
             policy: "default/faults".into(),
             faults: vec![RedisFault {
                 commands: vec!["GET".into()],
@@ -162,7 +128,7 @@ fn a_fifth_of_the_gets_fail_and_sets_pass() {
                 delay: None,
             }],
             ..Default::default()
-        },
+        }],
     );
     let mut c = Client::connect(proxy.listeners[0]);
     let n = 2_000;
@@ -195,11 +161,10 @@ fn a_quarter_of_the_sets_are_delayed() {
     if !have_redis() {
         return;
     }
-    let (_server, p, port) = redis_mesh(40);
-    let proxy = redis_proxy(
-        &p,
-        port,
-        RedisPortPolicy {
+    let m = RedisMesh::new(40, &[("redis-0", "v1")]);
+    let proxy = m.proxy(
+        0,
+        vec![RedisPortPolicy {
             policy: "default/delays".into(),
             faults: vec![RedisFault {
                 commands: vec!["SET".into()],
@@ -210,7 +175,7 @@ fn a_quarter_of_the_sets_are_delayed() {
                 }),
             }],
             ..Default::default()
-        },
+        }],
     );
     let mut c = Client::connect(proxy.listeners[0]);
     let n = 240;

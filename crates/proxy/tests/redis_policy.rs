@@ -9,69 +9,18 @@ mod routing_support;
 
 use ferry_model::Duration as D;
 use ferry_model::ferry::redis_policy::{RedisAbort, RedisDelay, RedisFault, RedisTimeout};
-use ferry_proxy::config::{
-    Protocol, ProxyConfig, RedisMirrorTarget, RedisPortPolicy, cluster_name,
-};
-use ferry_proxy::server::Running;
+use ferry_proxy::config::{RedisMirrorTarget, RedisPortPolicy, cluster_name};
 use redis_policy_support::*;
 use routing_support::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-struct Mesh {
-    _servers: Vec<RedisServer>,
-    pods: Vec<Pod>,
-    port: u16,
-}
-
 /// Redis pods `redis-0` (v1), `redis-1` (v1), `redis-2` (v2), each a real server.
-fn mesh(base: u8) -> Mesh {
-    let pods = vec![
-        pod(base, "redis-0", "v1"),
-        pod(base + 1, "redis-1", "v1"),
-        pod(base + 2, "redis-2", "v2"),
-    ];
-    let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
-    let port = shared_port(&ips);
-    let servers = pods.iter().map(|p| redis_on(p.ip, port)).collect();
-    Mesh {
-        _servers: servers,
-        pods,
-        port,
-    }
-}
-
-impl Mesh {
-    /// A proxy whose connections are dialled to `dst_pod` of the headless `redis` service,
-    /// under `policies`.
-    fn proxy(&self, dst_pod: usize, policies: Vec<RedisPortPolicy>) -> Running {
-        let host = fqdn("redis");
-        let mut out = outbound(&host, self.port, Protocol::Redis, &[], Vec::new());
-        out.redis_policies = policies;
-        let config = ProxyConfig {
-            identity: client_identity(&[("app", "client")]),
-            services: vec![service("redis", None, "redis", self.port, &self.pods)],
-            clusters: clusters_by_version(&host, self.port, &self.pods, true),
-            outbound: vec![out],
-            ..Default::default()
-        };
-        start_proxy(SocketAddr::new(self.pods[dst_pod].ip, self.port), config)
-    }
-
-    fn direct(&self, pod: usize) -> Client {
-        Client::connect(SocketAddr::new(self.pods[pod].ip, self.port))
-    }
-}
-
-fn abort(commands: &[&str], pct: Option<f64>) -> RedisFault {
-    RedisFault {
-        commands: commands.iter().map(|c| c.to_string()).collect(),
-        abort: Some(RedisAbort {
-            error: Some("ERR injected by Ferry".into()),
-            percentage: pct,
-        }),
-        delay: None,
-    }
+fn mesh(base: u8) -> RedisMesh {
+    RedisMesh::new(
+        base,
+        &[("redis-0", "v1"), ("redis-1", "v1"), ("redis-2", "v2")],
+    )
 }
 
 fn policy(faults: Vec<RedisFault>, timeouts: Vec<RedisTimeout>) -> RedisPortPolicy {
@@ -81,21 +30,6 @@ fn policy(faults: Vec<RedisFault>, timeouts: Vec<RedisTimeout>) -> RedisPortPoli
         timeouts,
         ..Default::default()
     }
-}
-
-fn injected() -> Reply {
-    Reply::Error("ERR injected by Ferry".into())
-}
-
-fn faults(proxy: &Running, command: &str, outcome: &str) -> f64 {
-    metric(
-        proxy,
-        "ferry_redis_faults_total",
-        &[
-            &format!("command=\"{command}\""),
-            &format!("outcome=\"{outcome}\""),
-        ],
-    )
 }
 
 #[test]

@@ -7,80 +7,26 @@ mod redis_policy_support;
 mod routing_support;
 
 use ferry_model::Duration as D;
-use ferry_model::ferry::redis_policy::{RedisAbort, RedisDelay, RedisFault};
-use ferry_proxy::config::{Protocol, ProxyConfig, RedisPortPolicy};
+use ferry_model::ferry::redis_policy::{RedisDelay, RedisFault};
+use ferry_proxy::config::RedisPortPolicy;
 use ferry_proxy::server::Running;
 use redis_policy_support::*;
-use routing_support::*;
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-struct Mesh {
-    _servers: Vec<RedisServer>,
-    pods: Vec<Pod>,
-    port: u16,
-}
-
 /// One Redis pod, `redis-0`, a real server.
-fn mesh(base: u8) -> Mesh {
-    let pods = vec![pod(base, "redis-0", "v1")];
-    let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
-    let port = shared_port(&ips);
-    let servers = pods.iter().map(|p| redis_on(p.ip, port)).collect();
-    Mesh {
-        _servers: servers,
-        pods,
-        port,
-    }
+fn mesh(base: u8) -> RedisMesh {
+    RedisMesh::new(base, &[("redis-0", "v1")])
 }
 
-impl Mesh {
-    fn proxy(&self, faults: Vec<RedisFault>) -> Running {
-        let host = fqdn("redis");
-        let mut out = outbound(&host, self.port, Protocol::Redis, &[], Vec::new());
-        out.redis_policies = vec![RedisPortPolicy {
+/// A proxy to `redis-0` under one policy with these faults.
+fn proxy(m: &RedisMesh, faults: Vec<RedisFault>) -> Running {
+    m.proxy(
+        0,
+        vec![RedisPortPolicy {
             policy: "default/p".into(),
             faults,
             ..Default::default()
-        }];
-        let config = ProxyConfig {
-            identity: client_identity(&[("app", "client")]),
-            services: vec![service("redis", None, "redis", self.port, &self.pods)],
-            clusters: clusters_by_version(&host, self.port, &self.pods, true),
-            outbound: vec![out],
-            ..Default::default()
-        };
-        start_proxy(SocketAddr::new(self.pods[0].ip, self.port), config)
-    }
-
-    fn direct(&self) -> Client {
-        Client::connect(SocketAddr::new(self.pods[0].ip, self.port))
-    }
-}
-
-fn abort_on(commands: &[&str]) -> RedisFault {
-    RedisFault {
-        commands: commands.iter().map(|c| c.to_string()).collect(),
-        abort: Some(RedisAbort {
-            error: Some("ERR injected by Ferry".into()),
-            percentage: None,
-        }),
-        delay: None,
-    }
-}
-
-fn injected() -> Reply {
-    Reply::Error("ERR injected by Ferry".into())
-}
-
-fn faults(proxy: &Running, command: &str, outcome: &str) -> f64 {
-    metric(
-        proxy,
-        "ferry_redis_faults_total",
-        &[
-            &format!("command=\"{command}\""),
-            &format!("outcome=\"{outcome}\""),
-        ],
+        }],
     )
 }
 
@@ -131,8 +77,8 @@ fn named_commands_are_faulted_and_unnamed_ones_pass_in_order() {
         return;
     }
     let m = mesh(236);
-    let p = m.proxy(vec![abort_on(&["GET"])]);
-    let mut direct = m.direct();
+    let p = proxy(&m, vec![abort(&["GET"], None)]);
+    let mut direct = m.direct(0);
     let mut named = 0;
     // (case, rounds, value size, piece size: 0 = one write)
     let cases = [
@@ -178,7 +124,7 @@ fn a_delay_on_a_named_command_holds_it_and_keeps_the_order() {
             percentage: None,
         }),
     };
-    let p = m.proxy(vec![delay, abort_on(&["GET"])]);
+    let p = proxy(&m, vec![delay, abort(&["GET"], None)]);
     let mut c = Client::connect(p.listeners[0]);
     // Unnamed commands are not held.
     let t = Instant::now();

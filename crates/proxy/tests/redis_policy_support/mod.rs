@@ -169,3 +169,98 @@ impl Client {
         self.read()
     }
 }
+
+/// Pods of the headless `redis` service, each a real `redis-server` on its own loopback
+/// address, and proxies whose outbound port for it carries RedisPolicies. (Uses the routing
+/// tests' helpers: every test binary with this module has `routing_support` too.)
+pub struct RedisMesh {
+    _servers: Vec<RedisServer>,
+    /// The pods, in the order given.
+    pub pods: Vec<crate::routing_support::Pod>,
+    /// The port every server listens on.
+    pub port: u16,
+}
+
+impl RedisMesh {
+    /// Pods `(name, version label)` on the addresses from `base` on.
+    pub fn new(base: u8, pods: &[(&str, &str)]) -> Self {
+        use crate::routing_support::{pod, shared_port};
+        let pods: Vec<_> = pods
+            .iter()
+            .zip(base..)
+            .map(|((name, version), at)| pod(at, name, version))
+            .collect();
+        let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
+        let port = shared_port(&ips);
+        let servers = pods.iter().map(|p| redis_on(p.ip, port)).collect();
+        Self {
+            _servers: servers,
+            pods,
+            port,
+        }
+    }
+
+    /// A proxy whose connections are dialled to pod `dst_pod` of the `redis` service, under
+    /// `policies`.
+    pub fn proxy(
+        &self,
+        dst_pod: usize,
+        policies: Vec<ferry_proxy::config::RedisPortPolicy>,
+    ) -> ferry_proxy::server::Running {
+        use crate::routing_support::{
+            client_identity, clusters_by_version, fqdn, outbound, service, start_proxy,
+        };
+        let host = fqdn("redis");
+        let mut out = outbound(
+            &host,
+            self.port,
+            ferry_proxy::config::Protocol::Redis,
+            &[],
+            Vec::new(),
+        );
+        out.redis_policies = policies;
+        let config = ferry_proxy::config::ProxyConfig {
+            identity: client_identity(&[("app", "client")]),
+            services: vec![service("redis", None, "redis", self.port, &self.pods)],
+            clusters: clusters_by_version(&host, self.port, &self.pods, true),
+            outbound: vec![out],
+            ..Default::default()
+        };
+        start_proxy(SocketAddr::new(self.pods[dst_pod].ip, self.port), config)
+    }
+
+    /// A client straight to pod `pod`'s server.
+    pub fn direct(&self, pod: usize) -> Client {
+        Client::connect(SocketAddr::new(self.pods[pod].ip, self.port))
+    }
+}
+
+/// A fault answering `commands` with [`injected`] (at `pct` percent, else always).
+pub fn abort(commands: &[&str], pct: Option<f64>) -> ferry_model::ferry::redis_policy::RedisFault {
+    use ferry_model::ferry::redis_policy::{RedisAbort, RedisFault};
+    RedisFault {
+        commands: commands.iter().map(|c| c.to_string()).collect(),
+        abort: Some(RedisAbort {
+            error: Some("ERR injected by Ferry".into()),
+            percentage: pct,
+        }),
+        delay: None,
+    }
+}
+
+/// The error reply [`abort`] faults inject.
+pub fn injected() -> Reply {
+    Reply::Error("ERR injected by Ferry".into())
+}
+
+/// `ferry_redis_faults_total` for `command` and `outcome` on `proxy`'s metrics.
+pub fn faults(proxy: &ferry_proxy::server::Running, command: &str, outcome: &str) -> f64 {
+    crate::routing_support::metric(
+        proxy,
+        "ferry_redis_faults_total",
+        &[
+            &format!("command=\"{command}\""),
+            &format!("outcome=\"{outcome}\""),
+        ],
+    )
+}
