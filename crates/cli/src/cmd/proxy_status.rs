@@ -42,8 +42,8 @@ pub struct ConfigArgs {
     /// `127.0.0.1:15014`).
     #[arg(long)]
     control_plane: Option<String>,
-    /// Show what the proxy holds, from its admin address (`/config_dump`), instead of what
-    /// the control plane compiles for it.
+    /// Show what the pod's proxy holds, from its admin address (`/config_dump`), instead of
+    /// what the control plane compiles for it (refused when that proxy is another pod's).
     #[arg(long, value_name = "ADMIN_ADDR")]
     from_proxy: Option<String>,
     /// Output format.
@@ -148,11 +148,18 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     };
     let pod = full_pod_name(&namespace, &pod);
     let answer = match (&args.from_proxy, secret) {
-        (_, true) => secret_view(get_json(
+        (Some(_), true) => anyhow::bail!(
+            "--from-proxy shows the configuration a proxy holds, not its certificate: use `ferry proxy-config secret {pod}` (what the CA issued), or the proxy's admin `/certs`"
+        ),
+        (None, true) => secret_view(get_json(
             &control_plane,
             &format!("/debug/certs?proxy={namespace}/{pod}"),
         )?),
-        (Some(admin), false) => get_json(admin, "/config_dump")?,
+        (Some(admin), false) => {
+            let dump = get_json(admin, "/config_dump")?;
+            check_held_by(&dump, admin, &namespace, &pod)?;
+            dump
+        }
         (None, false) => get_json(
             &control_plane,
             &format!("/debug/config_dump?proxy={namespace}/{pod}"),
@@ -165,6 +172,26 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails unless the admin `/config_dump` read from `admin` is that of the proxy of
+/// `namespace/pod`: an admin address serves only its own proxy's configuration, and a wrong
+/// address must not pass for the pod asked for. A dump whose identity names no pod (a
+/// proxy on a static file without one) is taken as it is.
+fn check_held_by(dump: &Value, admin: &str, namespace: &str, pod: &str) -> anyhow::Result<()> {
+    let identity = &dump["config"]["identity"];
+    let held_pod = identity["pod"].as_str().unwrap_or_default();
+    let held_ns = identity["namespace"].as_str().unwrap_or_default();
+    let held_ns = if held_ns.is_empty() {
+        "default"
+    } else {
+        held_ns
+    };
+    anyhow::ensure!(
+        held_pod.is_empty() || (held_pod == pod && held_ns == namespace),
+        "the proxy at {admin} is that of {held_ns}/{held_pod}, not of {namespace}/{pod} (an admin address serves only its own proxy's configuration)"
+    );
+    Ok(())
 }
 
 /// A pod's full name: `name` itself, or the one pod of the `ferry up` mesh whose name starts
@@ -247,4 +274,44 @@ fn secret_view(record: Value) -> Value {
         "trustedRoots": record["trust"]["roots"],
         "chainRoot": record["trust"]["certRoot"],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_by_matches_the_pod_asked_for() {
+        let dump = |ns: &str, pod: &str| serde_json::json!({"version": "1-abc", "config": {"identity": {"pod": pod, "namespace": ns}}});
+        // (dump, asked namespace, asked pod, accepted)
+        let rows = [
+            (dump("default", "redis-0"), "default", "redis-0", true),
+            (dump("default", "redis-0"), "default", "redis-1", false),
+            (dump("other", "redis-0"), "default", "redis-0", false),
+            (dump("", "redis-0"), "default", "redis-0", true),
+            (dump("", "redis-0"), "other", "redis-0", false),
+            (dump("default", ""), "other", "anything", true),
+            (
+                serde_json::json!({"config": {}}),
+                "default",
+                "redis-0",
+                true,
+            ),
+        ];
+        for (dump, ns, pod, accepted) in rows {
+            let got = check_held_by(&dump, "127.0.0.1:15000", ns, pod);
+            assert_eq!(got.is_ok(), accepted, "{dump} asked {ns}/{pod}: {got:?}");
+        }
+        let err = check_held_by(
+            &dump("default", "redis-0"),
+            "127.0.0.1:15000",
+            "default",
+            "redis-1",
+        )
+        .expect_err("wrong pod");
+        assert_eq!(
+            err.to_string(),
+            "the proxy at 127.0.0.1:15000 is that of default/redis-0, not of default/redis-1 (an admin address serves only its own proxy's configuration)"
+        );
+    }
 }
