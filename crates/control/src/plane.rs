@@ -767,7 +767,14 @@ pub async fn serve_with(
         source.metrics().register(&mut metrics);
         tokio::spawn(source.run(on_change))
     } else {
-        tokio::spawn(watch::watch(options.config_dir.clone(), on_change))
+        let files = watch::FilesMetrics::default();
+        files.register(&mut metrics);
+        tokio::spawn(watch::watch_counted(
+            options.config_dir.clone(),
+            watch::WatchOptions::default(),
+            files,
+            on_change,
+        ))
     };
     let issued = secure.as_ref().and_then(|s| s.issued.clone());
     let monitor_task = monitoring.map(|l| {

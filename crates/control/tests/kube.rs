@@ -2,7 +2,10 @@
 //! `kube::Client` and kube-rs watchers: the seed example's objects become the registry;
 //! MODIFIED and DELETED events arrive; a `410 Gone` forces a re-list that finds changes the
 //! watch never announced; an invalid VirtualService is rejected and its previous version
-//! stays; BOOKMARKs move the resume point so a reconnect needs no re-list.
+//! stays; BOOKMARKs move the resume point so a reconnect needs no re-list; API discovery
+//! picks the version of each Istio kind the cluster serves (a DestinationRule served only as
+//! `v1beta1`, a CRD installed later, a version no longer served), and DestinationRules and
+//! PeerAuthentications reach the compiled configuration.
 
 #[path = "support/kube_api/mod.rs"]
 mod kube_api;
@@ -10,7 +13,8 @@ mod kube_api;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ferry_control::registry::{Registry, ServiceEntry};
+use ferry_control::compiler::compile;
+use ferry_control::registry::{ProxyIdentity, Registry, ServiceEntry};
 use ferry_control::source::Loaded;
 use ferry_control::source::kube::{KubeMetrics, KubeOptions, KubeSource, SOURCE_NAME};
 use ferry_control::store::{Kind, Object, ObjectKey, Store};
@@ -80,16 +84,25 @@ impl Harness {
 
     /// The harness with the collections of `unserved` kinds answering `404`.
     async fn start_with(unserved: &[&str]) -> Harness {
+        Harness::start_configured(|api| {
+            for kind in unserved {
+                api.unserve(kind);
+            }
+        })
+        .await
+    }
+
+    /// The harness with the fake server configured by `configure` before anything is in it
+    /// (the seed VirtualService is applied only if its kind is served at `v1`).
+    async fn start_configured(configure: impl FnOnce(&FakeApi)) -> Harness {
         let api = FakeApi::start().await.expect("fake API server");
-        for kind in unserved {
-            api.unserve(kind);
-        }
+        configure(&api);
         api.apply(namespace());
         api.apply(service());
         for (i, ip) in ["10.1.0.10", "10.1.0.11", "10.1.0.12"].iter().enumerate() {
             api.apply(pod(i as u32, ip));
         }
-        if unserved.is_empty() {
+        if api.served_versions("VirtualService") == ["v1"] {
             api.apply(virtual_service(json!(100)));
         }
         let url: hyper::Uri = api.url().parse().expect("url");
@@ -237,11 +250,28 @@ async fn seed_example_becomes_the_registry() {
         .expect("pod redis-1");
     assert!(pod["metadata"].get("managedFields").is_none(), "{pod}");
     assert_eq!(pod["kind"], "Pod");
-    // The client used only the collections' list and watch endpoints (no discovery).
+    // Discovery chose the Istio kinds' versions; every path asked for is served.
     assert!(
         h.api.unknown_paths().is_empty(),
         "{:?}",
         h.api.unknown_paths()
+    );
+    assert!(h.api.requests().iter().any(|r| r == "/apis"));
+    assert!(
+        (h.api.requests().iter()).any(|r| r == "/apis/networking.istio.io/v1"),
+        "{:?}",
+        h.api.requests()
+    );
+    assert!(
+        !h.requests_for("/apis/networking.istio.io/v1/virtualservices?")
+            .is_empty()
+    );
+    // Built-in kinds are not looked up: they have one stable version.
+    assert!(
+        !h.api
+            .requests()
+            .iter()
+            .any(|r| r == "/api" || r == "/api/v1")
     );
     assert!(!h.requests_for("/api/v1/pods?").is_empty());
     assert!(
@@ -436,10 +466,39 @@ async fn missing_istio_crds_do_not_hold_back_the_mesh() {
         Harness::start_with(&["VirtualService", "DestinationRule", "PeerAuthentication"]).await;
     h.until("the Kubernetes objects", |r| endpoint_ips(r).len() == 3)
         .await;
-    // Well before the 10 s initial-sync deadline: a 404 list counts as an empty kind.
+    // Well before the 10 s initial-sync deadline: a kind discovery does not find is empty.
     assert!(started.elapsed() < Duration::from_secs(8));
-    assert!(h.metrics.watch_errors.get() >= 3);
     assert!(h.registry().policies.virtual_services.is_empty());
+    // Not an error: the kinds are not installed, and nothing asked for their collections.
+    assert_eq!(h.metrics.watch_errors.get(), 0);
+    for plural in ["virtualservices", "destinationrules", "peerauthentications"] {
+        assert!(h.requests_for(plural).is_empty(), "{:?}", h.api.requests());
+    }
+    assert!(
+        h.api.unknown_paths().is_empty(),
+        "{:?}",
+        h.api.unknown_paths()
+    );
+    // The CRD is installed later, serving only the oldest version: discovery, asked again
+    // with backoff, finds it, and its objects arrive.
+    h.api.serve_versions("VirtualService", &["v1alpha3"]);
+    let mut old = virtual_service(json!(100));
+    old["apiVersion"] = "networking.istio.io/v1alpha3".into();
+    h.api.apply(old);
+    h.until("the VirtualService of a CRD installed later", |r| {
+        r.policies.virtual_services.len() == 1
+    })
+    .await;
+    assert_eq!(vs_weight(&h.store), Some(100));
+    let origin = h
+        .store
+        .origin(&ObjectKey::new(Kind::VirtualService, "default", "redis"))
+        .map(|(o, _)| o.to_string());
+    assert_eq!(
+        origin.as_deref(),
+        Some("kube:/apis/networking.istio.io/v1alpha3/namespaces/default/virtualservices/redis")
+    );
+    assert_eq!(h.metrics.watch_errors.get(), 0);
 }
 
 fn redis_policy(percentage: Value) -> Value {
@@ -580,4 +639,206 @@ async fn telemetries_and_the_mesh_config_are_watched_rejected_when_invalid_and_d
                 .all(|r| r.contains("fieldSelector=metadata.name%3Distio")),
         "{requests:?}"
     );
+}
+
+fn destination_rule(lb: &str) -> Value {
+    json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+           "metadata": {"name": "redis", "namespace": "default", "generation": 1},
+           "spec": {"host": "redis",
+                    "trafficPolicy": {"loadBalancer": {"simple": lb}}}})
+}
+
+fn peer_authentication(mode: &str) -> Value {
+    json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+           "metadata": {"name": "default", "namespace": "default", "generation": 1},
+           "spec": {"mtls": {"mode": mode}}})
+}
+
+/// The compiled configuration of the proxy of `redis-0`, as JSON.
+fn compiled(registry: &Registry) -> Value {
+    let proxy = ProxyIdentity {
+        pod: "redis-0".into(),
+        namespace: "default".into(),
+        workload: "redis".into(),
+        service_account: "redis".into(),
+        ip: None,
+    };
+    let config = compile(registry, &proxy).config;
+    serde_json::to_value(&config).unwrap_or_else(|e| panic!("config as JSON: {e}"))
+}
+
+/// The redis cluster's DestinationRule and load balancer, and the inbound mTLS mode and the
+/// PeerAuthentication that set it, as compiled for `redis-0`.
+fn compiled_policies(registry: &Registry) -> (Value, Value, Value, Value) {
+    let config = compiled(registry);
+    let cluster = (config["clusters"].as_array().into_iter().flatten())
+        .find(|c| c["host"] == "redis.default.svc.cluster.local" && c["subset"].is_null())
+        .cloned()
+        .unwrap_or(Value::Null);
+    (
+        cluster["destinationRule"].clone(),
+        cluster["loadBalancer"]["simple"].clone(),
+        config["inbound"]["mtls"].clone(),
+        config["inbound"]["peerAuthentication"].clone(),
+    )
+}
+
+fn origin_of(store: &Store, kind: Kind, name: &str) -> Option<String> {
+    store
+        .origin(&ObjectKey::new(kind, "default", name))
+        .map(|(o, _)| o.to_string())
+}
+
+#[tokio::test]
+async fn destination_rules_served_as_v1beta1_and_peer_authentications_follow_the_cluster() {
+    let mut h = Harness::start_configured(|api| {
+        api.serve_versions("DestinationRule", &["v1beta1", "v1alpha3"]);
+    })
+    .await;
+    h.until("the seed example", |r| endpoint_ips(r).len() == 3)
+        .await;
+    assert_eq!(
+        compiled_policies(&h.registry()),
+        (
+            Value::Null,
+            json!("LEAST_REQUEST"),
+            json!("PERMISSIVE"),
+            Value::Null
+        ),
+        "before any policy"
+    );
+    // Created.
+    h.api.apply(destination_rule("ROUND_ROBIN"));
+    h.api.apply(peer_authentication("STRICT"));
+    h.until("the DestinationRule and the PeerAuthentication", |r| {
+        r.policies.destination_rules.len() == 1 && r.policies.peer_authentications.len() == 1
+    })
+    .await;
+    assert_eq!(
+        compiled_policies(&h.registry()),
+        (
+            json!("default/redis"),
+            json!("ROUND_ROBIN"),
+            json!("STRICT"),
+            json!("default/default")
+        )
+    );
+    assert_eq!(
+        origin_of(&h.store, Kind::DestinationRule, "redis").as_deref(),
+        Some("kube:/apis/networking.istio.io/v1beta1/namespaces/default/destinationrules/redis")
+    );
+    assert_eq!(
+        origin_of(&h.store, Kind::PeerAuthentication, "default").as_deref(),
+        Some("kube:/apis/security.istio.io/v1/namespaces/default/peerauthentications/default")
+    );
+    // Modified.
+    h.api.apply(destination_rule("RANDOM"));
+    h.api.apply(peer_authentication("DISABLE"));
+    h.until("the edits", |r| {
+        let (_, lb, mtls, _) = compiled_policies(r);
+        lb == "RANDOM" && mtls == "DISABLE"
+    })
+    .await;
+    // An invalid edit is rejected, naming the version read; the last valid one stays.
+    h.api.apply(destination_rule("FASTEST"));
+    h.api.delete("Pod", "default", "redis-2");
+    h.until("the rejected edit", |r| endpoint_ips(r).len() == 2)
+        .await;
+    let rejections: Vec<String> = h.store.rejections().map(ToString::to_string).collect();
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert!(
+        rejections[0].starts_with(
+            "kube:/apis/networking.istio.io/v1beta1/namespaces/default/destinationrules/redis:"
+        ) && rejections[0].contains("loadBalancer"),
+        "{rejections:?}"
+    );
+    assert_eq!(compiled_policies(&h.registry()).1, json!("RANDOM"));
+    // Deleted.
+    h.api.delete("DestinationRule", "default", "redis");
+    h.api.delete("PeerAuthentication", "default", "default");
+    h.until("the deletions", |r| {
+        r.policies.destination_rules.is_empty() && r.policies.peer_authentications.is_empty()
+    })
+    .await;
+    assert_eq!(
+        compiled_policies(&h.registry()),
+        (
+            Value::Null,
+            json!("LEAST_REQUEST"),
+            json!("PERMISSIVE"),
+            Value::Null
+        )
+    );
+    assert_eq!(h.store.rejections().count(), 0);
+    // Watched at v1beta1 only (the preferred version the cluster serves), never at v1.
+    assert!(
+        !h.requests_for("/apis/networking.istio.io/v1beta1/destinationrules?")
+            .is_empty()
+    );
+    assert!(
+        h.requests_for("/apis/networking.istio.io/v1/destinationrules")
+            .is_empty()
+    );
+    assert!(h.requests_for("/v1alpha3/destinationrules").is_empty());
+    assert_eq!(h.metrics.watch_errors.get(), 0);
+    assert!(
+        h.api.unknown_paths().is_empty(),
+        "{:?}",
+        h.api.unknown_paths()
+    );
+}
+
+#[tokio::test]
+async fn a_version_no_longer_served_is_replaced_by_one_that_is_and_a_removed_crd_empties_its_kind()
+{
+    let mut h = Harness::start_configured(|api| {
+        api.serve_versions("DestinationRule", &["v1", "v1beta1"]);
+    })
+    .await;
+    h.until("the seed example", |r| endpoint_ips(r).len() == 3)
+        .await;
+    h.api.apply(destination_rule("ROUND_ROBIN"));
+    h.until("the DestinationRule", |r| {
+        r.policies.destination_rules.len() == 1
+    })
+    .await;
+    assert_eq!(
+        origin_of(&h.store, Kind::DestinationRule, "redis").as_deref(),
+        Some("kube:/apis/networking.istio.io/v1/namespaces/default/destinationrules/redis"),
+        "v1 is preferred"
+    );
+    // The CRD stops serving v1: the watch ends, its next start gets 404, and discovery
+    // finds v1beta1. The rule is read again there; no update goes without it.
+    h.api.serve_versions("DestinationRule", &["v1beta1"]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let Ok(Some(loaded)) = tokio::time::timeout_at(deadline, h.updates.recv()).await else {
+            panic!(
+                "the rule was never read at v1beta1: {:#?}",
+                h.api.requests()
+            );
+        };
+        h.store.apply(loaded.update);
+        assert_eq!(h.registry().policies.destination_rules.len(), 1);
+        let origin = origin_of(&h.store, Kind::DestinationRule, "redis");
+        if origin.as_deref()
+            == Some(
+                "kube:/apis/networking.istio.io/v1beta1/namespaces/default/destinationrules/redis",
+            )
+        {
+            break;
+        }
+    }
+    assert!(h.metrics.watch_errors.get() >= 1, "the 404 is counted");
+    // Events arrive at the new version.
+    h.api.apply(destination_rule("RANDOM"));
+    h.until("an edit at v1beta1", |r| compiled_policies(r).1 == "RANDOM")
+        .await;
+    // The CRD is deleted: its objects are gone with it.
+    h.api.unserve("DestinationRule");
+    h.until("the removed CRD", |r| {
+        r.policies.destination_rules.is_empty()
+    })
+    .await;
+    assert_eq!(endpoint_ips(&h.registry()).len(), 3, "nothing else changes");
 }

@@ -1,13 +1,16 @@
 //! The manifest-directory source end to end: the seed example as a registry, injection by
 //! namespace label and pod opt-out, scaling, invalid edits and broken files keeping the last
-//! valid versions, and a watched directory picking up changes.
+//! valid versions, a watched directory picking up changes, and errors reading the directory
+//! counted (`ferry_control_files_read_errors`) while what was read stays.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_control::registry::Registry;
-use ferry_control::source::{FileSource, Loaded, WatchOptions, watch_with};
+use ferry_control::source::{
+    FileSource, FilesMetrics, Loaded, WatchOptions, watch_counted, watch_with,
+};
 use ferry_control::store::{Kind, ObjectKey, Store};
 
 fn example_dir() -> PathBuf {
@@ -453,4 +456,150 @@ fn services_without_cluster_ip_get_stable_vips_and_garbage_never_panics() {
     };
     assert_eq!(ip("web"), Some(IpAddr::from([198, 19, 0, 1])));
     assert_eq!(ip("api"), Some(IpAddr::from([198, 19, 0, 2])));
+}
+
+/// Waits for an update whose errors include one about `path` containing `message`, applying
+/// every update on the way; returns that error's text.
+async fn wait_for_error(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Loaded>,
+    store: &mut Store,
+    path: &Path,
+    message: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let Ok(Some(loaded)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            panic!("timed out waiting for an error about {}", path.display());
+        };
+        let found = (loaded.errors())
+            .find(|d| Path::new(&d.source) == path && d.message.contains(message))
+            .map(ToString::to_string);
+        store.apply(loaded.update);
+        if let Some(error) = found {
+            return error;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_reading_the_directory_are_counted_and_keep_what_was_read() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let root = parent.path().join("mesh");
+    std::fs::create_dir(&root).expect("mkdir");
+    write(&root, "a.yaml", &namespace_yaml("a", "one"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = WatchOptions {
+        poll: Duration::from_millis(50),
+        debounce: Duration::from_millis(50),
+        max_settle: Duration::from_secs(1),
+    };
+    let metrics = FilesMetrics::default();
+    let watcher = tokio::spawn(watch_counted(
+        root.clone(),
+        options,
+        metrics.clone(),
+        move |loaded| {
+            let _ = tx.send(loaded);
+        },
+    ));
+    let mut store = Store::default();
+    wait_for(&mut rx, &mut store, "initial load", |s| {
+        namespace_label(s, "a").as_deref() == Some("one")
+    })
+    .await;
+    assert_eq!(metrics.read_errors.get(), 0);
+
+    // A symlink to itself cannot be read, whoever runs this (root included).
+    let looped = root.join("loop.yaml");
+    std::os::unix::fs::symlink(&looped, &looped).expect("symlink");
+    let error = wait_for_error(&mut rx, &mut store, &looped, "cannot read").await;
+    assert!(error.contains("keep their last valid versions"), "{error}");
+    assert_eq!(metrics.read_errors.get(), 1);
+    assert_eq!(namespace_label(&store, "a").as_deref(), Some("one"));
+
+    // Another file changes: it goes through; the error is met (and counted) again.
+    write(&root, "a.yaml", &namespace_yaml("a", "two"));
+    wait_for(&mut rx, &mut store, "the edit beside the error", |s| {
+        namespace_label(s, "a").as_deref() == Some("two")
+    })
+    .await;
+    assert_eq!(metrics.read_errors.get(), 2);
+
+    // The directory replaced by a file: nothing can be listed, everything read stays.
+    std::fs::remove_dir_all(&root).expect("rm -r");
+    std::fs::write(&root, "not a directory").expect("write");
+    let error = wait_for_error(&mut rx, &mut store, &root, "cannot list directory").await;
+    assert!(error.starts_with(&root.display().to_string()), "{error}");
+    assert_eq!(metrics.read_errors.get(), 3);
+    assert_eq!(namespace_label(&store, "a").as_deref(), Some("two"));
+
+    // Back to a readable directory: no error, and its content is in force.
+    std::fs::remove_file(&root).expect("rm");
+    std::fs::create_dir(&root).expect("mkdir");
+    write(&root, "a.yaml", &namespace_yaml("a", "three"));
+    wait_for(&mut rx, &mut store, "the directory back", |s| {
+        namespace_label(s, "a").as_deref() == Some("three")
+    })
+    .await;
+    assert_eq!(metrics.read_errors.get(), 3);
+    assert_eq!(store.rejections().count(), 0);
+    watcher.abort();
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client.get(url.parse().ok()?).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_exposes_the_read_errors_of_its_directory() {
+    use ferry_control::plane::{self, PlaneOptions};
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "a.yaml", &namespace_yaml("a", "one"));
+    let looped = dir.path().join("loop.yaml");
+    std::os::unix::fs::symlink(&looped, &looped).expect("symlink");
+    let options = PlaneOptions {
+        config_dir: dir.path().to_path_buf(),
+        grpc: "127.0.0.1:0".parse().expect("addr"),
+        monitoring: Some("127.0.0.1:0".parse().expect("addr")),
+        ..PlaneOptions::default()
+    };
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let plane = tokio::spawn(plane::run(
+        options,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |bound| {
+            let _ = bound_tx.send(bound);
+        },
+    ));
+    let bound = bound_rx.await.expect("bound");
+    let base = format!("http://{}", bound.monitoring.expect("monitoring address"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        if let Some((200, text)) = get(&format!("{base}/metrics")).await
+            && text.contains("ferry_control_files_read_errors_total 1")
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no read error counted: {:?}",
+            get(&format!("{base}/metrics")).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        !metrics.contains("ferry_control_kube_watch_errors"),
+        "{metrics}"
+    );
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), plane).await;
 }

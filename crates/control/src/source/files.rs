@@ -75,6 +75,15 @@ impl FileSource {
 
     /// Reads every manifest file below the directory now.
     pub fn read(&self) -> Loaded {
+        self.read_reporting().0
+    }
+
+    /// Reads every manifest file below the directory now, like [`FileSource::read`]; also
+    /// returns the errors of reading it (directories that could not be listed, files that
+    /// could not be read, each naming its path), which are among the diagnostics too. A file
+    /// deleted between listing and reading (or a dangling symlink, as a mounted ConfigMap
+    /// has for a moment when a key is removed) is gone, not an error.
+    pub fn read_reporting(&self) -> (Loaded, Vec<Diagnostic>) {
         let source = self.source_name();
         let mut loaded = Loaded {
             update: SourceUpdate {
@@ -91,6 +100,7 @@ impl FileSource {
                 loaded.update.broken_origins.insert(d.source.clone());
             }
         }
+        let mut read_errors = walk_errors.clone();
         loaded.diagnostics.extend(walk_errors);
         let mut seen: BTreeMap<ObjectKey, String> = BTreeMap::new();
         for file in files {
@@ -102,7 +112,11 @@ impl FileSource {
                 },
                 // Deleted between listing and reading: it is gone.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => broken(&source, &name, None, &format!("cannot read: {e}")),
+                Err(e) => {
+                    let unreadable = broken(&source, &name, None, &format!("cannot read: {e}"));
+                    read_errors.extend(unreadable.diagnostics.iter().cloned());
+                    unreadable
+                }
             };
             for entry in &parsed.update.entries {
                 if let Some(first) = seen.insert(entry.key.clone(), name.clone()) {
@@ -128,7 +142,7 @@ impl FileSource {
             by_key.insert(entry.key.clone(), entry);
         }
         loaded.update.entries = by_key.into_values().collect();
-        loaded
+        (loaded, read_errors)
     }
 }
 

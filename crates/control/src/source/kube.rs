@@ -4,6 +4,17 @@
 //! (`telemetries.telemetry.istio.io`) and the `istio` ConfigMaps (the mesh config), turned
 //! into [`SourceUpdate`]s named [`SOURCE_NAME`].
 //!
+//! Built-in kinds are watched at their one stable version. For the custom kinds, API
+//! discovery (`/apis`, then `/apis/<group>/<version>`) tells which versions the cluster
+//! serves each one at, and the source watches the first of the versions Ferry reads
+//! ([`WatchedKind::versions`]: `v1`, then `v1beta1`, then `v1alpha3` for
+//! `networking.istio.io`), so clusters with Istio's CRDs from before 1.22 (no `v1`) work. A
+//! kind whose group or version the cluster does not serve is reported as not installed
+//! (empty); discovery is asked again with backoff, since CRDs can be installed later, and
+//! again whenever a kind's watch gets `404` (its CRD removed or its version no longer
+//! served). When the version changes, the objects are re-listed at the new one and replace
+//! those read at the old one in a single update.
+//!
 //! The watchers say which objects changed, so an update holds only those: it is scoped to
 //! their origins (each object's API path, [`object_path`]; a deleted object's path with
 //! nothing in it), and the store keeps the rest. Once handed over, an object's content is
@@ -15,30 +26,40 @@
 //! Validation results are cached per object and resource version, so a re-list that finds
 //! nothing new (after `410 Gone`, or a reconnect) produces no update at all. The watchers
 //! re-list on `410 Gone` and back off on errors ([`WatchStreamExt::default_backoff`]);
-//! bursts of changes are debounced into one update. Watch errors are counted in
-//! [`KubeMetrics::watch_errors`].
+//! bursts of changes are debounced into one update. Watch and discovery errors are counted
+//! in [`KubeMetrics::watch_errors`].
 
-use std::collections::BTreeMap;
-use std::pin::Pin;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferry_model::Diagnostic;
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::error::DiscoveryError;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::source::files::{self, Loaded};
 use crate::store::{Kind, MESH_CONFIG_MAP, SourceUpdate};
 
 /// The name this source gives the store.
 pub const SOURCE_NAME: &str = "kube";
+
+/// The versions of `networking.istio.io` Istio has served VirtualService and
+/// DestinationRule at, preferred first (`v1` since Istio 1.22).
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+/// The versions of `security.istio.io` Istio has served PeerAuthentication at, preferred
+/// first.
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+/// The versions of `telemetry.istio.io` Istio has served Telemetry at, preferred first.
+pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
 
 /// Timing of the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +86,8 @@ impl Default for KubeOptions {
 /// Metrics of the source; clones share their values.
 #[derive(Debug, Clone, Default)]
 pub struct KubeMetrics {
-    /// Errors from the watches (failed lists and watches, `410 Gone`, error events).
+    /// Errors from the watches (failed lists and watches, `410 Gone`, error events) and
+    /// from discovery.
     pub watch_errors: Counter,
     /// Updates delivered.
     pub updates: Counter,
@@ -76,7 +98,7 @@ impl KubeMetrics {
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "ferry_control_kube_watch_errors",
-            "Errors from the Kubernetes watches (each is retried with backoff)",
+            "Errors from the Kubernetes watches and API discovery (each is retried with backoff)",
             self.watch_errors.clone(),
         );
         registry.register(
@@ -99,52 +121,232 @@ fn watch_config(kind: Kind) -> watcher::Config {
     }
 }
 
-/// The kinds watched, with their API resources. A custom kind whose CRD is not installed
-/// (`404`) counts as empty.
-pub fn watched_kinds() -> Vec<(Kind, ApiResource)> {
-    let custom = |group: &str, version: &str, kind: &str, plural: &str| {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+/// A kind the source watches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedKind {
+    /// The store's kind.
+    pub kind: Kind,
+    /// Its API resource (for a custom kind, at its preferred version).
+    pub resource: ApiResource,
+    /// For a custom kind, the versions Ferry reads, preferred first: the source watches the
+    /// first one the cluster serves the kind at. Empty for built-in kinds, which are watched
+    /// at `resource`'s version.
+    pub versions: &'static [&'static str],
+}
+
+/// The kinds watched. A custom kind whose CRD is not installed counts as empty.
+pub fn watched_kinds() -> Vec<WatchedKind> {
+    let builtin = |kind: Kind, resource: ApiResource| WatchedKind {
+        kind,
+        resource,
+        versions: &[],
     };
-    let istio = |group: &str, kind: &str, plural: &str| custom(group, "v1", kind, plural);
+    let custom = |kind: Kind, group: &str, versions: &'static [&'static str], plural: &str| {
+        let version = versions.first().copied().unwrap_or("v1");
+        WatchedKind {
+            kind,
+            resource: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, version, kind.name()),
+                plural,
+            ),
+            versions,
+        }
+    };
     vec![
-        (Kind::Namespace, ApiResource::erase::<Namespace>(&())),
-        (Kind::Pod, ApiResource::erase::<Pod>(&())),
-        (Kind::Service, ApiResource::erase::<Service>(&())),
-        (
+        builtin(Kind::Namespace, ApiResource::erase::<Namespace>(&())),
+        builtin(Kind::Pod, ApiResource::erase::<Pod>(&())),
+        builtin(Kind::Service, ApiResource::erase::<Service>(&())),
+        builtin(
             Kind::EndpointSlice,
             ApiResource::erase::<EndpointSlice>(&()),
         ),
-        (
+        custom(
             Kind::VirtualService,
-            istio("networking.istio.io", "VirtualService", "virtualservices"),
+            "networking.istio.io",
+            NETWORKING_VERSIONS,
+            "virtualservices",
         ),
-        (
+        custom(
             Kind::DestinationRule,
-            istio("networking.istio.io", "DestinationRule", "destinationrules"),
+            "networking.istio.io",
+            NETWORKING_VERSIONS,
+            "destinationrules",
         ),
-        (
+        custom(
             Kind::PeerAuthentication,
-            istio(
-                "security.istio.io",
-                "PeerAuthentication",
-                "peerauthentications",
-            ),
+            "security.istio.io",
+            SECURITY_VERSIONS,
+            "peerauthentications",
         ),
-        (
+        custom(
             Kind::RedisPolicy,
-            custom(
-                ferry_model::ferry::GROUP,
-                "v1alpha1",
-                "RedisPolicy",
-                "redispolicies",
-            ),
+            ferry_model::ferry::GROUP,
+            ferry_model::ferry::VERSIONS,
+            "redispolicies",
         ),
-        (Kind::ConfigMap, ApiResource::erase::<ConfigMap>(&())),
-        (
+        builtin(Kind::ConfigMap, ApiResource::erase::<ConfigMap>(&())),
+        custom(
             Kind::Telemetry,
-            istio("telemetry.istio.io", "Telemetry", "telemetries"),
+            "telemetry.istio.io",
+            TELEMETRY_VERSIONS,
+            "telemetries",
         ),
     ]
+}
+
+/// `resource` at another version of its group.
+fn at_version(resource: &ApiResource, version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&resource.group, version, &resource.kind),
+        &resource.plural,
+    )
+}
+
+/// What discovery found for a custom kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// Served at this version, the first of the kind's versions that the cluster serves.
+    At(&'static str),
+    /// Not served at any version Ferry reads; the other versions it is served at, if any.
+    NotServed(Vec<String>),
+}
+
+/// Each version a group serves, with the kinds it serves at that version.
+type ServedKinds = Vec<(String, Vec<String>)>;
+
+/// Picks the version to watch `kind` at: the first of `preferred` at which `served` (each
+/// version the group serves, with the kinds served at it) has the kind.
+fn choose(kind: &str, preferred: &[&'static str], served: &ServedKinds) -> Found {
+    let serves = |version: &str| {
+        served
+            .iter()
+            .any(|(v, kinds)| v == version && kinds.iter().any(|k| k == kind))
+    };
+    match preferred.iter().find(|v| serves(v)) {
+        Some(version) => Found::At(version),
+        None => Found::NotServed(
+            served
+                .iter()
+                .filter(|(_, kinds)| kinds.iter().any(|k| k == kind))
+                .map(|(v, _)| v.clone())
+                .collect(),
+        ),
+    }
+}
+
+/// Asks the API server which versions of its group serve `watched`'s kind, and picks one.
+async fn discover(client: &kube::Client, watched: &WatchedKind) -> Result<Found, kube::Error> {
+    let group = match kube::discovery::group(client, &watched.resource.group).await {
+        Ok(group) => group,
+        Err(kube::Error::Discovery(
+            DiscoveryError::MissingApiGroup(_) | DiscoveryError::EmptyApiGroup(_),
+        )) => return Ok(Found::NotServed(Vec::new())),
+        Err(e) => return Err(e),
+    };
+    let served: ServedKinds = group
+        .versions()
+        .map(|version| {
+            let kinds = group.versioned_resources(version).into_iter();
+            (
+                version.to_string(),
+                kinds.map(|(resource, _)| resource.kind).collect(),
+            )
+        })
+        .collect();
+    Ok(choose(&watched.resource.kind, watched.versions, &served))
+}
+
+/// What a kind's driver reports to the source.
+#[derive(Debug)]
+enum Report {
+    /// The kind is watched at this resource from now on (custom kinds, after discovery).
+    Watching(ApiResource),
+    /// Discovery: the cluster does not serve the kind at a version Ferry reads (the
+    /// versions it does serve it at, if any).
+    NotInstalled(Vec<String>),
+    /// Discovery failed; it is retried with backoff.
+    DiscoveryFailed(kube::Error),
+    /// An event or error of the kind's watcher.
+    Watch(Box<Result<Event<DynamicObject>, watcher::Error>>),
+}
+
+/// A report, tagged with the slot of its kind.
+type Tagged = (usize, Report);
+
+/// Whether a watcher error says the API server does not serve the resource (`404`).
+fn not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
+        _ => false,
+    }
+}
+
+/// Runs one kind's watcher, sending what it yields, until the receiver is gone (returns
+/// `false`) or, with `stop_when_not_found`, until the resource turns out not to be served
+/// (`true`).
+async fn forward(
+    client: &kube::Client,
+    slot: usize,
+    kind: Kind,
+    resource: &ApiResource,
+    stop_when_not_found: bool,
+    tx: &mpsc::Sender<Tagged>,
+) -> bool {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let mut events = std::pin::pin!(watcher::watcher(api, watch_config(kind)).default_backoff());
+    while let Some(item) = events.next().await {
+        let gone = stop_when_not_found && item.as_ref().err().is_some_and(not_found);
+        if tx
+            .send((slot, Report::Watch(Box::new(item))))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        if gone {
+            return true;
+        }
+    }
+    true
+}
+
+/// Drives one kind until the receiver is gone: a built-in kind is watched at its version;
+/// a custom kind is looked up by discovery, watched at the version found, and looked up
+/// again (with backoff) when it is not served or its watch gets `404`.
+async fn drive(client: kube::Client, slot: usize, watched: WatchedKind, tx: mpsc::Sender<Tagged>) {
+    if watched.versions.is_empty() {
+        forward(&client, slot, watched.kind, &watched.resource, false, &tx).await;
+        return;
+    }
+    let mut backoff = DefaultBackoff::default();
+    loop {
+        let report = match discover(&client, &watched).await {
+            Ok(Found::At(version)) => {
+                let resource = at_version(&watched.resource, version);
+                if tx
+                    .send((slot, Report::Watching(resource.clone())))
+                    .await
+                    .is_err()
+                    || !forward(&client, slot, watched.kind, &resource, true, &tx).await
+                {
+                    return;
+                }
+                None
+            }
+            Ok(Found::NotServed(others)) => Some(Report::NotInstalled(others)),
+            Err(e) => Some(Report::DiscoveryFailed(e)),
+        };
+        if let Some(report) = report
+            && tx.send((slot, report)).await.is_err()
+        {
+            return;
+        }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// The Kubernetes source: a client and the watchers it runs.
@@ -180,18 +382,13 @@ impl KubeSource {
     /// burst of changes. Runs until dropped.
     pub async fn run(self, mut on_update: impl FnMut(Loaded) + Send) {
         let kinds = watched_kinds();
-        let streams: Vec<EventStream> = kinds
-            .iter()
-            .enumerate()
-            .map(|(slot, (kind, resource))| {
-                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
-                watcher::watcher(api, watch_config(*kind))
-                    .default_backoff()
-                    .map(move |event| (slot, event))
-                    .boxed()
-            })
-            .collect();
-        let mut events = stream::select_all(streams);
+        let (tx, mut reports) = mpsc::channel::<Tagged>(256);
+        let drivers = futures_util::future::join_all(
+            (kinds.iter().cloned().enumerate())
+                .map(|(slot, watched)| drive(self.client.clone(), slot, watched, tx.clone())),
+        );
+        drop(tx);
+        let mut drivers = std::pin::pin!(drivers);
         let mut state = State::new(kinds);
         let start = Instant::now();
         let mut first_change: Option<Instant> = None;
@@ -205,22 +402,15 @@ impl KubeSource {
             let flush_at = deadline.unwrap_or(start);
             let sync_deadline = start + self.options.initial_sync;
             tokio::select! {
-                item = events.next() => {
-                    let Some((slot, item)) = item else { return };
-                    let changed = match item {
-                        Ok(event) => state.handle(slot, event),
-                        Err(error) => {
-                            self.metrics.watch_errors.inc();
-                            warn!(kind = state.kind_name(slot), "Kubernetes watch error (retrying with backoff): {error}");
-                            state.handle_error(slot, &error)
-                        }
-                    };
-                    if changed {
+                item = reports.recv() => {
+                    let Some((slot, report)) = item else { return };
+                    if self.handle(&mut state, slot, report) {
                         let now = Instant::now();
                         last_change = now;
                         first_change.get_or_insert(now);
                     }
                 }
+                _ = &mut drivers => return,
                 _ = tokio::time::sleep_until(flush_at), if deadline.is_some() && ready => {
                     first_change = None;
                     self.metrics.updates.inc();
@@ -238,11 +428,34 @@ impl KubeSource {
             }
         }
     }
-}
 
-/// One watcher's events, tagged with the slot of its kind.
-type EventStream =
-    Pin<Box<dyn Stream<Item = (usize, Result<Event<DynamicObject>, watcher::Error>)> + Send>>;
+    /// Applies one driver's report; returns whether the source's content changed.
+    fn handle(&self, state: &mut State, slot: usize, report: Report) -> bool {
+        match report {
+            Report::Watch(item) => match *item {
+                Ok(event) => state.handle(slot, event),
+                Err(error) => {
+                    self.metrics.watch_errors.inc();
+                    warn!(
+                        kind = state.kind_name(slot),
+                        "Kubernetes watch error (retrying with backoff): {error}"
+                    );
+                    state.handle_error(slot, &error)
+                }
+            },
+            Report::Watching(resource) => state.watching(slot, resource),
+            Report::NotInstalled(others) => state.not_installed(slot, &others),
+            Report::DiscoveryFailed(error) => {
+                self.metrics.watch_errors.inc();
+                warn!(
+                    kind = state.kind_name(slot),
+                    "Kubernetes API discovery failed (retrying with backoff): {error}"
+                );
+                false
+            }
+        }
+    }
+}
 
 /// One object as validated: its resource version and what validation made of it (until it
 /// is handed over).
@@ -259,10 +472,17 @@ type ObjectId = (usize, (String, String));
 #[derive(Debug)]
 struct KindState {
     kind: Kind,
+    /// The resource the kind is watched at (a custom kind's: the version discovery found).
     resource: ApiResource,
     objects: BTreeMap<(String, String), Cached>,
     /// Objects of a re-list in progress (between `Init` and `InitDone`).
     relist: Option<BTreeMap<(String, String), Cached>>,
+    /// Origins of objects read at a version no longer watched: they go when the list at the
+    /// new version is done (in the same update as the objects read again).
+    retired: BTreeSet<String>,
+    /// What discovery said last (custom kinds), so that a re-check that finds the same is
+    /// not logged again as a warning.
+    installed: Option<bool>,
     synced: bool,
 }
 
@@ -272,24 +492,30 @@ struct State {
     kinds: Vec<KindState>,
     fresh: Vec<Diagnostic>,
     /// The objects added, changed or deleted since the previous update.
-    pending: std::collections::BTreeSet<ObjectId>,
+    pending: BTreeSet<ObjectId>,
+    /// Origins whose objects are gone (read at a version no longer watched, or of a kind
+    /// no longer served) since the previous update.
+    gone: BTreeSet<String>,
 }
 
 impl State {
-    fn new(kinds: Vec<(Kind, ApiResource)>) -> Self {
+    fn new(kinds: Vec<WatchedKind>) -> Self {
         State {
             kinds: kinds
                 .into_iter()
-                .map(|(kind, resource)| KindState {
-                    kind,
-                    resource,
+                .map(|watched| KindState {
+                    kind: watched.kind,
+                    resource: watched.resource,
                     objects: BTreeMap::new(),
                     relist: None,
+                    retired: BTreeSet::new(),
+                    installed: None,
                     synced: false,
                 })
                 .collect(),
             fresh: Vec::new(),
-            pending: std::collections::BTreeSet::new(),
+            pending: BTreeSet::new(),
+            gone: BTreeSet::new(),
         }
     }
 
@@ -307,6 +533,76 @@ impl State {
             .filter(|k| !k.synced)
             .map(|k| k.kind.name())
             .collect()
+    }
+
+    /// Discovery found the kind at `resource`, which its watcher reads from now on. At
+    /// another version than before, the objects read at the old one are retired: they are
+    /// read again at the new one, and their old origins go once that list is done.
+    fn watching(&mut self, slot: usize, resource: ApiResource) -> bool {
+        let Some(state) = self.kinds.get_mut(slot) else {
+            return false;
+        };
+        state.installed = Some(true);
+        state.relist = None;
+        if state.resource != resource {
+            let old = &state.resource;
+            let origins =
+                (state.objects.keys()).map(|(ns, name)| origin(state.kind, old, ns, name));
+            state.retired.extend(origins);
+            state.objects.clear();
+            state.resource = resource;
+        }
+        info!(
+            kind = state.kind.name(),
+            api_version = %state.resource.api_version,
+            "watching {} at {}",
+            state.kind.name(),
+            state.resource.api_version
+        );
+        false
+    }
+
+    /// Discovery found the kind not served at any version Ferry reads (`others`: the
+    /// versions it is served at): it counts as listed and empty, so it does not hold back
+    /// the first update, and the objects held of it are gone (a CRD takes its objects with
+    /// it). Returns whether that made a change to deliver.
+    fn not_installed(&mut self, slot: usize, others: &[String]) -> bool {
+        let Some(state) = self.kinds.get_mut(slot) else {
+            return false;
+        };
+        let resource = &state.resource;
+        let what = if others.is_empty() {
+            format!(
+                "the API server does not serve {} {} (CRD not installed)",
+                resource.group, resource.kind
+            )
+        } else {
+            format!(
+                "the API server serves {} {} only at {}, which Ferry does not read",
+                resource.group,
+                resource.kind,
+                others.join(", ")
+            )
+        };
+        if state.installed == Some(false) {
+            debug!(kind = state.kind.name(), "{what}; checking again later");
+        } else {
+            warn!(
+                kind = state.kind.name(),
+                "{what}; treating it as empty and checking again with backoff"
+            );
+        }
+        state.installed = Some(false);
+        state.relist = None;
+        let mut changed = !state.synced || !state.retired.is_empty();
+        state.synced = true;
+        for (ns, name) in std::mem::take(&mut state.objects).keys() {
+            self.gone
+                .insert(origin(state.kind, &state.resource, ns, name));
+            changed = true;
+        }
+        self.gone.append(&mut state.retired);
+        changed
     }
 
     /// Applies one watcher event; returns whether the source's content changed.
@@ -336,6 +632,8 @@ impl State {
                 let listed = state.relist.take().unwrap_or_default();
                 let first = !state.synced;
                 state.synced = true;
+                let retired = !state.retired.is_empty();
+                self.gone.append(&mut state.retired);
                 let same = listed.len() == state.objects.len()
                     && listed
                         .iter()
@@ -355,10 +653,11 @@ impl State {
                 }
                 info!(
                     kind = state.kind.name(),
+                    api_version = %state.resource.api_version,
                     objects = state.objects.len(),
                     "Kubernetes list done"
                 );
-                first || !same
+                first || !same || retired
             }
             Event::Apply(object) => {
                 let (id, version) = identity(&object);
@@ -383,18 +682,13 @@ impl State {
     }
 
     /// Notes a watch error; a kind the API server does not serve (`404` on its first list,
-    /// such as Istio's CRDs not installed) counts as listed and empty, so it does not hold
-    /// back the first update. Returns whether that made a change to deliver.
+    /// such as a built-in kind of a newer Kubernetes) counts as listed and empty, so it does
+    /// not hold back the first update. Returns whether that made a change to deliver.
     fn handle_error(&mut self, slot: usize, error: &watcher::Error) -> bool {
         let Some(state) = self.kinds.get_mut(slot) else {
             return false;
         };
-        let not_served = match error {
-            watcher::Error::InitialListFailed(kube::Error::Api(status))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
-            _ => false,
-        };
-        if not_served && !state.synced {
+        if not_found(error) && !state.synced {
             warn!(
                 kind = state.kind.name(),
                 "the API server does not serve {}; treating it as empty",
@@ -407,10 +701,11 @@ impl State {
     }
 
     /// What changed since the previous update, as one update scoped to the origins of the
-    /// objects that changed (see [`SourceUpdate::scope`]); the diagnostics are those of those
-    /// objects. Their content is handed over, not copied: only their versions stay here.
+    /// objects that changed and of those gone (see [`SourceUpdate::scope`]); the diagnostics
+    /// are those of those objects. Their content is handed over, not copied: only their
+    /// versions stay here.
     fn loaded(&mut self) -> Loaded {
-        let mut scope = std::collections::BTreeSet::new();
+        let mut scope = std::mem::take(&mut self.gone);
         let mut update = SourceUpdate {
             source: SOURCE_NAME.to_string(),
             ..SourceUpdate::default()
@@ -496,6 +791,7 @@ fn validate(kind: Kind, resource: &ApiResource, object: DynamicObject, version: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Object;
     use serde_json::json;
 
     fn object(value: Value) -> DynamicObject {
@@ -503,8 +799,253 @@ mod tests {
     }
 
     #[test]
+    fn the_version_watched_is_the_first_preferred_one_served() {
+        let served = |pairs: &[(&str, &[&str])]| -> ServedKinds {
+            (pairs.iter())
+                .map(|(v, kinds)| (v.to_string(), kinds.iter().map(|k| k.to_string()).collect()))
+                .collect()
+        };
+        let vs_dr: &[&str] = &["VirtualService", "DestinationRule"];
+        let vs: &[&str] = &["VirtualService"];
+        let cases: Vec<(&str, &str, ServedKinds, Found)> = vec![
+            (
+                "Istio 1.22+: v1 first",
+                "DestinationRule",
+                served(&[("v1", vs_dr), ("v1beta1", vs_dr), ("v1alpha3", vs_dr)]),
+                Found::At("v1"),
+            ),
+            (
+                "Istio before 1.22: v1beta1",
+                "DestinationRule",
+                served(&[("v1beta1", vs_dr), ("v1alpha3", vs_dr)]),
+                Found::At("v1beta1"),
+            ),
+            (
+                "only v1alpha3",
+                "VirtualService",
+                served(&[("v1alpha3", vs_dr)]),
+                Found::At("v1alpha3"),
+            ),
+            (
+                "the group order does not matter",
+                "VirtualService",
+                served(&[("v1alpha3", vs_dr), ("v1", vs_dr), ("v1beta1", vs_dr)]),
+                Found::At("v1"),
+            ),
+            (
+                "a version that serves other kinds only",
+                "DestinationRule",
+                served(&[("v1", vs), ("v1beta1", vs_dr)]),
+                Found::At("v1beta1"),
+            ),
+            (
+                "the group serves the kind at no version",
+                "DestinationRule",
+                served(&[("v1", vs), ("v1beta1", vs)]),
+                Found::NotServed(vec![]),
+            ),
+            (
+                "only at a version Ferry does not read",
+                "DestinationRule",
+                served(&[("v2", vs_dr), ("v1", vs)]),
+                Found::NotServed(vec!["v2".to_string()]),
+            ),
+            (
+                "no group",
+                "DestinationRule",
+                served(&[]),
+                Found::NotServed(vec![]),
+            ),
+        ];
+        for (name, kind, served, want) in cases {
+            assert_eq!(choose(kind, NETWORKING_VERSIONS, &served), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_version_read_parses_to_the_same_object() {
+        let spec = |kind: Kind| match kind {
+            Kind::VirtualService => json!({"hosts": ["redis"],
+                "tcp": [{"route": [{"destination": {"host": "redis"}}]}]}),
+            Kind::DestinationRule => json!({"host": "redis",
+                "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}),
+            Kind::PeerAuthentication => json!({"mtls": {"mode": "STRICT"}}),
+            Kind::RedisPolicy => json!({"host": "redis",
+                "faults": [{"commands": ["GET"], "abort": {"percentage": 20}}]}),
+            Kind::Telemetry => json!({"tracing": [{"randomSamplingPercentage": 20}]}),
+            other => panic!("{other:?} has no versions"),
+        };
+        let custom: Vec<WatchedKind> = (watched_kinds().into_iter())
+            .filter(|w| !w.versions.is_empty())
+            .collect();
+        let kinds: Vec<Kind> = custom.iter().map(|w| w.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::VirtualService,
+                Kind::DestinationRule,
+                Kind::PeerAuthentication,
+                Kind::RedisPolicy,
+                Kind::Telemetry
+            ]
+        );
+        for watched in custom {
+            let mut specs = Vec::new();
+            for version in watched.versions {
+                let resource = at_version(&watched.resource, version);
+                let obj = object(json!({
+                    "metadata": {"name": "x", "namespace": "default", "resourceVersion": "1"},
+                    "spec": spec(watched.kind)
+                }));
+                let cached = validate(watched.kind, &resource, obj, "1".to_string());
+                let update = &cached.loaded.update;
+                let what = format!("{} at {version}", watched.kind.name());
+                assert!(
+                    update.rejections.is_empty(),
+                    "{what}: {:?}",
+                    update.rejections
+                );
+                assert_eq!(update.entries.len(), 1, "{what}");
+                let entry = &update.entries[0];
+                assert_eq!(entry.key.kind, watched.kind, "{what}");
+                assert_eq!(
+                    entry.origin,
+                    format!(
+                        "kube:/apis/{}/{version}/namespaces/default/{}/x",
+                        watched.resource.group, watched.resource.plural
+                    )
+                );
+                let mut same = entry.object.clone();
+                let api_version = match &mut same {
+                    Object::VirtualService(r) => &mut r.api_version,
+                    Object::DestinationRule(r) => &mut r.api_version,
+                    Object::PeerAuthentication(r) => &mut r.api_version,
+                    Object::RedisPolicy(r) => &mut r.api_version,
+                    Object::Telemetry(r) => &mut r.api_version,
+                    Object::Kubernetes(_) => panic!("{what}: not typed"),
+                };
+                assert_eq!(*api_version, resource.api_version, "{what}");
+                api_version.clear();
+                specs.push(same);
+            }
+            assert!(
+                specs.windows(2).all(|w| w[0] == w[1]),
+                "{}: {specs:#?}",
+                watched.kind.name()
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_version_replaces_the_objects_read_at_the_old_one_in_one_update() {
+        let kinds = watched_kinds();
+        let slot = (kinds.iter())
+            .position(|w| w.kind == Kind::DestinationRule)
+            .unwrap_or_else(|| panic!("DestinationRule is not watched"));
+        let v1 = kinds[slot].resource.clone();
+        let v1beta1 = at_version(&v1, "v1beta1");
+        let rule = |name: &str| {
+            object(json!({
+                "metadata": {"name": name, "namespace": "default", "resourceVersion": "4"},
+                "spec": {"host": "redis"}
+            }))
+        };
+        let origins = |store: &crate::store::Store| -> Vec<String> {
+            (store.objects())
+                .filter(|(k, _)| k.kind == Kind::DestinationRule)
+                .filter_map(|(k, _)| store.origin(k).map(|(o, _)| o.to_string()))
+                .collect()
+        };
+        let path = |version: &str, name: &str| {
+            format!(
+                "kube:/apis/networking.istio.io/{version}/namespaces/default/destinationrules/{name}"
+            )
+        };
+        let mut state = State::new(kinds);
+        let mut store = crate::store::Store::default();
+        assert!(!state.watching(slot, v1.clone()));
+        state.handle(slot, Event::Init);
+        state.handle(slot, Event::InitApply(rule("a")));
+        state.handle(slot, Event::InitApply(rule("b")));
+        assert!(state.handle(slot, Event::InitDone));
+        store.apply(state.loaded().update);
+        assert_eq!(origins(&store), [path("v1", "a"), path("v1", "b")]);
+        // v1 is no longer served: nothing changes until the list at v1beta1 is done.
+        assert!(!state.watching(slot, v1beta1.clone()));
+        assert!(
+            state
+                .loaded()
+                .update
+                .scope
+                .iter()
+                .flatten()
+                .next()
+                .is_none()
+        );
+        state.handle(slot, Event::Init);
+        state.handle(slot, Event::InitApply(rule("a")));
+        assert!(state.handle(slot, Event::InitDone));
+        let update = state.loaded().update;
+        let scope: Vec<&String> = update.scope.iter().flatten().collect();
+        assert_eq!(
+            scope,
+            [&path("v1", "a"), &path("v1", "b"), &path("v1beta1", "a")]
+        );
+        // `a` is replaced (its apiVersion is now v1beta1), never removed; `b` is gone.
+        let outcome = store.apply(update);
+        assert_eq!(origins(&store), [path("v1beta1", "a")]);
+        let touched: Vec<String> = outcome.touched.iter().map(|k| k.to_string()).collect();
+        assert_eq!(
+            touched,
+            ["DestinationRule/default/a", "DestinationRule/default/b"]
+        );
+        // Watching the same version again changes nothing.
+        assert!(!state.watching(slot, v1beta1));
+        state.handle(slot, Event::Init);
+        state.handle(slot, Event::InitApply(rule("a")));
+        assert!(!state.handle(slot, Event::InitDone));
+    }
+
+    #[test]
+    fn a_kind_not_installed_is_empty_and_takes_its_objects_with_it() {
+        let kinds = watched_kinds();
+        let slot = (kinds.iter())
+            .position(|w| w.kind == Kind::PeerAuthentication)
+            .unwrap_or_else(|| panic!("PeerAuthentication is not watched"));
+        let mut state = State::new(kinds);
+        // Not installed at start: listed and empty.
+        assert!(!state.kinds[slot].synced);
+        assert!(state.not_installed(slot, &[]));
+        assert!(state.kinds[slot].synced);
+        // Checked again, still not installed: nothing to deliver.
+        assert!(!state.not_installed(slot, &[]));
+        // Installed later, then removed: its objects go.
+        let resource = state.kinds[slot].resource.clone();
+        state.watching(slot, resource);
+        assert!(state.handle(
+            slot,
+            Event::Apply(object(json!({
+                "metadata": {"name": "default", "namespace": "istio-system", "resourceVersion": "9"},
+                "spec": {"mtls": {"mode": "STRICT"}}
+            })))
+        ));
+        let mut store = crate::store::Store::default();
+        store.apply(state.loaded().update);
+        assert_eq!(store.objects().count(), 1);
+        assert!(state.not_installed(slot, &["v2".to_string()]));
+        let update = state.loaded().update;
+        let scope: Vec<&String> = update.scope.iter().flatten().collect();
+        assert_eq!(
+            scope,
+            [&"kube:/apis/security.istio.io/v1/namespaces/istio-system/peerauthentications/default".to_string()]
+        );
+        store.apply(update);
+        assert_eq!(store.objects().count(), 0);
+    }
+
+    #[test]
     fn manifests_get_type_and_lose_managed_fields() {
-        let (_, pod) = &watched_kinds()[1];
+        let pod = &watched_kinds()[1].resource;
         let obj = object(json!({
             "metadata": {"name": "p", "namespace": "default", "resourceVersion": "3",
                          "managedFields": [{"manager": "kubectl"}]},
@@ -596,10 +1137,10 @@ mod tests {
         let kinds = watched_kinds();
         let slot = kinds
             .iter()
-            .position(|(k, _)| *k == Kind::RedisPolicy)
+            .position(|w| w.kind == Kind::RedisPolicy)
             .unwrap_or_else(|| panic!("RedisPolicy is not watched"));
-        assert_eq!(kinds[slot].1.api_version, "ferry.dev/v1alpha1");
-        assert_eq!(kinds[slot].1.plural, "redispolicies");
+        assert_eq!(kinds[slot].resource.api_version, "ferry.dev/v1alpha1");
+        assert_eq!(kinds[slot].resource.plural, "redispolicies");
         let policy = |percentage: Value, version: &str| {
             object(json!({
                 "metadata": {"name": "faults", "namespace": "default", "resourceVersion": version},
@@ -651,13 +1192,16 @@ mod tests {
         let slot = |kind: Kind| {
             kinds
                 .iter()
-                .position(|(k, _)| *k == kind)
+                .position(|w| w.kind == kind)
                 .unwrap_or_else(|| panic!("{kind:?} is not watched"))
         };
         let (telemetries, config_maps) = (slot(Kind::Telemetry), slot(Kind::ConfigMap));
-        assert_eq!(kinds[telemetries].1.api_version, "telemetry.istio.io/v1");
-        assert_eq!(kinds[telemetries].1.plural, "telemetries");
-        assert_eq!(kinds[config_maps].1.plural, "configmaps");
+        assert_eq!(
+            kinds[telemetries].resource.api_version,
+            "telemetry.istio.io/v1"
+        );
+        assert_eq!(kinds[telemetries].resource.plural, "telemetries");
+        assert_eq!(kinds[config_maps].resource.plural, "configmaps");
         assert_eq!(
             watch_config(Kind::ConfigMap).field_selector.as_deref(),
             Some("metadata.name=istio")

@@ -19,4 +19,4 @@ pub mod watch;
 pub use build::MeshPod;
 pub use files::{FileSource, Loaded};
 pub use vip::{VipRange, allocate_vips};
-pub use watch::{WatchOptions, watch, watch_with};
+pub use watch::{FilesMetrics, WatchOptions, watch, watch_counted, watch_with};

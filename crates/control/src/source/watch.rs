@@ -3,14 +3,38 @@
 //! deletion and renames, including editors that write a temporary file and rename it over
 //! the original, are all seen the same way and no platform notification API is needed.
 //! A change is delivered once the directory has been quiet for the debounce interval
-//! (100 ms by default), so a burst of writes yields one reload.
+//! (100 ms by default), so a burst of writes yields one reload. Errors reading the directory
+//! (a directory that cannot be listed, a file that cannot be read) are logged with their
+//! path and counted in [`FilesMetrics::read_errors`] on every reload that meets them.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use ferry_model::Diagnostic;
+use prometheus_client::metrics::counter::Counter;
+
 use crate::source::files::{FileSource, Loaded, manifest_files};
+
+/// Metrics of the manifest-directory watcher; clones share their values.
+#[derive(Debug, Clone, Default)]
+pub struct FilesMetrics {
+    /// Errors reading the directory (a directory that cannot be listed, a file that cannot
+    /// be read), counted on every reload that meets them.
+    pub read_errors: Counter,
+}
+
+impl FilesMetrics {
+    /// Registers the metrics (`ferry_control_files_read_errors`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "ferry_control_files_read_errors",
+            "Errors reading the manifest directory (--config-dir), counted on every reload that meets them; the resources of what cannot be read keep their last valid versions",
+            self.read_errors.clone(),
+        );
+    }
+}
 
 /// How the directory is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +119,21 @@ pub async fn watch(dir: impl Into<PathBuf>, on_change: impl FnMut(Loaded)) {
 pub async fn watch_with(
     dir: impl Into<PathBuf>,
     options: WatchOptions,
+    on_change: impl FnMut(Loaded),
+) {
+    watch_counted(dir, options, FilesMetrics::default(), on_change).await
+}
+
+/// [`watch_with`], counting the errors of reading the directory in `metrics`.
+pub async fn watch_counted(
+    dir: impl Into<PathBuf>,
+    options: WatchOptions,
+    metrics: FilesMetrics,
     mut on_change: impl FnMut(Loaded),
 ) {
     let source = FileSource::new(dir);
     let mut last = scan(&source).await;
-    on_change(load(&source).await);
+    on_change(load(&source, &metrics).await);
     loop {
         tokio::time::sleep(options.poll).await;
         let mut now = scan(&source).await;
@@ -118,7 +152,7 @@ pub async fn watch_with(
             }
         }
         last = now;
-        let loaded = load(&source).await;
+        let loaded = load(&source, &metrics).await;
         tracing::debug!(
             dir = %source.dir().display(),
             files = last.len(),
@@ -135,10 +169,12 @@ async fn scan(source: &FileSource) -> Fingerprint {
         .unwrap_or_default()
 }
 
-async fn load(source: &FileSource) -> Loaded {
+/// Reads the directory; logs and counts the errors of reading it.
+async fn load(source: &FileSource, metrics: &FilesMetrics) -> Loaded {
     let reader = source.clone();
-    match tokio::task::spawn_blocking(move || reader.read()).await {
-        Ok(loaded) => loaded,
+    let (loaded, errors) = match tokio::task::spawn_blocking(move || reader.read_reporting()).await
+    {
+        Ok(read) => read,
         // The reader panicked (it should not): report the directory as broken so that
         // nothing is deleted.
         Err(e) => {
@@ -154,7 +190,22 @@ async fn load(source: &FileSource) -> Loaded {
                 message: format!("reading the directory failed: {e}"),
                 severity: ferry_model::Severity::Error,
             });
-            loaded
+            let errors = loaded.diagnostics.clone();
+            (loaded, errors)
         }
+    };
+    report_read_errors(&errors, metrics);
+    loaded
+}
+
+/// Logs each error of reading the directory with its path, and counts it.
+fn report_read_errors(errors: &[Diagnostic], metrics: &FilesMetrics) {
+    for error in errors {
+        metrics.read_errors.inc();
+        tracing::warn!(
+            path = %error.source,
+            "cannot read the manifest directory: {}",
+            error.message
+        );
     }
 }

@@ -1,6 +1,15 @@
 //! A fake Kubernetes API server for tests: plain HTTP on 127.0.0.1, speaking the list/watch
 //! protocol the way kube-apiserver does for the collections Ferry watches.
 //!
+//! - Discovery as kube-apiserver serves it (unaggregated): `GET /api` (`APIVersions`),
+//!   `/apis` (`APIGroupList`: each group with its served versions, highest priority first,
+//!   and `preferredVersion`), `/apis/<group>` (`APIGroup`), and `/api/v1`,
+//!   `/apis/<group>/<version>` (`APIResourceList`: name, singularName, namespaced, kind,
+//!   verbs, and `<plural>/status` subresources). A custom kind is served at the versions
+//!   [`FakeApi::serve_versions`] sets (by default its one version in [`collections`]), as a
+//!   CRD's `served` flags do: its collections at other versions answer `404`, and its
+//!   objects read at a version carry that `apiVersion` (conversion `None`, as Istio's CRDs
+//!   have). [`FakeApi::unserve`] removes a kind altogether, as deleting its CRD does.
 //! - `GET <collection>` lists: `{"kind":"<Kind>List","metadata":{"resourceVersion":"N"},
 //!   "items":[...]}`; items of built-in kinds carry no `apiVersion`/`kind` (as the real server
 //!   encodes typed lists), items of custom resources do.
@@ -53,6 +62,42 @@ pub struct Collection {
     pub namespaced: bool,
     /// Whether it is a custom resource (list items keep `apiVersion`/`kind`).
     pub custom: bool,
+}
+
+impl Collection {
+    /// The API group (empty for the core group).
+    pub fn group(&self) -> &'static str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// The version of [`Collection::api_version`].
+    pub fn version(&self) -> &'static str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or(self.api_version, |(_, v)| v)
+    }
+
+    /// `apiVersion` at `version` of the collection's group.
+    pub fn api_version_at(&self, version: &str) -> String {
+        match self.group() {
+            "" => version.to_string(),
+            group => format!("{group}/{version}"),
+        }
+    }
+
+    /// Whether the resource has a `status` subresource in discovery.
+    fn has_status(&self) -> bool {
+        self.custom
+            || matches!(
+                self.kind,
+                "Pod"
+                    | "Service"
+                    | "Namespace"
+                    | "Deployment"
+                    | "PodDisruptionBudget"
+                    | "CustomResourceDefinition"
+            )
+    }
 }
 
 /// The collections Ferry watches.
@@ -203,6 +248,9 @@ pub fn collections() -> Vec<Collection> {
     ]
 }
 
+/// A group's served versions, highest priority first, each with the collections served at it.
+type Versions = Vec<(String, Vec<Collection>)>;
+
 /// What open watches are told.
 #[derive(Debug, Clone)]
 enum Signal {
@@ -210,7 +258,8 @@ enum Signal {
     Event {
         kind: &'static str,
         rv: u64,
-        line: Bytes,
+        event: &'static str,
+        object: Arc<Value>,
     },
     /// A bookmark at the current resource version, for every collection.
     Bookmark(u64),
@@ -218,6 +267,8 @@ enum Signal {
     Expire,
     /// End the stream cleanly (as a watch timeout does).
     Close,
+    /// End the streams of one kind cleanly (its CRD changed).
+    CloseKind(&'static str),
 }
 
 /// One logged event.
@@ -225,7 +276,8 @@ enum Signal {
 struct Logged {
     kind: &'static str,
     rv: u64,
-    line: Bytes,
+    event: &'static str,
+    object: Arc<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +293,28 @@ struct Inner {
     uid: u64,
     /// Kinds answered `404`, as when their CRD is not installed.
     unserved: Vec<String>,
+    /// The versions custom kinds are served at, where not their one version.
+    versions: BTreeMap<String, Vec<String>>,
+}
+
+impl Inner {
+    /// The versions `collection` is served at, highest priority first.
+    fn served(&self, collection: &Collection) -> Vec<String> {
+        if self.unserved.iter().any(|k| k == collection.kind) {
+            return Vec::new();
+        }
+        let mut versions = (self.versions.get(collection.kind).cloned())
+            .unwrap_or_else(|| vec![collection.version().to_string()]);
+        by_priority(&mut versions);
+        versions
+    }
+}
+
+/// Sorts versions as the API server orders them in discovery: GA before beta before alpha,
+/// higher numbers first.
+fn by_priority(versions: &mut Vec<String>) {
+    versions.sort_by_cached_key(|v| std::cmp::Reverse(kube::core::Version::parse(v).priority()));
+    versions.dedup();
 }
 
 /// The fake API server: a mutable store the test edits, served over HTTP.
@@ -285,9 +359,32 @@ impl FakeApi {
         Ok(api)
     }
 
-    /// Answers `404` for `kind`'s collection from now on, as a server without its CRD does.
+    /// Answers `404` for `kind`'s collection from now on, and leaves it out of discovery, as
+    /// a server without its CRD does; open watches of it end.
     pub fn unserve(&self, kind: &str) {
+        let collection = known(kind);
         self.lock().unserved.push(kind.to_string());
+        let _ = self.signals.send(Signal::CloseKind(collection.kind));
+    }
+
+    /// The versions `kind` is served at now, highest priority first.
+    pub fn served_versions(&self, kind: &str) -> Vec<String> {
+        let collection = known(kind);
+        self.lock().served(&collection)
+    }
+
+    /// Serves the custom `kind` at exactly `versions` from now on (installing it if it was
+    /// not served), as editing its CRD's `served` flags does; open watches of it end, and
+    /// clients resume at a version still served or find `404`.
+    pub fn serve_versions(&self, kind: &str, versions: &[&str]) {
+        let collection = known(kind);
+        assert!(collection.custom, "{kind} is not a custom resource");
+        let mut inner = self.lock();
+        inner.unserved.retain(|k| k != kind);
+        let versions = versions.iter().map(|v| v.to_string()).collect();
+        inner.versions.insert(kind.to_string(), versions);
+        drop(inner);
+        let _ = self.signals.send(Signal::CloseKind(collection.kind));
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -391,8 +488,16 @@ impl FakeApi {
                         "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]),
             );
         }
+        // Stored at the version it was written at, if served; else the first one served.
+        let served = inner.served(&collection);
+        let written = object["apiVersion"].as_str().unwrap_or_default();
+        let stored = (served.iter())
+            .map(|v| collection.api_version_at(v))
+            .find(|v| v == written)
+            .or_else(|| served.first().map(|v| collection.api_version_at(v)))
+            .unwrap_or_else(|| collection.api_version.to_string());
         if let Some(map) = object.as_object_mut() {
-            map.insert("apiVersion".into(), collection.api_version.into());
+            map.insert("apiVersion".into(), stored.into());
         }
         inner.objects.insert(key, object.clone());
         if notify {
@@ -439,16 +544,27 @@ impl FakeApi {
         true
     }
 
-    fn emit(&self, inner: &mut Inner, kind: &'static str, rv: u64, event: &str, object: Value) {
-        let mut line = json!({"type": event, "object": object}).to_string();
-        line.push('\n');
-        let line = Bytes::from(line);
+    fn emit(
+        &self,
+        inner: &mut Inner,
+        kind: &'static str,
+        rv: u64,
+        event: &'static str,
+        object: Value,
+    ) {
+        let object = Arc::new(object);
         inner.events.push(Logged {
             kind,
             rv,
-            line: line.clone(),
+            event,
+            object: object.clone(),
         });
-        let _ = self.signals.send(Signal::Event { kind, rv, line });
+        let _ = self.signals.send(Signal::Event {
+            kind,
+            rv,
+            event,
+            object,
+        });
     }
 
     /// Sends a `BOOKMARK` at the current resource version on every open watch that asked
@@ -474,6 +590,138 @@ impl FakeApi {
         let _ = self.signals.send(Signal::Close);
     }
 
+    /// The discovery documents as served now: `(group, versions highest priority first,
+    /// the collections served at each version)`, core group first, then the others in the
+    /// order of [`collections`]; groups that serve nothing are left out.
+    fn served_groups(&self) -> Vec<(&'static str, Versions)> {
+        let inner = self.lock();
+        let mut groups: Vec<(&'static str, Versions)> = Vec::new();
+        for c in collections() {
+            let served = inner.served(&c);
+            let index = match groups.iter().position(|(g, _)| *g == c.group()) {
+                Some(i) => i,
+                None => {
+                    groups.push((c.group(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let versions = &mut groups[index].1;
+            for version in served {
+                match versions.iter_mut().find(|(v, _)| *v == version) {
+                    Some((_, members)) => members.push(c.clone()),
+                    None => versions.push((version, vec![c.clone()])),
+                }
+            }
+        }
+        groups.retain(|(_, versions)| !versions.is_empty());
+        for (_, versions) in &mut groups {
+            let mut order: Vec<String> = versions.iter().map(|(v, _)| v.clone()).collect();
+            by_priority(&mut order);
+            versions.sort_by_key(|(v, _)| order.iter().position(|o| o == v));
+        }
+        groups
+    }
+
+    /// Answers a discovery request (`/api`, `/api/v1`, `/apis`, `/apis/<group>`,
+    /// `/apis/<group>/<version>`), or `None` for any other path.
+    fn discovery(&self, path: &str) -> Option<Response<BoxBody<Bytes, Infallible>>> {
+        let path = path.trim_end_matches('/');
+        let groups = self.served_groups();
+        let group_doc = |name: &str, versions: &[(String, Vec<Collection>)]| {
+            let gv = |v: &str| json!({"groupVersion": format!("{name}/{v}"), "version": v});
+            json!({
+                "name": name,
+                "versions": versions.iter().map(|(v, _)| gv(v)).collect::<Vec<_>>(),
+                "preferredVersion": versions.first().map(|(v, _)| gv(v)),
+            })
+        };
+        let not_found = || {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("the server could not find the requested resource ({path})"),
+            )
+        };
+        let ok = |body: Value| Some(json_response(StatusCode::OK, body.to_string()));
+        match path {
+            "/api" => ok(json!({
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": self.addr.to_string()}
+                ],
+            })),
+            "/apis" => ok(json!({
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": (groups.iter())
+                    .filter(|(name, _)| !name.is_empty())
+                    .map(|(name, versions)| group_doc(name, versions))
+                    .collect::<Vec<_>>(),
+            })),
+            _ => {
+                let (group, version) = if let Some(version) = path.strip_prefix("/api/") {
+                    ("", Some(version))
+                } else {
+                    let rest = path.strip_prefix("/apis/")?;
+                    match rest.split_once('/') {
+                        Some((group, version)) => (group, Some(version)),
+                        None => (rest, None),
+                    }
+                };
+                if version.is_some_and(|v| v.contains('/')) {
+                    return None;
+                }
+                let Some((name, versions)) = groups.iter().find(|(g, _)| *g == group) else {
+                    return Some(not_found());
+                };
+                let Some(version) = version else {
+                    let mut doc = group_doc(name, versions);
+                    doc["kind"] = "APIGroup".into();
+                    doc["apiVersion"] = "v1".into();
+                    return ok(doc);
+                };
+                let Some((_, members)) = versions.iter().find(|(v, _)| v == version) else {
+                    return Some(not_found());
+                };
+                let verbs = json!([
+                    "create",
+                    "delete",
+                    "deletecollection",
+                    "get",
+                    "list",
+                    "patch",
+                    "update",
+                    "watch"
+                ]);
+                let mut resources = Vec::new();
+                for c in members {
+                    resources.push(json!({
+                        "name": c.plural, "singularName": c.kind.to_lowercase(),
+                        "namespaced": c.namespaced, "kind": c.kind, "verbs": verbs,
+                    }));
+                    if c.has_status() {
+                        resources.push(json!({
+                            "name": format!("{}/status", c.plural), "singularName": "",
+                            "namespaced": c.namespaced, "kind": c.kind,
+                            "verbs": ["get", "patch", "update"],
+                        }));
+                    }
+                }
+                let group_version = members
+                    .first()
+                    .map(|c| c.api_version_at(version))
+                    .unwrap_or_default();
+                ok(json!({
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": group_version,
+                    "resources": resources,
+                }))
+            }
+        }
+    }
+
     async fn serve(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path().to_string();
         let query: BTreeMap<String, String> = req
@@ -495,8 +743,16 @@ impl FakeApi {
             }
             inner.requests.push(logged);
         }
-        if let Some((collection, namespace, name)) = route_object(&path)
-            && !self.lock().unserved.iter().any(|k| k == collection.kind)
+        if req.method() == hyper::Method::GET
+            && let Some(document) = self.discovery(&path)
+        {
+            return document;
+        }
+        let serves = |collection: &Collection, version: &str| {
+            self.lock().served(collection).iter().any(|v| v == version)
+        };
+        if let Some((collection, version, namespace, name)) = route_object(&path)
+            && serves(&collection, &version)
         {
             let method = req.method().clone();
             let content_type = req
@@ -510,7 +766,7 @@ impl FakeApi {
                 Err(_) => Bytes::new(),
             };
             return self.serve_object(
-                &collection,
+                (&collection, &version),
                 &namespace,
                 &name,
                 &method,
@@ -518,9 +774,8 @@ impl FakeApi {
                 &body,
             );
         }
-        let unserved = self.lock().unserved.clone();
-        let route = route(&path).filter(|(c, _)| !unserved.iter().any(|k| k == c.kind));
-        let Some((collection, namespace)) = route else {
+        let route = route(&path).filter(|(c, version, _)| serves(c, version));
+        let Some((collection, version, namespace)) = route else {
             self.lock().unknown.push(path.clone());
             return status(
                 StatusCode::NOT_FOUND,
@@ -549,15 +804,16 @@ impl FakeApi {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
             let bookmarks = query.get("allowWatchBookmarks").map(String::as_str) == Some("true");
-            self.watch(collection, namespace, from, bookmarks)
+            self.watch(collection, version, namespace, from, bookmarks)
         } else {
-            self.list(&collection, namespace.as_deref(), &query)
+            self.list(&collection, &version, namespace.as_deref(), &query)
         }
     }
 
     fn list(
         &self,
         collection: &Collection,
+        version: &str,
         namespace: Option<&str>,
         query: &BTreeMap<String, String>,
     ) -> Response<BoxBody<Bytes, Infallible>> {
@@ -582,7 +838,7 @@ impl FakeApi {
                     .is_none_or(|wanted| wanted == name)
             })
             .map(|(_, object)| {
-                let mut item = object.clone();
+                let mut item = served_as(collection, version, object);
                 if !collection.custom
                     && let Some(map) = item.as_object_mut()
                 {
@@ -594,7 +850,7 @@ impl FakeApi {
             .collect();
         let body = json!({
             "kind": format!("{}List", collection.kind),
-            "apiVersion": collection.api_version,
+            "apiVersion": collection.api_version_at(version),
             "metadata": {"resourceVersion": inner.rv.to_string()},
             "items": items,
         });
@@ -639,10 +895,10 @@ impl FakeApi {
         json_response(StatusCode::CREATED, stored.to_string())
     }
 
-    /// `GET`, `PUT`, `PATCH` and `DELETE` on one object.
+    /// `GET`, `PUT`, `PATCH` and `DELETE` on one object of `collection`, read at `version`.
     fn serve_object(
         &self,
-        collection: &Collection,
+        (collection, version): (&Collection, &str),
         namespace: &str,
         name: &str,
         method: &hyper::Method,
@@ -660,7 +916,10 @@ impl FakeApi {
         let input = || serde_json::from_slice::<Value>(body).ok();
         let stored = |api: &FakeApi| {
             api.get(collection.kind, namespace, name)
-                .map(|o| json_response(StatusCode::OK, o.to_string()))
+                .map(|o| {
+                    let o = served_as(collection, version, &o);
+                    json_response(StatusCode::OK, o.to_string())
+                })
                 .unwrap_or_else(not_found)
         };
         let with_identity = |mut object: Value| {
@@ -749,6 +1008,7 @@ impl FakeApi {
     fn watch(
         &self,
         collection: Collection,
+        version: String,
         namespace: Option<String>,
         from: u64,
         bookmarks: bool,
@@ -764,11 +1024,19 @@ impl FakeApi {
             .cloned()
             .collect();
         drop(inner);
-        let in_namespace = move |line: &Bytes| match &namespace {
+        let in_namespace = move |object: &Value| match &namespace {
             None => true,
-            Some(ns) => serde_json::from_slice::<Value>(line)
-                .ok()
-                .is_some_and(|v| v["object"]["metadata"]["namespace"].as_str() == Some(ns)),
+            Some(ns) => object["metadata"]["namespace"].as_str() == Some(ns),
+        };
+        let api_version = collection.api_version_at(&version);
+        let line = {
+            let (collection, version) = (collection.clone(), version.clone());
+            move |event: &str, object: &Value| {
+                let object = served_as(&collection, &version, object);
+                let mut line = json!({"type": event, "object": object}).to_string();
+                line.push('\n');
+                Bytes::from(line)
+            }
         };
         tokio::spawn(async move {
             if expired {
@@ -777,19 +1045,24 @@ impl FakeApi {
             }
             let mut sent = from;
             for e in replay {
-                if in_namespace(&e.line) && tx.send(e.line).await.is_err() {
+                if in_namespace(&e.object) && tx.send(line(e.event, &e.object)).await.is_err() {
                     return;
                 }
                 sent = sent.max(e.rv);
             }
             loop {
                 match signals.recv().await {
-                    Ok(Signal::Event { kind, rv, line }) => {
-                        if kind != collection.kind || rv <= sent || !in_namespace(&line) {
+                    Ok(Signal::Event {
+                        kind,
+                        rv,
+                        event,
+                        object,
+                    }) => {
+                        if kind != collection.kind || rv <= sent || !in_namespace(&object) {
                             continue;
                         }
                         sent = rv;
-                        if tx.send(line).await.is_err() {
+                        if tx.send(line(event, &object)).await.is_err() {
                             return;
                         }
                     }
@@ -798,7 +1071,7 @@ impl FakeApi {
                             continue;
                         }
                         let mut line = json!({"type": "BOOKMARK", "object": {
-                            "kind": collection.kind, "apiVersion": collection.api_version,
+                            "kind": collection.kind, "apiVersion": api_version,
                             "metadata": {"resourceVersion": rv.to_string()}}})
                         .to_string();
                         line.push('\n');
@@ -810,6 +1083,8 @@ impl FakeApi {
                         let _ = tx.send(gone_event(sent)).await;
                         return;
                     }
+                    Ok(Signal::CloseKind(kind)) if kind == collection.kind => return,
+                    Ok(Signal::CloseKind(_)) => {}
                     Ok(Signal::Close) | Err(broadcast::error::RecvError::Closed) => return,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let _ = tx.send(gone_event(sent)).await;
@@ -839,33 +1114,78 @@ fn gone_event(rv: u64) -> Bytes {
     Bytes::from(line)
 }
 
-/// The collection (and namespace) a path names.
-fn route(path: &str) -> Option<(Collection, Option<String>)> {
+/// The group, version and the rest of a resource path (`/api/v1/<rest>`,
+/// `/apis/<group>/<version>/<rest>`).
+fn split_path(path: &str) -> Option<(&str, &str, &str)> {
+    if let Some(rest) = path.strip_prefix("/api/") {
+        let (version, rest) = rest.split_once('/')?;
+        return Some(("", version, rest));
+    }
+    let (group, rest) = path.strip_prefix("/apis/")?.split_once('/')?;
+    let (version, rest) = rest.split_once('/')?;
+    Some((group, version, rest))
+}
+
+/// The collection, the version asked for and the namespace a path names.
+fn route(path: &str) -> Option<(Collection, String, Option<String>)> {
+    let (group, version, rest) = split_path(path)?;
     collections().into_iter().find_map(|c| {
-        let rest = path.strip_prefix(c.prefix)?.strip_prefix('/')?;
+        if c.group() != group {
+            return None;
+        }
         if rest == c.plural {
-            return Some((c, None));
+            return Some((c, version.to_string(), None));
         }
         let rest = rest.strip_prefix("namespaces/")?;
         let (ns, plural) = rest.split_once('/')?;
-        (c.namespaced && plural == c.plural).then(|| (c, Some(ns.to_string())))
+        (c.namespaced && plural == c.plural).then(|| (c, version.to_string(), Some(ns.to_string())))
     })
 }
 
-/// The collection, namespace (empty for cluster objects) and name a single-object path names.
-fn route_object(path: &str) -> Option<(Collection, String, String)> {
+/// The collection, version, namespace (empty for cluster objects) and name a single-object
+/// path names.
+fn route_object(path: &str) -> Option<(Collection, String, String, String)> {
+    let (group, version, rest) = split_path(path)?;
+    let version = version.to_string();
     collections().into_iter().find_map(|c| {
-        let rest = path.strip_prefix(c.prefix)?.strip_prefix('/')?;
+        if c.group() != group {
+            return None;
+        }
         if c.namespaced {
             let rest = rest.strip_prefix("namespaces/")?;
             let (ns, rest) = rest.split_once('/')?;
             let name = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
-            (!name.is_empty() && !name.contains('/')).then(|| (c, ns.to_string(), name.to_string()))
+            (!name.is_empty() && !name.contains('/'))
+                .then(|| (c, version.clone(), ns.to_string(), name.to_string()))
         } else {
             let name = rest.strip_prefix(c.plural)?.strip_prefix('/')?;
-            (!name.is_empty() && !name.contains('/')).then(|| (c, String::new(), name.to_string()))
+            (!name.is_empty() && !name.contains('/'))
+                .then(|| (c, version.clone(), String::new(), name.to_string()))
         }
     })
+}
+
+/// An object as read at `version`: a custom resource carries that `apiVersion` (its CRD
+/// converts with strategy `None`), a built-in one is unchanged.
+fn served_as(collection: &Collection, version: &str, object: &Value) -> Value {
+    let mut object = object.clone();
+    if collection.custom
+        && let Some(map) = object.as_object_mut()
+    {
+        map.insert(
+            "apiVersion".into(),
+            collection.api_version_at(version).into(),
+        );
+    }
+    object
+}
+
+/// The collection named `kind`; panics on a kind the server does not know (a test bug).
+fn known(kind: &str) -> Collection {
+    match collections().into_iter().find(|c| c.kind == kind) {
+        Some(c) => c,
+        None => panic!("the fake API server does not serve {kind}"),
+    }
 }
 
 /// Whether a `labelSelector` of `k=v` and `k` terms (comma-separated) selects `labels`.
