@@ -19,6 +19,11 @@ use std::fmt;
 pub const INIT_CONTAINER: &str = "ferry-init";
 /// Name of the sidecar proxy container.
 pub const PROXY_CONTAINER: &str = "ferry-proxy";
+/// Where the injected proxy keeps its last applied configuration (`--config-cache`): in the
+/// `ferry-data` emptyDir, which survives a restart of the container but not the pod (as
+/// Istio's `istio-envoy`/`istio-data` volumes do), so a proxy that restarts while the
+/// control plane is unreachable starts with the configuration it had.
+pub const CONFIG_CACHE_PATH: &str = "/var/lib/ferry/data/config-cache";
 /// Annotation that keeps a user-written `ferry-proxy` container's overrides across injections.
 pub const PROXY_OVERRIDES: &str = "ferry.dev/proxy-overrides";
 /// Environment variable holding the application's own Prometheus scrape settings.
@@ -501,7 +506,11 @@ fn proxy_container(p: &ProxyInputs, cfg: &InjectConfig) -> Value {
     let mut c = json!({
         "name": PROXY_CONTAINER,
         "image": image(s, cfg),
-        "args": ["proxy", "sidecar", "--log-level", s.log_level.clone().unwrap_or_else(|| "warning".into())],
+        "args": [
+            "proxy", "sidecar",
+            "--log-level", s.log_level.clone().unwrap_or_else(|| "warning".into()),
+            "--config-cache", CONFIG_CACHE_PATH
+        ],
         "env": envs,
         "ports": [{ "containerPort": METRICS_PORT, "name": "http-envoy-prom", "protocol": "TCP" }],
         "resources": resources(s, cfg),

@@ -145,3 +145,74 @@ fn classic_sidecars_on_request() {
     assert_eq!(names("containers"), ["redis", "ferry-proxy"]);
     assert!(spec["containers"][1].get("restartPolicy").is_none());
 }
+
+/// Every pod spec below `v` (pods, and the templates of workloads).
+fn pod_specs<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("containers") {
+                out.push(v);
+            }
+            map.values().for_each(|child| pod_specs(child, out));
+        }
+        Value::Array(items) => items.iter().for_each(|child| pod_specs(child, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_injected_proxy_keeps_its_config_cache_on_a_pod_lifetime_emptydir() {
+    let mut checked = 0;
+    for name in CASES {
+        let (out, _) = inject_all(&load(&golden_dir().join(format!("{name}.yaml"))), &cfg());
+        let mut specs = Vec::new();
+        out.iter().for_each(|d| pod_specs(d, &mut specs));
+        for spec in specs {
+            let containers = spec["initContainers"]
+                .as_array()
+                .into_iter()
+                .chain(spec["containers"].as_array())
+                .flatten();
+            let Some(proxy) = containers
+                .into_iter()
+                .find(|c| c["name"] == ferry_inject::mutate::PROXY_CONTAINER)
+            else {
+                continue;
+            };
+            let args: Vec<&str> = proxy["args"]
+                .as_array()
+                .expect("args")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let at = args
+                .iter()
+                .position(|a| *a == "--config-cache")
+                .unwrap_or_else(|| panic!("{name}: no --config-cache in {args:?}"));
+            let path = args[at + 1];
+            assert_eq!(path, ferry_inject::mutate::CONFIG_CACHE_PATH);
+            // The file's directory is a mount of an emptyDir of the pod: it survives a
+            // container restart, not the pod.
+            let mount = proxy["volumeMounts"]
+                .as_array()
+                .expect("volumeMounts")
+                .iter()
+                .find(|m| {
+                    m["mountPath"]
+                        .as_str()
+                        .is_some_and(|p| path.starts_with(&format!("{}/", p.trim_end_matches('/'))))
+                })
+                .unwrap_or_else(|| panic!("{name}: {path} is on no volume"));
+            assert_ne!(mount["readOnly"], true, "{name}: {mount}");
+            let volume = spec["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap_or_else(|| panic!("{name}: no volume {}", mount["name"]));
+            assert!(volume["emptyDir"].is_object(), "{name}: {volume}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= CASES.len(), "only {checked} proxies checked");
+}

@@ -151,6 +151,26 @@ fn is_ferry(c: &Value) -> bool {
         || images::short_name(c["image"].as_str().unwrap_or_default()) == "ferry"
 }
 
+/// The injected proxy's arguments without `--config-cache`: its path is in a volume of the
+/// pod, which `ferry up` does not mount (on the host it would be one file for every pod),
+/// and a proxy of `ferry up` never starts without its control plane, which runs in the same
+/// process.
+fn without_config_cache(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--config-cache" {
+            skip_value = true;
+        } else if !arg.starts_with("--config-cache=") {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
@@ -358,8 +378,8 @@ impl PodPlan {
                 probes(c).with_context(|| format!("{}, container {name}", what()))?;
             if is_ferry(c) {
                 let mut argv = vec![ferry.clone()];
-                argv.extend(args.iter().cloned());
                 if args.first().map(String::as_str) == Some("proxy") {
+                    argv.extend(without_config_cache(&args));
                     let uid = PROXY_UID.to_string();
                     let mut full: Vec<String> = [
                         "setpriv",
@@ -426,6 +446,7 @@ impl PodPlan {
                     }
                     continue;
                 }
+                argv.extend(args.iter().cloned());
                 plan.init.push(ContainerPlan {
                     name,
                     argv,
@@ -474,6 +495,33 @@ impl PodPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_injected_config_cache_is_not_passed_on() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (
+                s(&[
+                    "proxy",
+                    "sidecar",
+                    "--log-level",
+                    "warning",
+                    "--config-cache",
+                    "/var/lib/ferry/data/config-cache",
+                ]),
+                s(&["proxy", "sidecar", "--log-level", "warning"]),
+            ),
+            (
+                s(&["proxy", "--config-cache=/x", "--log-level", "info"]),
+                s(&["proxy", "--log-level", "info"]),
+            ),
+            (s(&["proxy", "sidecar"]), s(&["proxy", "sidecar"])),
+            (s(&["proxy", "--config-cache"]), s(&["proxy"])),
+        ];
+        for (args, want) in cases {
+            assert_eq!(without_config_cache(&args), want, "{args:?}");
+        }
+    }
 
     #[test]
     fn veth_names_fit() {

@@ -53,6 +53,9 @@ pub struct Options {
     /// with its workload certificate (filled in here from `identity`) or its token;
     /// `None`: plaintext.
     pub control_plane_tls: Option<crate::discovery::ControlPlaneTls>,
+    /// With `control_plane`: the file keeping the last snapshot applied, restored at
+    /// start-up before the control plane answers ([`crate::discovery::cache`]).
+    pub config_cache: Option<PathBuf>,
     /// The workload identity to get from the CA; `None` runs without mutual TLS.
     pub identity: Option<IdentityOptions>,
     /// Where certificates come from instead of the CA client of `identity` (tests).
@@ -77,6 +80,7 @@ impl Default for Options {
             log_level: None,
             control_plane: None,
             control_plane_tls: None,
+            config_cache: None,
             identity: None,
             certificate_source: None,
             tracing: None,
@@ -242,6 +246,18 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         .control_plane
         .as_ref()
         .map(|_| crate::discovery::DiscoveryState::with_changed(Some(config_changed.clone())));
+    // The cached snapshot goes in before any listener serves.
+    let config_cache = options
+        .config_cache
+        .filter(|_| options.control_plane.is_some());
+    if let (Some(path), Some((_, info)), Some(discovery)) = (
+        &config_cache,
+        &options.control_plane,
+        &admin_state.discovery,
+    ) && crate::discovery::cache::restore(path, info, &config, discovery)
+    {
+        admin_state.config_loaded();
+    }
     let state = Arc::new(admin_state);
     let control_plane = options.control_plane;
     let control_plane_tls = options.control_plane_tls.map(|mut tls| {
@@ -341,10 +357,11 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
                     {
                         let stop = admin_state.lifecycle.clone();
                         tokio::spawn(async move {
-                            crate::discovery::run_with(
+                            crate::discovery::run_cached(
                                 &addr,
                                 control_plane_tls,
                                 info,
+                                config_cache,
                                 discovery_config,
                                 state,
                                 stop.reached(Phase::Draining),

@@ -71,6 +71,15 @@ struct CommonArgs {
     /// certificate verified against `--ca-root-cert` and `--ca-server-name`.
     #[arg(long, value_name = "ADDR", env = "FERRY_CONTROL_PLANE")]
     control_plane: Option<String>,
+    /// With `--control-plane`: keep the last configuration the proxy applied (validated and
+    /// ACKed, never a rejected one) in FILE, written atomically (mode 0600), and apply it at
+    /// start-up before the control plane answers, so a proxy that restarts while the control
+    /// plane is down keeps serving, and is ready, with the configuration it had. A file of
+    /// another pod, or a damaged one, is logged and ignored. Put it on a volume that
+    /// survives a container restart but not the pod (the injected sidecar uses the
+    /// `ferry-data` emptyDir). Ignored without `--control-plane`.
+    #[arg(long, value_name = "FILE", env = "FERRY_CONFIG_CACHE")]
+    config_cache: Option<PathBuf>,
     /// Follow the configuration stream over TLS even when `--control-plane` is not the
     /// `--ca-addr`.
     #[arg(long, env = "FERRY_CONTROL_PLANE_TLS")]
@@ -258,6 +267,12 @@ fn serve(
         .control_plane
         .as_deref()
         .and_then(|addr| control_plane_tls(&common, addr));
+    if let (None, Some(path)) = (&common.control_plane, &common.config_cache) {
+        tracing::info!(
+            "--config-cache {} is not used: there is no --control-plane",
+            path.display()
+        );
+    }
     if let (Some(addr), Some(tls)) = (&common.control_plane, &stream_tls) {
         tracing::info!(
             "configuration stream over TLS to {addr} (expecting {}; proving this proxy's identity with its certificate, or its token until it has one)",
@@ -286,6 +301,7 @@ fn serve(
             (addr, info)
         }),
         control_plane_tls: stream_tls,
+        config_cache: common.config_cache.clone(),
         identity,
         certificate_source: None,
         tracing: common

@@ -19,6 +19,7 @@
 //! its certificate. Roots are never taken from the plaintext stream.
 
 use super::backoff::Backoff;
+use super::cache;
 use crate::config::{ProxyConfig, Snapshot, file};
 use crate::identity::IdentityState;
 use crate::identity::source::{CaClient, authorize};
@@ -29,7 +30,7 @@ use ferry_proto::discovery::{Assembled, Completed, Reassembly};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -72,6 +73,9 @@ struct Inner {
     applied: AtomicU64,
     rejected: AtomicU64,
     streams: AtomicU64,
+    /// The configuration held was restored from the cache file and nothing from the control
+    /// plane has replaced it yet.
+    from_cache: AtomicBool,
     /// Told after each configuration applied (the tracer follows it).
     changed: Option<Arc<watch::Sender<()>>>,
 }
@@ -98,12 +102,14 @@ impl DiscoveryState {
                 applied: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 streams: AtomicU64::new(0),
+                from_cache: AtomicBool::new(false),
                 changed,
             }),
         }
     }
 
-    /// Whether a configuration from the control plane has been applied.
+    /// Whether a configuration from the control plane has been applied (or one it sent
+    /// earlier was restored from the cache file, see [`Self::from_cache`]).
     pub fn has_config(&self) -> bool {
         *self.inner.ready.borrow()
     }
@@ -144,9 +150,28 @@ impl DiscoveryState {
         self.inner.streams.load(Ordering::Relaxed)
     }
 
+    /// Whether the configuration held was restored from the cache file
+    /// ([`super::cache::restore`]) and the control plane has not sent one since (it sends
+    /// none when the version held is still its latest).
+    pub fn from_cache(&self) -> bool {
+        self.inner.from_cache.load(Ordering::Relaxed)
+    }
+
     fn applied_version(&self, version: &str) {
-        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(version.to_string());
         self.inner.applied.fetch_add(1, Ordering::Relaxed);
+        self.inner.from_cache.store(false, Ordering::Relaxed);
+        self.hold(version);
+    }
+
+    /// Records the snapshot `version` restored from the cache file: held and ready, not
+    /// counted as applied from the stream.
+    pub(crate) fn restored_version(&self, version: &str) {
+        self.inner.from_cache.store(true, Ordering::Relaxed);
+        self.hold(version);
+    }
+
+    fn hold(&self, version: &str) {
+        *self.inner.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(version.to_string());
         self.inner.ready.send_replace(true);
         if let Some(changed) = &self.inner.changed {
             changed.send_replace(());
@@ -241,6 +266,23 @@ pub async fn run_with(
     state: DiscoveryState,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_cached(addr, tls, info, None, config, state, shutdown).await;
+}
+
+/// [`run_with`], keeping each snapshot applied in the file `cache_file` as well (see
+/// [`cache`]); restoring it at start-up is [`cache::restore`], which the caller runs first
+/// (before the traffic listeners serve) so that no connection meets an empty
+/// configuration.
+pub async fn run_cached(
+    addr: &str,
+    tls: Option<ControlPlaneTls>,
+    info: ProxyInfo,
+    cache_file: Option<PathBuf>,
+    config: Arc<ArcSwap<Snapshot>>,
+    state: DiscoveryState,
+    shutdown: impl Future<Output = ()>,
+) {
+    let writer = cache_file.map(|path| cache::Writer::spawn(path).0);
     let connector = match tls {
         Some(tls) => {
             let host_port = addr
@@ -296,7 +338,7 @@ pub async fn run_with(
     loop {
         let outcome = tokio::select! {
             () = &mut shutdown => return,
-            outcome = session(&connector, &info, &config, &state) => outcome,
+            outcome = session(&connector, &info, &config, &state, writer.as_ref()) => outcome,
         };
         match outcome {
             Ok(opened) => {
@@ -333,6 +375,7 @@ async fn session(
     info: &ProxyInfo,
     config: &ArcSwap<Snapshot>,
     state: &DiscoveryState,
+    writer: Option<&cache::Writer>,
 ) -> Result<bool, SessionError> {
     let fail = |opened: bool| {
         move |e: &dyn std::fmt::Display| SessionError {
@@ -417,7 +460,9 @@ async fn session(
         }
         let reply = match reassembly.push(chunk) {
             None => continue,
-            Some(Completed::Snapshot(snapshot)) => apply(&snapshot, config, state),
+            Some(Completed::Snapshot(snapshot)) => {
+                apply_and_keep(&snapshot, config, state, info, writer)
+            }
             Some(Completed::Broken { version, reason }) => reject(version, reason, state),
         };
         if tx.send(reply).await.is_err() {
@@ -458,6 +503,22 @@ fn apply(snapshot: &Assembled, config: &ArcSwap<Snapshot>, state: &DiscoveryStat
         }
         Err(reason) => reject(version, reason, state),
     }
+}
+
+/// [`apply`], then, when the snapshot was accepted (and only then), hands it to the cache
+/// `writer`.
+fn apply_and_keep(
+    snapshot: &Assembled,
+    config: &ArcSwap<Snapshot>,
+    state: &DiscoveryState,
+    info: &ProxyInfo,
+    writer: Option<&cache::Writer>,
+) -> ProxyMessage {
+    let reply = apply(snapshot, config, state);
+    if let (Some(writer), Some(proxy_message::Kind::Ack(_))) = (writer, &reply.kind) {
+        writer.store(cache::encode(info, &snapshot.version, &snapshot.json));
+    }
+    reply
 }
 
 /// Rejects the snapshot `version`, keeping the configuration held; the answer to send back.
@@ -514,6 +575,42 @@ mod tests {
         assert!(err.contains("bogus"), "{err}");
         assert!(validate_text("not json").unwrap_err().contains("not JSON"));
         assert!(validate_text("").is_err());
+    }
+
+    #[tokio::test]
+    async fn only_accepted_snapshots_reach_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config-cache");
+        let info = ProxyInfo {
+            pod: "web-1".into(),
+            namespace: "shop".into(),
+            ..ProxyInfo::default()
+        };
+        let config = ArcSwap::from_pointee(Snapshot::compile(ProxyConfig::default()));
+        let state = DiscoveryState::new();
+        let (writer, task) = cache::Writer::spawn(path.clone());
+        let mut good = ProxyConfig::default();
+        good.identity.pod = "web-1".into();
+        let snapshot = |version: &str, json: Vec<u8>| Assembled {
+            version: version.into(),
+            hash: "h".into(),
+            json,
+        };
+        let good = snapshot("1-aa", serde_json::to_vec(&good).unwrap());
+        let bad = snapshot(
+            "2-bb",
+            br#"{"services":[{"name":"a","ports":[{"port":0}]}]}"#.to_vec(),
+        );
+        let reply = apply_and_keep(&good, &config, &state, &info, Some(&writer));
+        assert!(matches!(reply.kind, Some(proxy_message::Kind::Ack(_))));
+        let reply = apply_and_keep(&bad, &config, &state, &info, Some(&writer));
+        assert!(matches!(reply.kind, Some(proxy_message::Kind::Nack(_))));
+        drop(writer);
+        task.await.unwrap();
+        let cached = cache::read(&path, &info).unwrap().unwrap();
+        assert_eq!(cached.version, "1-aa");
+        assert_eq!(cached.config.identity.pod, "web-1");
+        assert!(!state.from_cache(), "applied from the stream");
     }
 
     #[test]

@@ -8,10 +8,16 @@
 //! to the CA's port (15012), verifying the control plane against the mesh root and proving
 //! the proxy's identity (its workload certificate, or its token until it has one).
 //!
+//! With a cache file (`ferry proxy --config-cache`), each snapshot applied is also kept on
+//! disk, and a proxy that restarts applies it at once, before the control plane answers
+//! (so it keeps serving when it restarts while the control plane is down).
+//!
 //! - [`client`]: the stream, validation, ACK/NACK.
+//! - [`cache`]: the last applied snapshot on disk.
 //! - [`backoff`]: reconnection delays.
 
 pub mod backoff;
+pub mod cache;
 pub mod client;
 
-pub use client::{ControlPlaneTls, DiscoveryState, ProxyInfo, run, run_with};
+pub use client::{ControlPlaneTls, DiscoveryState, ProxyInfo, run, run_cached, run_with};
