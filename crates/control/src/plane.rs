@@ -724,7 +724,7 @@ pub async fn serve_with(
     );
     metrics.register(
         "ferry_control_source_reloads",
-        "Manifest directory reloads",
+        "Updates applied from the source (manifest directory reloads, or batches of cluster changes with --kube)",
         mesh.reloads.clone(),
     );
     let trust = secure.as_ref().map(|s| s.server.ca().clone());

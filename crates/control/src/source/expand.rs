@@ -2,8 +2,9 @@
 //! pod run through the injection decision as the admission webhook would. Pure: JSON in,
 //! JSON out.
 //!
-//! - StatefulSet `redis`, 3 replicas: `redis-0..2` in ordinal order, `hostname` = pod name,
-//!   `subdomain` = `serviceName`, the pod-name, pod-index and revision labels.
+//! - StatefulSet `redis`, 3 replicas: `redis-0..2` in ordinal order (from
+//!   `spec.ordinals.start` when set), `hostname` = pod name, `subdomain` = `serviceName`, the
+//!   pod-name, pod-index and revision labels.
 //! - Deployment: one ReplicaSet-owned pod per replica, `generateName: <deploy>-<hash>-`, a
 //!   stable made-up name `<deploy>-<hash>-<5 chars>` and the `pod-template-hash` label.
 //! - ReplicaSet (not owned by a Deployment), DaemonSet (one node), Job: likewise.
@@ -38,7 +39,12 @@ pub fn pods_of(kind: Kind, object: &Value) -> Vec<Value> {
         Kind::StatefulSet => {
             let service = object["spec"]["serviceName"].as_str().unwrap_or_default();
             let revision = format!("{name}-{}", template_hash(template));
-            (0..replicas)
+            // `spec.ordinals.start` (Kubernetes 1.31): the first ordinal, 0 by default.
+            let start = object["spec"]["ordinals"]["start"]
+                .as_u64()
+                .unwrap_or(0)
+                .min(u64::from(u32::MAX));
+            (start..start + replicas)
                 .map(|i| {
                     let pod_name = format!("{name}-{i}");
                     let mut pod = from_template(
@@ -360,6 +366,29 @@ mod tests {
         assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "1");
         assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
         assert_eq!(workload::of_pod(p).name, "redis");
+    }
+
+    #[test]
+    fn statefulset_ordinals_start() {
+        let table: [(Value, &[&str]); 3] = [
+            (json!({"start": 5}), &["redis-5", "redis-6"]),
+            (json!({"start": 0}), &["redis-0", "redis-1"]),
+            // Not a number: the default, as the API server's defaulting would give.
+            (json!({"start": "x"}), &["redis-0", "redis-1"]),
+        ];
+        for (ordinals, want) in table {
+            let mut sts = statefulset(2);
+            sts["spec"]["ordinals"] = ordinals.clone();
+            let pods = pods_of(Kind::StatefulSet, &sts);
+            let names: Vec<_> = pods
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap_or_default())
+                .collect();
+            assert_eq!(names, want, "{ordinals}");
+            let index = &pods[0]["metadata"]["labels"]["apps.kubernetes.io/pod-index"];
+            assert_eq!(index, &want[0].trim_start_matches("redis-"), "{ordinals}");
+            assert_eq!(pods[0]["spec"]["hostname"], want[0], "{ordinals}");
+        }
     }
 
     #[test]
