@@ -178,16 +178,19 @@ fn start_span(
     peer: Option<SocketAddr>,
     req: &mut Request<Incoming>,
 ) -> Option<PendingHttp> {
-    let active = ctx.tracing.current()?;
     let kind = if conn.inbound {
         SpanKind::Server
     } else {
         SpanKind::Client
     };
-    crate::trace::start_http(&active, kind, peer, req, |authority| {
-        let (host, port) = span_target(conn, routes, authority);
-        (host.to_string(), port)
-    })
+    ctx.tracing
+        .with_current(|active| {
+            crate::trace::start_http(active, kind, peer, req, |authority| {
+                let (host, port) = span_target(conn, routes, authority);
+                (host.to_string(), port)
+            })
+        })
+        .flatten()
 }
 
 async fn proxy_request(

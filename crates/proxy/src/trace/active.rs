@@ -62,6 +62,16 @@ impl TraceSwitch {
         self.active.load_full()
     }
 
+    /// Runs `f` with the tracer in force, without taking a reference on it (what a request
+    /// that ends unsampled needs); `None` (one relaxed load) when tracing is off.
+    #[inline]
+    pub fn with_current<R>(&self, f: impl FnOnce(&Arc<Active>) -> R) -> Option<R> {
+        if !self.on.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.active.load().as_ref().map(f)
+    }
+
     /// Whether tracing is on (one relaxed load).
     #[inline]
     pub fn is_on(&self) -> bool {

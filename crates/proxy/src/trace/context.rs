@@ -216,24 +216,85 @@ impl Sampler {
 /// Reads the incoming trace context: W3C, then single `b3`, then B3 multi-headers. Malformed
 /// headers are ignored (as if absent), never an error.
 pub fn extract(headers: &HeaderMap) -> Extracted {
-    if let Some(ctx) = headers
-        .get(&H_TRACEPARENT)
-        .and_then(|v| parse_traceparent(v.as_bytes()))
+    let present = Present::scan(headers);
+    if present.has(Present::TRACEPARENT)
+        && let Some(ctx) = headers
+            .get(&H_TRACEPARENT)
+            .and_then(|v| parse_traceparent(v.as_bytes()))
     {
-        let tracestate = tracestate_of(headers);
+        let tracestate = if present.has(Present::TRACESTATE) {
+            tracestate_of(headers)
+        } else {
+            None
+        };
         return Extracted {
             sampled: Some(ctx.sampled),
             parent: Some(TraceContext { tracestate, ..ctx }),
             debug: false,
         };
     }
-    if let Some(e) = headers
-        .get(&H_B3)
-        .and_then(|v| parse_b3_single(v.as_bytes()))
+    if present.has(Present::B3)
+        && let Some(e) = headers
+            .get(&H_B3)
+            .and_then(|v| parse_b3_single(v.as_bytes()))
     {
         return e;
     }
-    parse_b3_multi(headers)
+    if present.any(Present::B3_MULTI) {
+        parse_b3_multi(headers)
+    } else {
+        Extracted::default()
+    }
+}
+
+/// Which of the trace headers a request carries, from one pass over its header names: a
+/// request usually has a handful of headers, so this costs less than looking each trace
+/// header up (a hash of its name per lookup), and most requests carry few or none of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Present(u16);
+
+impl Present {
+    const TRACEPARENT: u16 = 1 << 0;
+    const TRACESTATE: u16 = 1 << 1;
+    const B3: u16 = 1 << 2;
+    const X_B3_TRACEID: u16 = 1 << 3;
+    const X_B3_SPANID: u16 = 1 << 4;
+    const X_B3_PARENTSPANID: u16 = 1 << 5;
+    const X_B3_SAMPLED: u16 = 1 << 6;
+    const X_B3_FLAGS: u16 = 1 << 7;
+    const X_REQUEST_ID: u16 = 1 << 8;
+    const B3_MULTI: u16 = Self::X_B3_TRACEID
+        | Self::X_B3_SPANID
+        | Self::X_B3_PARENTSPANID
+        | Self::X_B3_SAMPLED
+        | Self::X_B3_FLAGS;
+
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut bits = 0;
+        for name in headers.keys() {
+            bits |= match name.as_str() {
+                TRACEPARENT => Self::TRACEPARENT,
+                TRACESTATE => Self::TRACESTATE,
+                B3 => Self::B3,
+                X_B3_TRACEID => Self::X_B3_TRACEID,
+                X_B3_SPANID => Self::X_B3_SPANID,
+                X_B3_PARENTSPANID => Self::X_B3_PARENTSPANID,
+                X_B3_SAMPLED => Self::X_B3_SAMPLED,
+                X_B3_FLAGS => Self::X_B3_FLAGS,
+                X_REQUEST_ID => Self::X_REQUEST_ID,
+                _ => 0,
+            };
+        }
+        Present(bits)
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit == bit
+    }
+
+    fn any(self, bits: u16) -> bool {
+        self.0 & bits != 0
+    }
 }
 
 /// Writes `ctx` as W3C and B3 multi-headers (replacing any there), and as a single `b3` header
@@ -258,11 +319,27 @@ fn write_headers(ctx: &TraceContext, headers: &mut HeaderMap, request_id: bool) 
     let span = hex_bytes::<16>(&ctx.span_id.0);
     let parent = ctx.parent_span_id.map(|p| hex_bytes::<16>(&p.0));
     let sampled = ctx.sampled || ctx.debug;
-    let single = headers.contains_key(&H_B3);
-    let add_id = request_id && headers.get(&H_X_REQUEST_ID).is_none_or(|v| v.is_empty());
-    // Up to seven new names; growing once beats growing twice (a full map only misses the
+    let present = Present::scan(headers);
+    let single = present.has(Present::B3);
+    let add_id = request_id
+        && (!present.has(Present::X_REQUEST_ID)
+            || headers.get(&H_X_REQUEST_ID).is_none_or(|v| v.is_empty()));
+    // The names this adds; growing once beats growing per insert (a full map only misses the
     // headroom, the inserts below still work).
-    let _ = headers.try_reserve(7);
+    let new_names = [
+        (Present::TRACEPARENT, true),
+        (Present::TRACESTATE, ctx.tracestate.is_some()),
+        (Present::X_B3_TRACEID, true),
+        (Present::X_B3_SPANID, true),
+        (Present::X_B3_PARENTSPANID, parent.is_some()),
+        (Present::X_B3_FLAGS, ctx.debug),
+        (Present::X_B3_SAMPLED, !ctx.debug),
+        (Present::X_REQUEST_ID, add_id),
+    ]
+    .iter()
+    .filter(|(bit, written)| *written && !present.has(*bit))
+    .count();
+    let _ = headers.try_reserve(new_names);
 
     // One buffer, cut into the values: `split_to` hands out parts of the same allocation.
     let mut buf = BytesMut::with_capacity(MAX_WRITTEN);
@@ -310,9 +387,10 @@ fn write_headers(ctx: &TraceContext, headers: &mut HeaderMap, request_id: bool) 
         Some(ts) => {
             headers.insert(H_TRACESTATE, ts.clone());
         }
-        None => {
+        None if present.has(Present::TRACESTATE) => {
             headers.remove(&H_TRACESTATE);
         }
+        None => {}
     }
     headers.insert(H_X_B3_TRACEID, shared(b3_trace));
     headers.insert(H_X_B3_SPANID, shared(b3_span));
@@ -320,16 +398,21 @@ fn write_headers(ctx: &TraceContext, headers: &mut HeaderMap, request_id: bool) 
         Some(p) => {
             headers.insert(H_X_B3_PARENTSPANID, shared(p));
         }
-        None => {
+        None if present.has(Present::X_B3_PARENTSPANID) => {
             headers.remove(&H_X_B3_PARENTSPANID);
         }
+        None => {}
     }
     if ctx.debug {
         // Debug implies accept; the B3 spec says not to send x-b3-sampled with it.
         headers.insert(H_X_B3_FLAGS, HeaderValue::from_static("1"));
-        headers.remove(&H_X_B3_SAMPLED);
+        if present.has(Present::X_B3_SAMPLED) {
+            headers.remove(&H_X_B3_SAMPLED);
+        }
     } else {
-        headers.remove(&H_X_B3_FLAGS);
+        if present.has(Present::X_B3_FLAGS) {
+            headers.remove(&H_X_B3_FLAGS);
+        }
         headers.insert(
             H_X_B3_SAMPLED,
             HeaderValue::from_static(if sampled { "1" } else { "0" }),

@@ -374,6 +374,51 @@ fn propagation_combinations() {
     }
 }
 
+/// Trace headers that came in but that the new context does not carry are removed, not left
+/// stale beside the ones written; a sampled-flag is replaced by debug's flags.
+#[test]
+fn stale_trace_headers_are_removed() {
+    /// Headers in, whether the new context is debug, and the headers that must be gone.
+    type Case = (Vec<(&'static str, String)>, bool, &'static [&'static str]);
+    let cases: Vec<Case> = vec![
+        // A bad traceparent: a new root, so its tracestate and the B3 parent go.
+        (
+            vec![
+                ("traceparent", "junk".into()),
+                ("tracestate", "a=b".into()),
+                ("x-b3-parentspanid", SID.into()),
+                ("x-b3-flags", "0".into()),
+            ],
+            false,
+            &["tracestate", "x-b3-parentspanid", "x-b3-flags"],
+        ),
+        // Debug in: x-b3-sampled goes, x-b3-flags is written.
+        (
+            vec![
+                ("x-b3-traceid", TID.into()),
+                ("x-b3-spanid", SID.into()),
+                ("x-b3-flags", "1".into()),
+                ("x-b3-sampled", "0".into()),
+            ],
+            true,
+            &["x-b3-sampled"],
+        ),
+    ];
+    for (i, (incoming, debug, gone)) in cases.into_iter().enumerate() {
+        let pairs: Vec<(&str, &str)> = incoming.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut h = headers(&pairs);
+        let ctx = Sampler::new(0.0).child_of(&extract(&h));
+        assert_eq!(ctx.debug, debug, "case {i}");
+        propagate(&ctx, &mut h);
+        for name in gone {
+            assert_eq!(get(&h, name), None, "case {i}: {name}");
+        }
+        assert_eq!(get(&h, "x-b3-flags"), debug.then_some("1"), "case {i}");
+        assert_eq!(h.get_all("traceparent").iter().count(), 1, "case {i}");
+        assert_eq!(get(&h, "x-request-id").map(str::len), Some(36), "case {i}");
+    }
+}
+
 #[test]
 fn debug_is_injected_as_flags() {
     let e = extract(&headers(&[("b3", &format!("{TID}-{SID}-d"))]));
