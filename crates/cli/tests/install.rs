@@ -1,7 +1,10 @@
 //! `ferry install`, `ferry uninstall` and `ferry version` as a user runs them: every rendered
 //! object passes Kubernetes' official schemas (`kubernetes-validate --strict`, for 1.33 and the
 //! newest version it knows) for several value sets; bad values and `--set` arguments fail
-//! with a message naming the file or argument and the key; uninstall prints its plan.
+//! with a message naming the file or argument and the key; uninstall prints its plan. Against
+//! the fake API server: `install --apply`/`uninstall --apply`, the control plane's bootstrap of
+//! an installed cluster, and an injected pod's sidecar started as the kubelet would, which gets
+//! its identity and configuration from that control plane.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -519,10 +522,9 @@ fn the_deployment_runs_flags_the_binary_accepts() {
 #[path = "../../control/tests/support/kube_api/mod.rs"]
 mod kube_api;
 
-/// Runs ferry with `KUBECONFIG` pointing at the fake API server, off the async runtime.
-async fn ferry_on(api: &kube_api::FakeApi, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+/// Writes a kubeconfig for the fake API server into `dir`.
+fn kubeconfig_for(api: &kube_api::FakeApi, dir: &Path) -> std::path::PathBuf {
+    let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(
@@ -533,6 +535,13 @@ async fn ferry_on(api: &kube_api::FakeApi, args: &[&str]) -> Output {
         ),
     )
     .unwrap();
+    kubeconfig
+}
+
+/// Runs ferry with `KUBECONFIG` pointing at the fake API server, off the async runtime.
+async fn ferry_on(api: &kube_api::FakeApi, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig_for(api, dir.path());
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -634,90 +643,120 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
-/// `ferry control-plane --kube` with the CA, after `ferry install --apply`: it creates the CA
-/// Secret, serves the webhook with a certificate the patched `caBundle` verifies, takes the
-/// leader Lease and publishes the root certificate in a namespace labelled for injection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_bootstraps_an_installed_cluster() {
+/// `ferry control-plane --kube` with the CA in a Secret, run as the installed Deployment runs
+/// it (`POD_NAMESPACE` its namespace) against the fake API server, on free loopback ports;
+/// killed when dropped. Its log goes to a file ([`ControlPlane::log`]).
+struct ControlPlane {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    webhook: u16,
+    secure: u16,
+    monitoring: u16,
+}
+
+impl ControlPlane {
+    fn start(api: &kube_api::FakeApi, namespace: &str) -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = kubeconfig_for(api, dir.path());
+        let (webhook, secure, monitoring) = (free_port(), free_port(), free_port());
+        let addr = |p: u16| format!("127.0.0.1:{p}");
+        let log = std::fs::File::create(dir.path().join("control-plane.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["control-plane", "--kube"])
+            .args(["--ca-secret", &format!("{namespace}/ferry-ca")])
+            .args(["--ca-dir", &dir.path().join("ca").display().to_string()])
+            .args(["--grpc-addr", &addr(free_port())])
+            .args(["--monitoring-addr", &addr(monitoring)])
+            .args(["--ca-addr", &addr(secure)])
+            .args(["--webhook-addr", &addr(webhook)])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_NAME", "ferry-control-test")
+            .env("RUST_LOG", "info")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ControlPlane {
+            child,
+            dir,
+            webhook,
+            secure,
+            monitoring,
+        }
+    }
+
+    /// What the control plane logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("control-plane.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to 30 s for `done`; false if it never held.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    true
+}
+
+/// The webhook's `caBundle` (base64), once the leader patched it in.
+fn ca_bundle(api: &kube_api::FakeApi) -> Option<String> {
+    api.get("MutatingWebhookConfiguration", "", "ferry-sidecar-injector")
+        .and_then(|w| {
+            w["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|b| !b.is_empty())
+}
+
+/// `ferry install --apply` into `namespace`, a namespace `shop` labelled for injection, and
+/// the control plane, which has patched the webhook's `caBundle` and published the root
+/// certificate in `shop`.
+async fn installed_cluster(namespace: &str) -> (kube_api::FakeApi, ControlPlane) {
     let api = kube_api::FakeApi::start().await.unwrap();
+    let out = ferry_on(&api, &["install", "--namespace", namespace, "--apply"]).await;
     assert!(
-        ferry_on(&api, &["install", "--apply"])
-            .await
-            .status
-            .success()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     api.apply(serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}
     }));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\n\
-             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: me}}\n\
-             current-context: fake\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    let webhook = free_port();
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "control-plane",
-            "--kube",
-            "--ca-secret",
-            "ferry-system/ferry-ca",
-        ])
-        .args(["--ca-dir", &dir.path().join("ca").display().to_string()])
-        .args(["--grpc-addr", &addr(free_port())])
-        .args(["--monitoring-addr", &addr(free_port())])
-        .args(["--ca-addr", &addr(free_port())])
-        .args(["--webhook-addr", &addr(webhook)])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", "ferry-system")
-        .env("POD_NAME", "ferry-control-test")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Kill(&mut child);
-
-    let bundle = || {
-        api.get("MutatingWebhookConfiguration", "", "ferry-sidecar-injector")
-            .and_then(|w| {
-                w["webhooks"][0]["clientConfig"]["caBundle"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .filter(|b| !b.is_empty())
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let cp = ControlPlane::start(&api, namespace);
     let published = || api.get("ConfigMap", "shop", "ferry-ca-root-cert").is_some();
-    while (bundle().is_none() || !published()) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let Some(bundle) = bundle() else {
-        drop(guard);
-        let mut err = String::new();
-        use std::io::Read;
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-        panic!("caBundle never patched; control plane said:\n{err}");
-    };
+    let ready = eventually(|| ca_bundle(&api).is_some() && published()).await;
     assert!(
+        ready,
+        "caBundle patched: {}, root certificate published: {}; control plane said:\n{}",
+        ca_bundle(&api).is_some(),
         published(),
-        "root certificate ConfigMap in the labelled namespace"
+        cp.log()
     );
+    (api, cp)
+}
+
+/// `ferry control-plane --kube` with the CA, after `ferry install --apply`: it creates the CA
+/// Secret, serves the webhook with a certificate the patched `caBundle` verifies, takes the
+/// leader Lease and publishes the root certificate in a namespace labelled for injection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_bootstraps_an_installed_cluster() {
+    let (api, cp) = installed_cluster("ferry-system").await;
     assert!(
         api.get("Secret", "ferry-system", "ferry-ca").is_some(),
         "CA Secret"
@@ -732,10 +771,11 @@ async fn control_plane_bootstraps_an_installed_cluster() {
     // the Service's name.
     use base64::Engine;
     let pem = base64::engine::general_purpose::STANDARD
-        .decode(&bundle)
+        .decode(ca_bundle(&api).unwrap())
         .unwrap();
-    let ca_file = dir.path().join("bundle.pem");
+    let ca_file = cp.dir.path().join("bundle.pem");
     std::fs::write(&ca_file, pem).unwrap();
+    let webhook = cp.webhook;
     let out = tokio::task::spawn_blocking(move || {
         Command::new("openssl")
             .args(["s_client", "-connect", &format!("127.0.0.1:{webhook}")])
@@ -760,5 +800,421 @@ async fn control_plane_bootstraps_an_installed_cluster() {
         out.status.success() && text.contains("Verify return code: 0 (ok)"),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- An injected pod's sidecar, started as the kubelet would, against the control plane ----
+
+/// `GET path` on a loopback port (HTTP/1.0, so the body is never chunked); `None` when
+/// nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// The default `ferry proxy sidecar --help` shows for `flag`.
+fn proxy_default(flag: &str) -> String {
+    let help = stdout_of(&["proxy", "sidecar", "--help"]);
+    let usage = format!("{flag} <");
+    let at = help
+        .find(&usage)
+        .unwrap_or_else(|| panic!("{usage} in:\n{help}"));
+    let after = &help[at..];
+    let start = after.find("[default: ").expect("a default") + "[default: ".len();
+    after[start..start + after[start..].find(']').expect("]")].to_string()
+}
+
+/// The container named `name` of a pod (init containers included).
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|f| pod["spec"][*f].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {pod:#}"))
+}
+
+/// The kubelet's view of one injected container: its volumes made into directories under
+/// `root` (the projected token from the fake API server's issuer, ConfigMaps from the fake
+/// API server, Downward-API files, empty dirs) and its environment resolved.
+struct Kubelet<'a> {
+    api: &'a kube_api::FakeApi,
+    pod: &'a Value,
+    root: std::path::PathBuf,
+}
+
+impl Kubelet<'_> {
+    /// Where the container's `path` lives on the host: under the volume mounted there; a path
+    /// on no volume is a failure (the container's filesystem is read-only).
+    fn host_path(&self, container: &Value, path: &str) -> std::path::PathBuf {
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((m["mountPath"].as_str()?, m["name"].as_str()?)))
+            .filter(|(at, _)| path == *at || path.starts_with(&format!("{at}/")))
+            .max_by_key(|(at, _)| at.len());
+        let Some((at, volume)) = mount else {
+            panic!("{path} is on no volume of the container: {container:#}");
+        };
+        let rest = path[at.len()..].trim_start_matches('/');
+        self.root.join(volume).join(rest)
+    }
+
+    /// Fills every volume of the pod, as the kubelet does before starting containers.
+    fn mount_volumes(&self) {
+        let spec = &self.pod["spec"];
+        let ns = self.pod["metadata"]["namespace"].as_str().unwrap();
+        let name = self.pod["metadata"]["name"].as_str().unwrap();
+        let sa = spec["serviceAccountName"].as_str().unwrap();
+        for v in spec["volumes"].as_array().expect("volumes") {
+            let dir = self.root.join(v["name"].as_str().unwrap());
+            std::fs::create_dir_all(&dir).unwrap();
+            if v.get("emptyDir").is_some() {
+            } else if let Some(sources) = v["projected"]["sources"].as_array() {
+                for source in sources {
+                    let token = &source["serviceAccountToken"];
+                    let audience = token["audience"].as_str().expect("a token audience");
+                    let file = dir.join(token["path"].as_str().expect("a token path"));
+                    std::fs::write(file, self.api.issue_token(ns, sa, name, &[audience])).unwrap();
+                }
+            } else if let Some(map) = v["configMap"]["name"].as_str() {
+                let cm = self
+                    .api
+                    .get("ConfigMap", ns, map)
+                    .unwrap_or_else(|| panic!("ConfigMap {ns}/{map} (the kubelet waits for it)"));
+                for (key, value) in cm["data"].as_object().expect("data") {
+                    std::fs::write(dir.join(key), value.as_str().unwrap()).unwrap();
+                }
+            } else if let Some(items) = v["downwardAPI"]["items"].as_array() {
+                for item in items {
+                    let field = item["fieldRef"]["fieldPath"].as_str().unwrap();
+                    let key = field.trim_start_matches("metadata.");
+                    let text: String = self.pod["metadata"][key]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| format!("{k}={v}\n"))
+                        .collect();
+                    std::fs::write(dir.join(item["path"].as_str().unwrap()), text).unwrap();
+                }
+            } else {
+                panic!("a volume the test's kubelet does not know: {v:#}");
+            }
+        }
+    }
+
+    /// The container's environment, Downward-API references resolved.
+    fn env(&self, container: &Value) -> Vec<(String, String)> {
+        let field = |path: &str| -> String {
+            let (top, rest) = path.split_once('.').unwrap();
+            self.pod[top][rest]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path} is unset in the pod"))
+                .to_string()
+        };
+        container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_string();
+                let value = if let Some(v) = e["value"].as_str() {
+                    v.to_string()
+                } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    field(path)
+                } else if e["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu" {
+                    // Whole cores, rounded up, as the kubelet exposes `limits.cpu`.
+                    let cpu = container["resources"]["limits"]["cpu"].as_str().unwrap();
+                    match cpu.strip_suffix('m') {
+                        Some(milli) => milli.parse::<u64>().unwrap().div_ceil(1000).to_string(),
+                        None => cpu.to_string(),
+                    }
+                } else {
+                    panic!("an env entry the test's kubelet does not know: {e}");
+                };
+                (name, value)
+            })
+            .collect()
+    }
+}
+
+/// The proxy process; killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The cluster path without a kubelet: a pod created in a namespace labelled for injection
+/// is injected by the control plane's own webhook (called over HTTPS as the API server calls
+/// it, trusting the published `caBundle`); its `ferry-proxy` container then runs as the
+/// kubelet would start it: the injected args and environment (Downward API filled in), the
+/// projected `istio-ca` token (which the fake API server's TokenReview authenticates for the
+/// pod's service account) and the `ferry-ca-root-cert` ConfigMap the control plane published.
+/// Only the ports move to free loopback ones, and the control plane's Service address is
+/// dialled at the control plane's loopback port, the certificate still checked for the
+/// Service's name. The control plane is installed outside `ferry-system`, so the names its
+/// TLS port must carry are the installed namespace's. The proxy gets a certificate for its
+/// service account, receives and ACKs its configuration (with the cluster's Service in it),
+/// keeps it in the config cache and is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_sidecar_gets_its_identity_and_configuration_from_the_control_plane() {
+    use base64::Engine;
+    let namespace = "mesh";
+    let (api, cp) = installed_cluster(namespace).await;
+    let service_host = format!("ferry-control.{namespace}.svc");
+    let mesh = api
+        .get("ConfigMap", namespace, "ferry-mesh")
+        .expect("the installed ferry-mesh ConfigMap");
+    let configured = mesh["data"]["controlPlaneAddress"].as_str().unwrap();
+    assert_eq!(configured, format!("{service_host}:15012"));
+
+    // A plain pod of a Deployment, as the ReplicaSet controller creates it (the webhook sees
+    // `generateName` only), and its Service.
+    let plain = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "generateName": "web-7d4b9c5f6-", "namespace": "shop",
+            "labels": {"app": "web", "pod-template-hash": "7d4b9c5f6"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "web-7d4b9c5f6", "uid": "rs-1", "controller": true}]
+        },
+        "spec": {
+            "serviceAccountName": "web-sa",
+            "containers": [{"name": "web", "image": "nginx",
+                "ports": [{"containerPort": 8080, "name": "http"}]}]
+        }
+    });
+    api.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.40",
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }));
+
+    // The API server calls the webhook at the Service's name, trusting the caBundle.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = base64::engine::general_purpose::STANDARD
+        .decode(ca_bundle(&api).unwrap())
+        .unwrap();
+    let bundle_file = dir.path().join("bundle.pem");
+    std::fs::write(&bundle_file, bundle).unwrap();
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "review-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop", "operation": "CREATE", "object": plain}
+    });
+    let review_file = dir.path().join("review.json");
+    std::fs::write(&review_file, review.to_string()).unwrap();
+    let url = format!("https://{service_host}:{}/inject", cp.webhook);
+    let resolve = format!("{service_host}:{}:127.0.0.1", cp.webhook);
+    let curl = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&bundle_file)
+        .args([
+            "--resolve",
+            &resolve,
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", review_file.display()))
+        .arg(&url)
+        .output();
+    let Ok(curl) = curl else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "curl is not installed (scripts/install-test-deps.sh)"
+        );
+        eprintln!("skipping: curl is not installed");
+        return;
+    };
+    assert!(
+        curl.status.success(),
+        "webhook: {}{}",
+        String::from_utf8_lossy(&curl.stdout),
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&curl.stdout).expect("an AdmissionReview");
+    assert_eq!(answer["response"]["allowed"], true, "{answer:#}");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().expect("a patch"))
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut pod = plain.clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+
+    // Named, scheduled and started: the API server has the pod with its node and addresses.
+    pod["metadata"]["name"] = "web-7d4b9c5f6-x2x9q".into();
+    pod["spec"]["nodeName"] = "node-a".into();
+    pod["status"] = serde_json::json!({"phase": "Running", "podIP": "10.244.1.7",
+        "podIPs": [{"ip": "10.244.1.7"}], "hostIP": "10.0.0.5",
+        "conditions": [{"type": "Ready", "status": "True"}]});
+    api.apply(pod.clone());
+
+    let proxy = container(&pod, "ferry-proxy");
+    let kubelet = Kubelet {
+        api: &api,
+        pod: &pod,
+        root: dir.path().join("volumes"),
+    };
+    kubelet.mount_volumes();
+    let mut env = kubelet.env(proxy);
+    let get = |env: &[(String, String)], name: &str| {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} is not in the injected environment: {env:?}"))
+    };
+    // What the proxy reads: the control plane and the CA, both the configured address.
+    assert_eq!(get(&env, "FERRY_DISCOVERY_ADDRESS"), configured);
+    assert_eq!(get(&env, "CA_ADDR"), configured);
+    assert_eq!(get(&env, "POD_NAME"), "web-7d4b9c5f6-x2x9q");
+    assert_eq!(get(&env, "POD_NAMESPACE"), "shop");
+    assert_eq!(get(&env, "SERVICE_ACCOUNT"), "web-sa");
+    assert_eq!(get(&env, "INSTANCE_IP"), "10.244.1.7");
+    assert_eq!(get(&env, "ISTIO_META_WORKLOAD_NAME"), "web");
+    // The Service's address is dialled at the control plane's loopback port (as if DNS
+    // answered it); the certificate is still checked for the Service's name.
+    let loopback = format!("127.0.0.1:{}", cp.secure);
+    for (name, value) in &mut env {
+        if name == "FERRY_DISCOVERY_ADDRESS" {
+            *value = loopback.clone();
+        }
+    }
+    // The token and root certificate where the proxy looks for them by default, on the
+    // volumes the injected container mounts there.
+    for (flag, var) in [
+        ("--ca-token-file", "FERRY_CA_TOKEN_FILE"),
+        ("--ca-root-cert", "FERRY_CA_ROOT_CERT"),
+    ] {
+        assert!(env.iter().all(|(n, _)| n != var), "{var} is injected");
+        let file = kubelet.host_path(proxy, &proxy_default(flag));
+        assert!(file.is_file(), "{flag}: {} was not mounted", file.display());
+        env.push((var.to_string(), file.display().to_string()));
+    }
+    // The injected args, paths on the container's volumes, then free loopback ports.
+    let mut args: Vec<String> = proxy["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            match a.starts_with('/') {
+                true => kubelet.host_path(proxy, a).display().to_string(),
+                false => a.to_string(),
+            }
+        })
+        .collect();
+    assert!(args.iter().any(|a| a == "--config-cache"), "{args:?}");
+    let cache = kubelet.host_path(proxy, ferry_inject::mutate::CONFIG_CACHE_PATH);
+    let (admin, health) = (free_port(), free_port());
+    let loopback_port = |p: u16| format!("127.0.0.1:{p}");
+    args.extend(["--ca-server-name".to_string(), service_host.clone()]);
+    for (flag, port) in [
+        ("--outbound", free_port()),
+        ("--inbound", free_port()),
+        ("--metrics-addr", free_port()),
+        ("--status-addr", free_port()),
+        ("--admin-addr", admin),
+        ("--health-addr", health),
+    ] {
+        args.extend([flag.to_string(), loopback_port(port)]);
+    }
+    let log_path = dir.path().join("proxy.log");
+    let proxy_process = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(&args)
+        .env_clear()
+        .envs(env.iter().map(|(n, v)| (n, v)))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _proxy = Running(proxy_process);
+    let logs = || {
+        format!(
+            "proxy said:\n{}\ncontrol plane said:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+            cp.log()
+        )
+    };
+
+    // Its certificate, for its service account, from a token the API server reviewed.
+    let certs = || http_get(admin, "/certs").filter(|(code, _)| *code == 200);
+    assert!(
+        eventually(|| certs().is_some()).await,
+        "no certificate; {}",
+        logs()
+    );
+    let (_, body) = certs().unwrap();
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        view["identity"], "spiffe://cluster.local/ns/shop/sa/web-sa",
+        "{view:#}"
+    );
+    let token =
+        std::fs::read_to_string(kubelet.host_path(proxy, &proxy_default("--ca-token-file")))
+            .unwrap();
+    assert!(
+        api.token_reviews().contains(&(token, true)),
+        "the pod's token was reviewed: {:?}",
+        api.token_reviews()
+    );
+
+    // Its configuration: sent, ACKed (SYNCED), holding the cluster's Service, cached.
+    let monitoring = loopback_port(cp.monitoring);
+    let synced = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["proxy-status", "--control-plane", &monitoring])
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        table
+            .lines()
+            .any(|l| l.contains("web-7d4b9c5f6-x2x9q") && l.contains("SYNCED"))
+            .then_some(table)
+    };
+    assert!(
+        eventually(|| synced().is_some()).await,
+        "not SYNCED; {}",
+        logs()
+    );
+    let dump = || {
+        http_get(admin, "/config_dump")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(|| dump().contains("web.shop.svc.cluster.local")).await,
+        "the Service is not in the proxy's configuration: {}\n{}",
+        dump(),
+        logs()
+    );
+    assert!(
+        eventually(|| cache.is_file()).await,
+        "no config cache at {}; {}",
+        cache.display(),
+        logs()
+    );
+    // Ready, where the injected probes ask.
+    let probe = proxy["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
+    assert!(
+        eventually(|| http_get(health, probe).is_some_and(|(code, _)| code == 200)).await,
+        "not ready; {}",
+        logs()
     );
 }

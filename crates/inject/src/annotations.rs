@@ -440,6 +440,20 @@ fn read_proxy_config(s: &mut PodSettings, value: &str) -> Result<(), String> {
                     s.proxy_metadata.push((k.clone(), v.to_string()));
                 }
             }
+            "discoveryAddress" => {
+                let addr = v
+                    .as_str()
+                    .ok_or("discoveryAddress must be a string (host:port)")?;
+                let port = addr
+                    .trim()
+                    .rsplit_once(':')
+                    .map(|(host, port)| (host.trim_matches(['[', ']']), port.parse::<u16>()));
+                if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+                    return Err(format!(
+                        "discoveryAddress {addr:?} must be host:port (the control plane's TLS port, 15012)"
+                    ));
+                }
+            }
             "concurrency" if v.as_u64().is_none_or(|n| n > u32::MAX as u64) => {
                 return Err("concurrency must be a non-negative integer".into());
             }
@@ -523,6 +537,20 @@ mod tests {
                 false,
             ),
             (PROXY_CONFIG, "- a list", false),
+            (
+                PROXY_CONFIG,
+                "discoveryAddress: ferry-control.mesh.svc:15012",
+                true,
+            ),
+            (PROXY_CONFIG, "discoveryAddress: \"[fd00::1]:15012\"", true),
+            (
+                PROXY_CONFIG,
+                "discoveryAddress: ferry-control.mesh.svc",
+                false,
+            ),
+            (PROXY_CONFIG, "discoveryAddress: \":15012\"", false),
+            (PROXY_CONFIG, "discoveryAddress: host:0", false),
+            (PROXY_CONFIG, "discoveryAddress: 15012", false),
             (LOG_LEVEL, "debug", true),
             (LOG_LEVEL, "loud", false),
             ("example.com/unrelated", "anything", true),

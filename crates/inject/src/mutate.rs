@@ -455,8 +455,14 @@ struct ProxyInputs<'a> {
 fn proxy_container(p: &ProxyInputs, cfg: &InjectConfig) -> Value {
     let s = p.settings;
     let mode = s.interception_mode.unwrap_or(InterceptionMode::Redirect);
+    let control_plane = control_plane_address(s, cfg);
     let mut envs = vec![
-        env("CA_ADDR", cfg.control_plane_address.clone()),
+        // Istio's name for the CA, kept for tools that read it. `ferry proxy` reads
+        // FERRY_DISCOVERY_ADDRESS: it follows the configuration stream and gets its
+        // certificate on that one TLS port (15012), proving the pod's service account with
+        // the projected token.
+        env("CA_ADDR", control_plane.clone()),
+        env("FERRY_DISCOVERY_ADDRESS", control_plane),
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("INSTANCE_IP", "status.podIP"),
@@ -552,6 +558,21 @@ fn proxy_container(p: &ProxyInputs, cfg: &InjectConfig) -> Value {
             json!({ "postStart": { "exec": { "command": ["ferry", "proxy", "wait"] } } });
     }
     c
+}
+
+/// Where the injected proxy reaches the control plane (its configuration stream and its CA,
+/// both on the TLS port): the pod's `proxy.istio.io/config` `discoveryAddress` when set, as
+/// in Istio, else the mesh's `controlPlaneAddress`.
+fn control_plane_address(settings: &PodSettings, cfg: &InjectConfig) -> String {
+    settings
+        .proxy_config
+        .as_ref()
+        .and_then(|c| c.get("discoveryAddress"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(&cfg.control_plane_address)
+        .to_string()
 }
 
 fn proxy_security_context(mode: InterceptionMode) -> Value {
@@ -793,4 +814,42 @@ pub fn inject(pod: &Value, ctx: &PodContext, cfg: &InjectConfig) -> Result<Value
     let annotations = object_at(meta, "annotations", "metadata.annotations")?;
     annotations.insert(FERRY_STATUS.into(), json!(status.to_annotation()));
     Ok(pod)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_address_table() {
+        let cfg = InjectConfig {
+            control_plane_address: "ferry-control.mesh.svc:15012".into(),
+            ..Default::default()
+        };
+        let cases: [(&str, Option<Value>, &str); 4] = [
+            ("no proxy config", None, "ferry-control.mesh.svc:15012"),
+            (
+                "proxy config without the field",
+                Some(json!({ "concurrency": 2 })),
+                "ferry-control.mesh.svc:15012",
+            ),
+            (
+                "blank discoveryAddress",
+                Some(json!({ "discoveryAddress": " " })),
+                "ferry-control.mesh.svc:15012",
+            ),
+            (
+                "the pod's discoveryAddress",
+                Some(json!({ "discoveryAddress": "cp.other.svc:15012" })),
+                "cp.other.svc:15012",
+            ),
+        ];
+        for (what, proxy_config, want) in cases {
+            let settings = PodSettings {
+                proxy_config,
+                ..Default::default()
+            };
+            assert_eq!(control_plane_address(&settings, &cfg), want, "{what}");
+        }
+    }
 }

@@ -85,7 +85,8 @@ struct CaArgs {
     #[arg(long, default_value_t = 90 * 24 * 3600)]
     max_cert_ttl_secs: u64,
     /// Extra DNS names of the control plane's serving certificate (beside
-    /// `istiod.istio-system.svc`, `ferry-control.<ns>.svc` and `localhost`).
+    /// `istiod.istio-system.svc`, `ferry-control.ferry-system.svc`, `localhost` and, with
+    /// `--kube`, `ferry-control.<POD_NAMESPACE>.svc[.<cluster-domain>]`).
     #[arg(long, value_name = "NAME")]
     ca_serving_name: Vec<String>,
     /// Key file of local per-pod tokens (default: `<ca-dir>/token.key`), made if missing.
@@ -105,8 +106,25 @@ struct RunningCa {
     port: Option<plane::SecurePort>,
 }
 
-/// Loads (or creates) the CA and binds its TLS port; `None` when off.
-async fn start_ca(args: &CaArgs, kube: bool) -> anyhow::Result<Option<RunningCa>> {
+/// In a cluster, the names of the control plane's Service in its own namespace
+/// (`ferry-control.<ns>.svc` and `ferry-control.<ns>.svc.<cluster-domain>`): what injected
+/// sidecars dial (the mesh's `controlPlaneAddress`) and the webhook's registration names, so
+/// the serving certificates must carry them wherever the control plane is installed.
+fn own_service_names(namespace: &str, cluster_domain: &str) -> Vec<String> {
+    let service = ferry_control::bootstrap::CONTROL_PLANE;
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.{cluster_domain}"),
+    ]
+}
+
+/// Loads (or creates) the CA and binds its TLS port, whose serving certificate carries
+/// `own_names` beside the defaults and `--ca-serving-name`; `None` when off.
+async fn start_ca(
+    args: &CaArgs,
+    kube: bool,
+    own_names: &[String],
+) -> anyhow::Result<Option<RunningCa>> {
     use ferry_control::ca::authn::{AnyOf, Authenticator};
     use ferry_control::ca::store::SecretStore;
     use ferry_control::ca::token_review::TokenReviewAuthenticator;
@@ -200,8 +218,15 @@ async fn start_ca(args: &CaArgs, kube: bool) -> anyhow::Result<Option<RunningCa>
     // stream pushes to proxies (the signing root plus --ca-trust-bundle).
     let shared = ferry_control::ca::SharedCa::new(ca.clone());
     let service = CaService::shared(shared.clone(), authn.clone());
-    let mut names = ferry_control::ca::server::default_serving_names();
-    names.extend(args.ca_serving_name.iter().cloned());
+    let mut names = own_names.to_vec();
+    for name in ferry_control::ca::server::default_serving_names()
+        .into_iter()
+        .chain(args.ca_serving_name.iter().cloned())
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     let ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
     // The configuration stream on this port takes the same proofs as the certificate API.
     let server = SecureServer::shared(shared, names, ips)?.with_authenticator(authn);
@@ -239,6 +264,7 @@ async fn start_cluster_duties(
     client: kube::Client,
     webhook_addr: SocketAddr,
     work_dir: PathBuf,
+    cluster_domain: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use ferry_control::bootstrap::{self, duties, leader::LeaseConfig, mesh};
@@ -249,10 +275,7 @@ async fn start_cluster_duties(
     let settings = mesh::load(&client, &ns, bootstrap::MESH_CONFIGMAP)
         .await
         .context("mesh settings")?;
-    let mut names = vec![
-        format!("{}.{ns}.svc", bootstrap::CONTROL_PLANE),
-        format!("{}.{ns}.svc.cluster.local", bootstrap::CONTROL_PLANE),
-    ];
+    let mut names = own_service_names(&ns, cluster_domain);
     names.extend(ferry_control::ca::server::default_serving_names());
     let dir = work_dir.join("webhook");
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
@@ -376,6 +399,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--monitoring-addr {addr}"))?,
         ),
     };
+    let cluster_domain = args.cluster_domain.clone();
+    let own_names = if args.kube {
+        own_service_names(&ferry_control::bootstrap::own_namespace(), &cluster_domain)
+    } else {
+        Vec::new()
+    };
     let options = PlaneOptions {
         config_dir,
         kube: args.kube,
@@ -394,7 +423,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut ca = start_ca(&args.ca, args.kube).await?;
+        let mut ca = start_ca(&args.ca, args.kube, &own_names).await?;
         let mut tasks = Vec::new();
         if let (Some(running), Some(addr)) = (&ca, webhook_addr)
             && let Some(client) = running.client.clone()
@@ -404,7 +433,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .ca_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("ferry-control"));
-            tasks = start_cluster_duties(running, client, addr, work_dir, stop_rx).await?;
+            tasks =
+                start_cluster_duties(running, client, addr, work_dir, &cluster_domain, stop_rx)
+                    .await?;
         }
         let shutdown = async move {
             tokio::select! {
@@ -427,4 +458,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_service_names_table() {
+        let cases = [
+            (
+                "ferry-system",
+                "cluster.local",
+                [
+                    "ferry-control.ferry-system.svc",
+                    "ferry-control.ferry-system.svc.cluster.local",
+                ],
+            ),
+            (
+                "mesh",
+                "corp.example",
+                [
+                    "ferry-control.mesh.svc",
+                    "ferry-control.mesh.svc.corp.example",
+                ],
+            ),
+        ];
+        for (ns, domain, want) in cases {
+            assert_eq!(own_service_names(ns, domain), want, "{ns} {domain}");
+        }
+    }
 }

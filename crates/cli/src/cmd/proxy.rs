@@ -71,6 +71,13 @@ struct CommonArgs {
     /// certificate verified against `--ca-root-cert` and `--ca-server-name`.
     #[arg(long, value_name = "ADDR", env = "FERRY_CONTROL_PLANE")]
     control_plane: Option<String>,
+    /// Where the mesh's control plane is (`host:port`, its TLS port 15012), as injection sets
+    /// it from the mesh's `controlPlaneAddress` (Istio's `discoveryAddress`): the proxy
+    /// follows the configuration stream and gets its certificate there, over TLS, as if
+    /// `--control-plane` and `--ca-addr` both named it. Ignored when either of them is given
+    /// (`ferry up` gives them), so an explicit setting is never half overridden.
+    #[arg(long, value_name = "ADDR", env = "FERRY_DISCOVERY_ADDRESS")]
+    discovery_address: Option<String>,
     /// With `--control-plane`: keep the last configuration the proxy applied (validated and
     /// ACKed, never a rejected one) in FILE, written atomically (mode 0600), and apply it at
     /// start-up before the control plane answers, so a proxy that restarts while the control
@@ -111,9 +118,9 @@ struct IdentityArgs {
     /// The CA's certificate API (`host:port`, gRPC over TLS, 15012). With it the proxy gets a
     /// certificate for `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, renews
     /// it at half its lifetime, originates mutual TLS toward sidecars and enforces
-    /// PeerAuthentication on inbound ports; without it everything stays plaintext.
-    /// (`CA_ADDR`, which injection sets, is not read: identity is opt-in until the local
-    /// runtime and the install serve the CA.)
+    /// PeerAuthentication on inbound ports; without it everything stays plaintext. Injected
+    /// sidecars get it (and `--control-plane`) from `--discovery-address` (Istio's
+    /// `CA_ADDR`, which injection also sets, is not read).
     #[arg(long, value_name = "ADDR", env = "FERRY_CA_ADDR")]
     ca_addr: Option<String>,
     /// File with the token proving the service account (a projected token with audience
@@ -237,8 +244,29 @@ fn filter(level: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(level).map_err(|e| format!("invalid log level {level:?}: {e}"))
 }
 
+/// `--discovery-address` in place of `--control-plane` and `--ca-addr` when neither is
+/// given (blank values count as not given).
+fn resolve_discovery(common: &mut CommonArgs) {
+    let given = |a: &Option<String>| a.as_deref().is_some_and(|a| !a.trim().is_empty());
+    let Some(addr) = common
+        .discovery_address
+        .clone()
+        .filter(|a| !a.trim().is_empty())
+    else {
+        return;
+    };
+    if given(&common.control_plane) || given(&common.identity.ca_addr) {
+        tracing::info!(
+            "--discovery-address {addr} is not used: --control-plane or --ca-addr is given"
+        );
+        return;
+    }
+    common.control_plane = Some(addr.clone());
+    common.identity.ca_addr = Some(addr);
+}
+
 fn serve(
-    common: CommonArgs,
+    mut common: CommonArgs,
     listeners: Vec<(SocketAddr, Direction)>,
     orig_dst: Arc<dyn OriginalDst>,
 ) -> anyhow::Result<ExitCode> {
@@ -262,6 +290,7 @@ fn serve(
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
+    resolve_discovery(&mut common);
     let identity = identity_options(&common);
     let stream_tls = common
         .control_plane
@@ -418,5 +447,65 @@ fn wait(w: WaitArgs) -> anyhow::Result<ExitCode> {
             w.timeout
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    /// What a case is, its arguments, and the `--control-plane` and `--ca-addr` in force.
+    type Case<'a> = (&'a str, Vec<&'a str>, Option<&'a str>, Option<&'a str>);
+
+    #[test]
+    fn discovery_address_table() {
+        let d = ["--discovery-address", "cp.mesh.svc:15012"];
+        let cases: [Case; 6] = [
+            ("nothing", vec![], None, None),
+            (
+                "the injected address: both",
+                d.to_vec(),
+                Some("cp.mesh.svc:15012"),
+                Some("cp.mesh.svc:15012"),
+            ),
+            (
+                "blank: nothing",
+                vec!["--discovery-address", " "],
+                None,
+                None,
+            ),
+            (
+                "--control-plane given (ferry up without mTLS): not used",
+                [&d[..], &["--control-plane", "198.18.0.1:15010"]].concat(),
+                Some("198.18.0.1:15010"),
+                None,
+            ),
+            (
+                "--ca-addr given: not used",
+                [&d[..], &["--ca-addr", "ca:15012"]].concat(),
+                None,
+                Some("ca:15012"),
+            ),
+            (
+                "blank --control-plane: used",
+                [&d[..], &["--control-plane", ""]].concat(),
+                Some("cp.mesh.svc:15012"),
+                Some("cp.mesh.svc:15012"),
+            ),
+        ];
+        for (what, args, control_plane, ca_addr) in cases {
+            let cli = Cli::try_parse_from(std::iter::once("proxy").chain(args)).expect(what);
+            let mut common = cli.common;
+            resolve_discovery(&mut common);
+            assert_eq!(common.control_plane.as_deref(), control_plane, "{what}");
+            assert_eq!(common.identity.ca_addr.as_deref(), ca_addr, "{what}");
+        }
     }
 }

@@ -28,6 +28,14 @@
 //!   apply, which creates, merged like a strategic merge patch) and `DELETE`; `POST <collection>` creates (`409 AlreadyExists`).
 //!   Lists honour `labelSelector` (`k=v`, `k`) and `fieldSelector=metadata.name=<name>`.
 //!   Non-`GET` requests are logged as `METHOD path`.
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews` reviews a token as kube-apiserver's
+//!   service-account authenticator does, for the tokens [`FakeApi::issue_token`] made (a
+//!   projected token of one pod): `201` with `status.authenticated`, the user
+//!   `system:serviceaccount:<ns>:<sa>` with its groups and the `pod-name`/`pod-uid` extras,
+//!   and the audiences asked for that the token carries; an unknown token, or one for none of
+//!   the audiences asked (the server's own, `https://kubernetes.default.svc.cluster.local`,
+//!   when none are), gets `authenticated: false` and an `error`. Every review is kept
+//!   ([`FakeApi::token_reviews`]).
 
 #![allow(dead_code)]
 
@@ -295,7 +303,23 @@ struct Inner {
     unserved: Vec<String>,
     /// The versions custom kinds are served at, where not their one version.
     versions: BTreeMap<String, Vec<String>>,
+    /// Tokens [`FakeApi::issue_token`] made, by token.
+    tokens: BTreeMap<String, IssuedToken>,
+    /// The tokens reviewed so far, with whether they were authenticated.
+    reviews: Vec<(String, bool)>,
 }
+
+/// A projected service-account token of one pod.
+#[derive(Debug, Clone)]
+struct IssuedToken {
+    namespace: String,
+    service_account: String,
+    pod: String,
+    audiences: Vec<String>,
+}
+
+/// The audience kube-apiserver checks when a TokenReview asks for none.
+pub const API_SERVER_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 impl Inner {
     /// The versions `collection` is served at, highest priority first.
@@ -385,6 +409,108 @@ impl FakeApi {
         inner.versions.insert(kind.to_string(), versions);
         drop(inner);
         let _ = self.signals.send(Signal::CloseKind(collection.kind));
+    }
+
+    /// A projected service-account token of `namespace/pod`, running as `service_account`,
+    /// for `audiences` (what the kubelet writes into a `serviceAccountToken` volume): the
+    /// TokenReview authenticates it from now on.
+    pub fn issue_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        pod: &str,
+        audiences: &[&str],
+    ) -> String {
+        let mut inner = self.lock();
+        inner.uid += 1;
+        let token = format!(
+            "fake-projected-token.{}.{namespace}.{pod}",
+            inner.uid + 7_000_000
+        );
+        inner.tokens.insert(
+            token.clone(),
+            IssuedToken {
+                namespace: namespace.to_string(),
+                service_account: service_account.to_string(),
+                pod: pod.to_string(),
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            },
+        );
+        token
+    }
+
+    /// Every TokenReview so far: the token and whether it was authenticated.
+    pub fn token_reviews(&self) -> Vec<(String, bool)> {
+        self.lock().reviews.clone()
+    }
+
+    /// Answers a TokenReview as kube-apiserver does (`201` with the review and its status).
+    fn review_token(&self, body: &[u8]) -> Response<BoxBody<Bytes, Infallible>> {
+        let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the body is not a TokenReview",
+            );
+        };
+        let token = review["spec"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut wanted: Vec<String> = review["spec"]["audiences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        if wanted.is_empty() {
+            wanted.push(API_SERVER_AUDIENCE.to_string());
+        }
+        let issued = self.lock().tokens.get(&token).cloned();
+        let verdict = match issued {
+            None => Err(
+                "[invalid bearer token, square/go-jose: error in cryptographic primitive]"
+                    .to_string(),
+            ),
+            Some(t) => {
+                let common: Vec<String> = wanted
+                    .iter()
+                    .filter(|a| t.audiences.contains(a))
+                    .cloned()
+                    .collect();
+                if common.is_empty() {
+                    Err(format!(
+                        "[invalid bearer token, token audiences {:?} is invalid for the target audiences {:?}]",
+                        t.audiences, wanted
+                    ))
+                } else {
+                    Ok((t, common))
+                }
+            }
+        };
+        self.lock().reviews.push((token, verdict.is_ok()));
+        review["status"] = match verdict {
+            Ok((t, audiences)) => json!({
+                "authenticated": true,
+                "user": {
+                    "username": format!("system:serviceaccount:{}:{}", t.namespace, t.service_account),
+                    "uid": format!("uid-sa-{}-{}", t.namespace, t.service_account),
+                    "groups": [
+                        "system:serviceaccounts",
+                        format!("system:serviceaccounts:{}", t.namespace),
+                        "system:authenticated"
+                    ],
+                    "extra": {
+                        "authentication.kubernetes.io/pod-name": [t.pod],
+                        "authentication.kubernetes.io/pod-uid": [format!("uid-pod-{}-{}", t.namespace, t.pod)]
+                    }
+                },
+                "audiences": audiences
+            }),
+            Err(error) => json!({ "user": {}, "error": error }),
+        };
+        review["metadata"] = json!({ "creationTimestamp": null });
+        json_response(StatusCode::CREATED, review.to_string())
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -747,6 +873,20 @@ impl FakeApi {
             && let Some(document) = self.discovery(&path)
         {
             return document;
+        }
+        if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+            if req.method() != hyper::Method::POST {
+                return status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "only POST is served on tokenreviews",
+                );
+            }
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            return self.review_token(&body);
         }
         let serves = |collection: &Collection, version: &str| {
             self.lock().served(collection).iter().any(|v| v == version)
