@@ -216,8 +216,24 @@ impl PendingHttp {
     }
 
     /// Records the span: the response's status (0 when none), Envoy's response flags, and
-    /// the body sizes. Never waits (the tracer's queue drops when full).
+    /// the body sizes. Never waits (the tracer's queue drops when full); the span's attributes
+    /// are built on the exporter's thread, off the data path.
     pub fn finish(self, status: u16, flags: &str, request_size: u64, response_size: u64) {
+        let end = SystemTime::now();
+        let flags = flags.to_string();
+        let tracer = self.active.tracer.clone();
+        tracer.record_later(move || self.build(status, &flags, request_size, response_size, end));
+    }
+
+    /// The span's record, with the tags [`PendingHttp::finish`] was given.
+    fn build(
+        self,
+        status: u16,
+        flags: &str,
+        request_size: u64,
+        response_size: u64,
+        end: SystemTime,
+    ) -> super::span::Span {
         let url = format!("http://{}:{}{}", self.host, self.port, self.path);
         let upstream_cluster = if self.upstream_cluster.is_empty() {
             "-"
@@ -242,7 +258,7 @@ impl PendingHttp {
             response_size,
         };
         let me = &self.active.me;
-        let mut span = facts.to_span(&self.ctx, self.kind, me, self.start, SystemTime::now());
+        let mut span = facts.to_span(&self.ctx, self.kind, me, self.start, end);
         if let Some(addr) = self.upstream_address {
             span.attr("upstream_address", addr.to_string());
         }
@@ -253,7 +269,7 @@ impl PendingHttp {
             .tags
             .of(self.kind)
             .apply(&mut span, self.captured);
-        self.active.tracer.record(span);
+        span
     }
 }
 

@@ -1,14 +1,15 @@
 //! Span export with bounded memory: the [`Tracer`] handle, its queue, and the background task
 //! that batches spans and sends them to OTLP/gRPC, OTLP/HTTP (protobuf) or Zipkin JSON v2.
 //!
-//! The data path only ever calls [`Tracer::record`], a `try_send` into a bounded channel: when
+//! The data path only ever calls [`Tracer::record`] or [`Tracer::record_later`], a `try_send`
+//! into a bounded channel: when
 //! the queue is full (collector slow or down) the span is dropped and
 //! `ferry_tracing_spans_total{outcome="dropped"}` counts it. The exporter task gathers up to
 //! [`MAX_BATCH`] spans, waiting at most [`BATCH_DELAY`] after the first (so that a low rate
 //! costs one export call per delay, not one per span), and sends them with a timeout, so a
 //! stalled collector costs queued memory (bounded by `max_queue`) and dropped spans, never a
 //! waiting request. String tag values are cut to the provider's `maxTagLength` there, off the
-//! data path.
+//! data path. An HTTP span is handed over as its facts and built into attributes there too.
 //! Tracing off is `Option<Tracer>::None`: one branch, no allocation.
 
 use super::context::{Sampler, TraceContext};
@@ -160,7 +161,7 @@ pub struct Tracer {
 
 #[derive(Debug)]
 struct Inner {
-    tx: mpsc::Sender<Span>,
+    tx: mpsc::Sender<Queued>,
     sampler: Sampler,
     redis_spans: bool,
     metrics: TraceMetrics,
@@ -203,7 +204,17 @@ impl Tracer {
     /// Queues a finished span for export; never waits (a full queue drops the span and counts
     /// it). Build spans only for sampled contexts: check `TraceContext::sampled` first.
     pub fn record(&self, span: Span) {
-        if self.inner.tx.try_send(span).is_err() {
+        self.queue(Queued::Built(span));
+    }
+
+    /// [`Tracer::record`] for a span that `build` makes on the exporter's thread: the data
+    /// path hands over the facts and not the few dozen attribute strings they become.
+    pub fn record_later(&self, build: impl FnOnce() -> Span + Send + 'static) {
+        self.queue(Queued::Later(Box::new(build)));
+    }
+
+    fn queue(&self, item: Queued) {
+        if self.inner.tx.try_send(item).is_err() {
             self.inner.metrics.dropped.inc();
         }
     }
@@ -235,24 +246,40 @@ impl Tracer {
     }
 }
 
+/// A finished span in the exporter's queue: built, or to build on the exporter's thread.
+enum Queued {
+    Built(Span),
+    Later(Box<dyn FnOnce() -> Span + Send>),
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queued::Built(span) => f.debug_tuple("Built").field(span).finish(),
+            Queued::Later(_) => f.write_str("Later"),
+        }
+    }
+}
+
 async fn run(
-    mut rx: mpsc::Receiver<Span>,
+    mut rx: mpsc::Receiver<Queued>,
     mut exporter: Exporter,
     max_tag_length: usize,
     metrics: TraceMetrics,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut queued = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Span> = Vec::with_capacity(MAX_BATCH);
     let mut open = true;
     while open {
-        batch.clear();
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        queued.clear();
+        if rx.recv_many(&mut queued, MAX_BATCH).await == 0 {
             return;
         }
         // Let the batch fill for a while: at a low sampling rate, spans come one by one.
         let deadline = tokio::time::Instant::now() + BATCH_DELAY;
-        while batch.len() < MAX_BATCH {
-            let room = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+        while queued.len() < MAX_BATCH {
+            let room = MAX_BATCH - queued.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut queued, room)).await {
                 Ok(0) => {
                     // Every tracer handle is gone: send what is left and stop.
                     open = false;
@@ -262,6 +289,11 @@ async fn run(
                 Err(_) => break,
             }
         }
+        batch.clear();
+        batch.extend(queued.drain(..).map(|q| match q {
+            Queued::Built(span) => span,
+            Queued::Later(build) => build(),
+        }));
         for span in &mut batch {
             truncate_attributes(span, max_tag_length);
         }
