@@ -8,21 +8,14 @@
 #[path = "support/kube_api/mod.rs"]
 mod kube_api;
 
+#[path = "support/plane.rs"]
+mod test_plane;
+
 use std::time::Duration;
 
-use ferry_control::plane::{self, PlaneOptions};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use ferry_control::plane::PlaneOptions;
 use serde_json::json;
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let response = client.get(url.parse().ok()?).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
+use test_plane::{RunningPlane, get};
 
 #[tokio::test]
 async fn control_plane_reads_the_cluster_through_a_kubeconfig() {
@@ -60,20 +53,8 @@ async fn control_plane_reads_the_cluster_through_a_kubeconfig() {
         monitoring: Some("127.0.0.1:0".parse().expect("addr")),
         ..PlaneOptions::default()
     };
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let plane = tokio::spawn(plane::run(
-        options,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |bound| {
-            let _ = bound_tx.send(bound);
-        },
-    ));
-    let bound = bound_rx.await.expect("bound");
-    let monitoring = bound.monitoring.expect("monitoring address");
-    let base = format!("http://{monitoring}");
+    let plane = RunningPlane::start(options).await;
+    let base = plane.monitoring_url();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if let Some((200, _)) = get(&format!("{base}/ready")).await {
@@ -99,6 +80,5 @@ async fn control_plane_reads_the_cluster_through_a_kubeconfig() {
     // redis-1 has no address: nothing from the local pod network was assigned to it.
     assert!(!dump.contains("198.18."), "{dump}");
     assert!(api.unknown_paths().is_empty(), "{:?}", api.unknown_paths());
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), plane).await;
+    plane.stop().await;
 }

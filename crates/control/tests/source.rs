@@ -3,6 +3,9 @@
 //! valid versions, a watched directory picking up changes, and errors reading the directory
 //! counted (`ferry_control_files_read_errors`) while what was read stays.
 
+#[path = "support/plane.rs"]
+mod test_plane;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -546,19 +549,10 @@ async fn errors_reading_the_directory_are_counted_and_keep_what_was_read() {
     watcher.abort();
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let response = client.get(url.parse().ok()?).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_exposes_the_read_errors_of_its_directory() {
-    use ferry_control::plane::{self, PlaneOptions};
+    use ferry_control::plane::PlaneOptions;
+    use test_plane::{RunningPlane, get};
     let dir = tempfile::tempdir().expect("temp dir");
     write(dir.path(), "a.yaml", &namespace_yaml("a", "one"));
     let looped = dir.path().join("loop.yaml");
@@ -569,19 +563,8 @@ async fn the_control_plane_exposes_the_read_errors_of_its_directory() {
         monitoring: Some("127.0.0.1:0".parse().expect("addr")),
         ..PlaneOptions::default()
     };
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let plane = tokio::spawn(plane::run(
-        options,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |bound| {
-            let _ = bound_tx.send(bound);
-        },
-    ));
-    let bound = bound_rx.await.expect("bound");
-    let base = format!("http://{}", bound.monitoring.expect("monitoring address"));
+    let plane = RunningPlane::start(options).await;
+    let base = plane.monitoring_url();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         if let Some((200, text)) = get(&format!("{base}/metrics")).await
@@ -600,6 +583,5 @@ async fn the_control_plane_exposes_the_read_errors_of_its_directory() {
         !metrics.contains("ferry_control_kube_watch_errors"),
         "{metrics}"
     );
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), plane).await;
+    plane.stop().await;
 }
