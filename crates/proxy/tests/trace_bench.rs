@@ -1,12 +1,15 @@
 //! The tracing benchmark (`bench/tracing/run.sh` runs it; ignored by `cargo test`): HTTP/1.1
 //! keep-alive requests through a whole proxy (forward mode, one traffic thread) to an
 //! in-process app, with tracing off, at 1% and at 100% sampling (OTLP/gRPC to an in-process
-//! collector), rounds rotating the modes. Reports throughput and the proxy's CPU per request
-//! (its `ferry-traffic` and `ferry-admin` threads, from /proc) against tracing off.
+//! collector). One proxy per mode is started once; each round then loads the modes one after
+//! the other for a short window, in rotating order, so that the windows compared are close in
+//! time (on a shared host a mode's throughput moves by a third from one second to the next).
+//! Reports throughput and the proxy's CPU per request (its own `ferry-*` threads, from /proc)
+//! against tracing off, over all rounds and as per-round ratios.
 //!
-//! Knobs (environment): `TRACE_BENCH_SECS` (per measurement, default 5),
-//! `TRACE_BENCH_ROUNDS` (default 3), `TRACE_BENCH_CONNS` (default 32), `TRACE_BENCH_MODES`
-//! (comma-separated subset of `off,1%,100%`, default all: e.g. `1%` alone to profile it).
+//! Knobs (environment): `TRACE_BENCH_MS` (per window, default 1000), `TRACE_BENCH_ROUNDS`
+//! (default 20), `TRACE_BENCH_CONNS` (default 32), `TRACE_BENCH_MODES` (comma-separated subset
+//! of `off,1%,100%`, default all: e.g. `1%` alone to profile it).
 
 use bytes::Bytes;
 use ferry_proxy::config::{Tracing, TracingProvider};
@@ -18,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,22 +65,30 @@ async fn app() -> SocketAddr {
     addr
 }
 
-/// CPU time (user + system, in clock ticks) of this process's threads named `ferry-*`.
-fn proxy_ticks() -> u64 {
+/// The ids of this process's threads named `ferry-*` (the proxies' threads).
+fn proxy_threads() -> BTreeSet<i32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return BTreeSet::new();
     };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("ferry-"))
+        })
+        .filter_map(|t| t.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// CPU time (user + system, in clock ticks) of the threads `tids` of this process.
+fn ticks_of(tids: &BTreeSet<i32>) -> u64 {
     let mut total = 0;
-    for t in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+    for tid in tids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some(close) = stat.rfind(')') else {
             continue;
         };
-        if !stat[open + 1..close].starts_with("ferry-") {
-            continue;
-        }
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         // After the comm: state is field 3; utime 14 and stime 15 (1-based, whole line).
         let tick = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
@@ -85,8 +97,8 @@ fn proxy_ticks() -> u64 {
     total
 }
 
-/// Sends requests on `conns` keep-alive connections for `secs`; the number answered.
-async fn load(target: SocketAddr, conns: u64, secs: u64) -> u64 {
+/// Sends requests on `conns` keep-alive connections for `window`; the number answered.
+async fn load(target: SocketAddr, conns: u64, window: Duration) -> u64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -122,7 +134,7 @@ async fn load(target: SocketAddr, conns: u64, secs: u64) -> u64 {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
+    tokio::time::sleep(window).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -130,10 +142,12 @@ async fn load(target: SocketAddr, conns: u64, secs: u64) -> u64 {
     done.load(Ordering::Relaxed)
 }
 
+/// One window of one mode.
 #[derive(Default, Clone)]
 struct Sample {
-    rps: f64,
-    cpu_us_per_req: f64,
+    requests: u64,
+    seconds: f64,
+    ticks: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -148,8 +162,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 #[ignore = "benchmark: bench/tracing/run.sh"]
 async fn tracing_cost() {
-    let secs = env("TRACE_BENCH_SECS", 5);
-    let rounds = env("TRACE_BENCH_ROUNDS", 3);
+    let window = Duration::from_millis(env(
+        "TRACE_BENCH_MS",
+        env("TRACE_BENCH_SECS", 1).saturating_mul(1000),
+    ));
+    let rounds = env("TRACE_BENCH_ROUNDS", 20);
     let conns = env("TRACE_BENCH_CONNS", 32);
     // SAFETY: sysconf has no preconditions.
     let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
@@ -179,103 +196,111 @@ async fn tracing_cost() {
         !modes.is_empty(),
         "TRACE_BENCH_MODES names none of off, 1%, 100%"
     );
+    // One proxy per mode, kept for the whole run; each knows its own threads.
+    let mut proxies = Vec::new();
+    for (_, sampling) in &modes {
+        let tracing = sampling.map(|p| Tracing {
+            provider: TracingProvider::OtlpGrpc,
+            endpoint: format!("http://{collector_addr}"),
+            sampling_percentage: p,
+            redis_spans: false,
+            spans: Default::default(),
+            custom_tags: Vec::new(),
+            max_tag_length: 0,
+        });
+        let before = proxy_threads();
+        let proxy = server::start(
+            Options {
+                listeners: vec![("127.0.0.1:0".parse().expect("addr"), Direction::Outbound)],
+                tracing,
+                ..Default::default()
+            },
+            Arc::new(FixedDst(app)),
+        )
+        .expect("proxy starts");
+        let target = proxy.listeners[0];
+        // Warm up (and let the tracer come on).
+        load(target, conns, Duration::from_secs(1)).await;
+        let threads: BTreeSet<i32> = proxy_threads().difference(&before).copied().collect();
+        proxies.push((proxy, target, threads));
+    }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
     for round in 0..rounds {
         for k in 0..modes.len() {
             let i = (k + round as usize) % modes.len();
-            let (name, sampling) = modes[i];
-            let tracing = sampling.map(|p| Tracing {
-                provider: TracingProvider::OtlpGrpc,
-                endpoint: format!("http://{collector_addr}"),
-                sampling_percentage: p,
-                redis_spans: false,
-                spans: Default::default(),
-                custom_tags: Vec::new(),
-                max_tag_length: 0,
-            });
-            let proxy = server::start(
-                Options {
-                    listeners: vec![("127.0.0.1:0".parse().expect("addr"), Direction::Outbound)],
-                    tracing,
-                    ..Default::default()
-                },
-                Arc::new(FixedDst(app)),
-            )
-            .expect("proxy starts");
-            let target = proxy.listeners[0];
-            // Warm up (and let the tracer come on).
-            load(target, conns, 1).await;
-            let before = proxy_ticks();
+            let (_, target, threads) = &proxies[i];
+            let before = ticks_of(threads);
             let started = Instant::now();
-            let n = load(target, conns, secs).await;
-            let elapsed = started.elapsed().as_secs_f64();
-            let ticks = proxy_ticks().saturating_sub(before);
-            proxy.stop();
+            let requests = load(*target, conns, window).await;
             let s = Sample {
-                rps: n as f64 / elapsed,
-                cpu_us_per_req: ticks as f64 * 1e6 / hz / (n.max(1) as f64),
+                requests,
+                seconds: started.elapsed().as_secs_f64(),
+                ticks: ticks_of(threads).saturating_sub(before),
             };
             println!(
-                "round {round} {name:>5}: {:>9.0} req/s, proxy CPU {:>6.2} us/request",
-                s.rps, s.cpu_us_per_req
+                "round {round} {:>5}: {:>9.0} req/s, proxy CPU {:>6.2} us/request",
+                modes[i].0,
+                s.requests as f64 / s.seconds,
+                s.ticks as f64 * 1e6 / hz / (s.requests.max(1) as f64)
             );
             samples[i].push(s);
         }
     }
-    // The first mode (tracing off unless TRACE_BENCH_MODES left it out) is the baseline.
+    for (proxy, _, _) in proxies {
+        proxy.stop();
+    }
+    // Over all rounds: requests over time, CPU over requests. The first mode (tracing off
+    // unless TRACE_BENCH_MODES left it out) is the baseline.
     let base = modes[0].0;
-    let base_rps = median(samples[0].iter().map(|s| s.rps).collect());
-    let base_cpu = median(samples[0].iter().map(|s| s.cpu_us_per_req).collect());
+    let total = |v: &[Sample]| {
+        let requests: u64 = v.iter().map(|s| s.requests).sum();
+        let seconds: f64 = v.iter().map(|s| s.seconds).sum();
+        let ticks: u64 = v.iter().map(|s| s.ticks).sum();
+        (
+            requests as f64 / seconds.max(1e-9),
+            ticks as f64 * 1e6 / hz / (requests.max(1) as f64),
+        )
+    };
+    let (base_rps, base_cpu) = total(&samples[0]);
     println!();
     println!(
-        "| tracing | throughput (median req/s) | vs {base} | proxy CPU µs/request (median) | vs {base} |"
+        "| tracing | throughput (all rounds, req/s) | vs {base} | proxy CPU µs/request (all rounds) | vs {base} |"
     );
     println!("|---|---|---|---|---|");
     for (i, (name, _)) in modes.iter().enumerate() {
-        let rps = median(samples[i].iter().map(|s| s.rps).collect());
-        let cpu = median(samples[i].iter().map(|s| s.cpu_us_per_req).collect());
+        let (rps, cpu) = total(&samples[i]);
         println!(
             "| {name} | {rps:.0} | {:.3} | {cpu:.2} | {:.3} |",
             rps / base_rps.max(1.0),
             cpu / base_cpu.max(1e-9)
         );
     }
-    // Ratios within each round (the modes measured back to back). On this kind of machine a
-    // round's throughput moves by a third from one measurement to the next (other tenants of
-    // the host), so the per-round ratios are summarised three ways: their median, their
-    // geometric mean with its standard error (the usual average of ratios), and the ratio of
-    // all requests served over all rounds.
+    // Ratios within each round (the modes' windows back to back): their median, and their
+    // geometric mean with its standard error.
     println!();
     println!(
-        "| tracing | paired throughput vs {base}: median | geometric mean ± s.e. | all requests | paired CPU/request vs {base}: median | geometric mean |"
+        "| tracing | throughput vs {base}, per round: median | geometric mean ± s.e. | rounds |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|");
     for (i, (name, _)) in modes.iter().enumerate().skip(1) {
-        let ratios = |f: fn(&Sample) -> f64| -> Vec<f64> {
-            samples[i]
-                .iter()
-                .zip(&samples[0])
-                .map(|(s, b)| f(s) / f(b).max(1e-9))
-                .collect()
-        };
-        let geo = |v: &[f64]| -> (f64, f64) {
-            let logs: Vec<f64> = v.iter().map(|x| x.max(1e-9).ln()).collect();
-            let n = logs.len().max(1) as f64;
-            let mean = logs.iter().sum::<f64>() / n;
-            let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            let g = mean.exp();
-            (g, g * (var / n).sqrt())
-        };
-        let rps = ratios(|s| s.rps);
-        let cpu = ratios(|s| s.cpu_us_per_req);
-        let (g_rps, se_rps) = geo(&rps);
-        let (g_cpu, _) = geo(&cpu);
-        let total = |k: usize| samples[k].iter().map(|s| s.rps).sum::<f64>();
+        let ratios: Vec<f64> = samples[i]
+            .iter()
+            .zip(&samples[0])
+            .map(|(s, b)| {
+                let rps = |x: &Sample| x.requests as f64 / x.seconds.max(1e-9);
+                rps(s) / rps(b).max(1e-9)
+            })
+            .collect();
+        let logs: Vec<f64> = ratios.iter().map(|x| x.max(1e-9).ln()).collect();
+        let n = logs.len().max(1) as f64;
+        let mean = logs.iter().sum::<f64>() / n;
+        let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let geo = mean.exp();
         println!(
-            "| {name} | {:.3} | {g_rps:.3} ± {se_rps:.3} | {:.3} | {:.3} | {g_cpu:.3} |",
-            median(rps.clone()),
-            total(i) / total(0).max(1e-9),
-            median(cpu.clone()),
+            "| {name} | {:.3} | {geo:.3} ± {:.3} | {} |",
+            median(ratios.clone()),
+            geo * (var / n).sqrt(),
+            ratios.len()
         );
     }
     println!();
