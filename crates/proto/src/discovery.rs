@@ -125,8 +125,13 @@ pub fn chunks(version: &str, hash: &str, pieces: &[Bytes], max: usize) -> Vec<Co
 /// How both ends name a root certificate (the roots of a [`v1::TrustUpdate`] as a proxy
 /// reports them in its [`v1::TrustReport`]): the lowercase hex SHA-256 of its DER.
 pub fn root_fingerprint(der: &[u8]) -> String {
+    sha256_hex(der)
+}
+
+/// The lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(der)
+    Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

@@ -246,10 +246,9 @@ pub fn start(options: Options, orig_dst: Arc<dyn OriginalDst>) -> io::Result<Run
         .control_plane
         .as_ref()
         .map(|_| crate::discovery::DiscoveryState::with_changed(Some(config_changed.clone())));
-    // The cached snapshot goes in before any listener serves.
-    let config_cache = options
-        .config_cache
-        .filter(|_| options.control_plane.is_some());
+    // The cached snapshot goes in before any listener serves (only a proxy that follows a
+    // control plane has discovery state, and only it uses the cache).
+    let config_cache = options.config_cache;
     if let (Some(path), Some((_, info)), Some(discovery)) = (
         &config_cache,
         &options.control_plane,

@@ -97,18 +97,6 @@ pub enum CacheError {
     },
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    digest
-        .as_ref()
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-}
-
 /// The cache file for the snapshot `version` (its JSON `json`) applied by the proxy `info`.
 pub fn encode(info: &ProxyInfo, version: &str, json: &[u8]) -> Vec<u8> {
     let header = Header {
@@ -117,7 +105,7 @@ pub fn encode(info: &ProxyInfo, version: &str, json: &[u8]) -> Vec<u8> {
         namespace: info.namespace.clone(),
         version: version.to_string(),
         bytes: json.len() as u64,
-        sha256: sha256_hex(json),
+        sha256: ferry_proto::discovery::sha256_hex(json),
     };
     // A struct of strings and a number always serializes.
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
@@ -159,7 +147,7 @@ pub fn decode(file: &[u8]) -> Result<(Header, &[u8]), String> {
             json.len()
         ));
     }
-    let sum = sha256_hex(json);
+    let sum = ferry_proto::discovery::sha256_hex(json);
     if sum != header.sha256 {
         return Err(format!(
             "the snapshot's SHA-256 is {sum}, the header says {}",
